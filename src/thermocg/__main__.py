@@ -1,0 +1,3 @@
+from thermocg.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,354 @@
+"""The study config: typed, validated, strict. The one home of defaults.
+
+A config is YAML. Every section is a dataclass below; every key with a dimension carries its unit in
+its name (``temperature_K``, ``timestep_fs``, ``cutoff_A``). Unknown keys are errors that suggest the
+nearest valid key; values are type-checked and range-checked before any work starts. Each stage
+writes the resolved config (every default filled in, every automatic choice recorded) beside its
+outputs.
+
+Sections are owned by the stage that reads them: ``system``, ``states``, ``generate``, ``imports``,
+``mapping``, ``rdf`` (all-atom data and mapping); ``train`` (HIP-NN-TS force matching); ``pair``
+(MS-CG); ``simulate`` (CG MD); ``analysis``; ``study``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from thermocg.frames import StatePoint
+
+
+class ConfigError(ValueError):
+    """An invalid config; the message names the key (``section.key``) and the problem."""
+
+
+# --------------------------------------------------------------------------------------------------
+# machinery
+# --------------------------------------------------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert ``value`` to the annotated type ``tp``; raise ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {tp}")
+    if origin is Literal:
+        if value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}{hint}")
+        return value
+    if origin in (list, tuple):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item_tp = args[0] if args else Any
+        return [_coerce(v, item_tp, f"{where}[{k}]") for k, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        vt = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return from_dict(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, strictly: unknown keys and bad types are errors."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        here = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"{here}: unknown key{hint}")
+        kwargs[key] = _coerce(value, hints[key], here)
+    missing = [
+        f.name for f in dataclasses.fields(cls)
+        if f.init and f.name not in kwargs
+        and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{where or 'config'}: missing required key(s) {', '.join(missing)}")
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.{exc}" if where and not str(exc).startswith(where) else str(exc)) from None
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass (tree) as plain dicts/lists, ready for YAML/JSON."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _positive(where: str, value: float | int | None, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if (value < 0) if allow_zero else (value <= 0):
+        raise ConfigError(f"{where}: must be {'non-negative' if allow_zero else 'positive'}, got {value}")
+
+
+# --------------------------------------------------------------------------------------------------
+# all-atom data (generate / import), mapping, RDF
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class SystemConfig:
+    """The all-atom system to generate."""
+
+    #: a built-in molecule (``methanol_trappe``, ``methanol_opls``, ``water_spce``) or a path to a YAML
+    #: molecule definition
+    molecule: str = "methanol_trappe"
+    n_molecules: int = 256
+
+    def __post_init__(self) -> None:
+        _positive("system.n_molecules", self.n_molecules)
+
+
+@dataclass
+class StateConfig:
+    """One state point: temperature with density (NVT) or pressure (NPT then NVT)."""
+
+    temperature_K: float
+    density_g_cm3: float | None = None
+    pressure_bar: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature_K <= 0:
+            raise ConfigError(f"temperature_K: must be positive, got {self.temperature_K}")
+        if (self.density_g_cm3 is None) == (self.pressure_bar is None):
+            raise ConfigError("state point: give exactly one of density_g_cm3 or pressure_bar")
+        _positive("density_g_cm3", self.density_g_cm3)
+
+    def to_state(self) -> StatePoint:
+        return StatePoint(self.temperature_K, self.density_g_cm3, self.pressure_bar)
+
+
+@dataclass
+class StateGridConfig:
+    """A grid of state points: every temperature with every density (or every pressure)."""
+
+    temperature_K: list[float] = field(default_factory=list)
+    density_g_cm3: list[float] | None = None
+    pressure_bar: list[float] | None = None
+
+    def expand(self) -> list[StateConfig]:
+        if (self.density_g_cm3 is None) == (self.pressure_bar is None):
+            raise ConfigError("state_grid: give exactly one of density_g_cm3 or pressure_bar")
+        if self.density_g_cm3 is not None:
+            return [StateConfig(t, density_g_cm3=d) for t, d in itertools.product(self.temperature_K, self.density_g_cm3)]
+        return [StateConfig(t, pressure_bar=p) for t, p in itertools.product(self.temperature_K, self.pressure_bar)]
+
+
+@dataclass
+class GenerateConfig:
+    """All-atom MD with OpenMM."""
+
+    platform: Literal["auto", "CPU", "CUDA", "Reference", "OpenCL"] = "auto"
+    n_threads: int = 2
+    timestep_fs: float = 1.0
+    friction_per_ps: float = 1.0
+    #: NPT equilibration length for pressure state points (then NVT at the mean volume)
+    npt_equilibration_ps: float = 100.0
+    #: NVT equilibration before production
+    equilibration_ps: float = 20.0
+    production_ps: float = 100.0
+    save_interval_fs: float = 100.0
+    thermo_interval_fs: float = 100.0
+    save_velocities: bool = True
+    #: None: what the force field prescribes (TraPPE: 14 A, OPLS-AA: 12 A, SPC/E: 10 A)
+    nonbonded_cutoff_A: float | None = None
+    barostat_interval: int = 25
+
+    def __post_init__(self) -> None:
+        for key in ("timestep_fs", "friction_per_ps", "save_interval_fs", "thermo_interval_fs", "n_threads"):
+            _positive(f"generate.{key}", getattr(self, key))
+        for key in ("npt_equilibration_ps", "equilibration_ps"):
+            _positive(f"generate.{key}", getattr(self, key), allow_zero=True)
+        _positive("generate.production_ps", self.production_ps)
+        _positive("generate.nonbonded_cutoff_A", self.nonbonded_cutoff_A)
+
+
+@dataclass
+class ImportConfig:
+    """An all-atom trajectory with forces written by another engine."""
+
+    #: trajectory file (LAMMPS dump, GROMACS .trr, extxyz)
+    path: str
+    format: Literal["lammps", "gromacs", "extxyz"]
+    #: topology: LAMMPS data file, GROMACS .gro/.tpr/.top; not needed for extxyz
+    topology: str | None = None
+    #: LAMMPS unit style of the files
+    lammps_units: Literal["real", "metal"] | None = None
+    state: StateConfig | None = None
+    #: optional molecule definition (name or YAML) giving masses/molecules when the topology lacks them
+    molecule: str | None = None
+
+
+@dataclass
+class BeadConfig:
+    """One bead of a multi-bead map: its name and atoms (names or 0-based indices in the molecule)."""
+
+    name: str
+    atoms: list[str | int]
+
+
+@dataclass
+class MappingConfig:
+    """Atoms -> beads. Default: one bead per molecule at its centre of mass."""
+
+    #: ``com`` (centre of mass) or ``cog`` (centre of geometry)
+    center: Literal["com", "cog"] = "com"
+    #: per molecule name, a list of beads; empty: one bead per molecule named after the molecule
+    beads: dict[str, list[BeadConfig]] = field(default_factory=dict)
+
+
+@dataclass
+class RDFConfig:
+    """Radial distribution functions per bead-type pair."""
+
+    #: None: half the shortest perpendicular box width
+    r_max_A: float | None = None
+    bin_width_A: float = 0.05
+
+    def __post_init__(self) -> None:
+        _positive("rdf.r_max_A", self.r_max_A)
+        _positive("rdf.bin_width_A", self.bin_width_A)
+
+
+# --------------------------------------------------------------------------------------------------
+# the whole config
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Config:
+    """A thermocg config file. Sections not given take their defaults."""
+
+    #: where every artifact goes (relative paths are relative to the config file)
+    run_dir: str = "runs/thermocg"
+    seed: int = 2024
+    system: SystemConfig = field(default_factory=SystemConfig)
+    #: explicit state points ...
+    states: list[StateConfig] = field(default_factory=list)
+    #: ... and/or a grid of them
+    state_grid: StateGridConfig | None = None
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    #: all-atom data from other engines (instead of, or besides, generation)
+    imports: list[ImportConfig] = field(default_factory=list)
+    mapping: MappingConfig = field(default_factory=MappingConfig)
+    rdf: RDFConfig = field(default_factory=RDFConfig)
+    # sections of later stages: each owned by its stage module
+    train: dict[str, Any] = field(default_factory=dict)
+    pair: dict[str, Any] = field(default_factory=dict)
+    simulate: dict[str, Any] = field(default_factory=dict)
+    analysis: dict[str, Any] = field(default_factory=dict)
+    study: dict[str, Any] = field(default_factory=dict)
+
+    def state_points(self) -> list[StateConfig]:
+        """Explicit states followed by the grid's, without duplicates."""
+        out = list(self.states)
+        if self.state_grid is not None:
+            out.extend(self.state_grid.expand())
+        seen, unique = set(), []
+        for s in out:
+            key = (s.temperature_K, s.density_g_cm3, s.pressure_bar)
+            if key not in seen:
+                seen.add(key)
+                unique.append(s)
+        return unique
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Config:
+    """Read and validate a YAML config; errors name the file and the key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if overrides:
+        data = {**data, **overrides}
+    try:
+        config = from_dict(Config, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if not Path(config.run_dir).is_absolute():
+        config.run_dir = str((path.parent / config.run_dir).resolve())
+    return config
+
+
+def write_resolved(config: Any, path: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
+    """Write a resolved config (dataclass or dict) plus provenance as YAML, atomically."""
+    from thermocg import provenance
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"config": to_dict(config), "provenance": provenance.collect()}
+    if extra:
+        data.update(to_dict(extra))
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False))
+    os.replace(partial, path)
+    return path

@@ -1,0 +1,291 @@
+"""Frames on disk: H5MD files, written frame by frame and read lazily.
+
+Why H5MD (HDF5, https://www.nongnu.org/h5md/): it is binary, chunked and compressed, holds
+positions, **forces**, velocities and a time-dependent triclinic box in one file, and MDAnalysis reads
+it directly (``MDAnalysis.Universe(topology, "traj.h5md")``, forces included). A text format (extxyz,
+a LAMMPS dump) of 10^4 frames of 10^4 particles would be tens of GB and slow to parse. thermocg uses
+the same layout for all-atom trajectories and for CG datasets.
+
+Layout (units in each dataset's ``unit`` attribute, as H5MD prescribes)::
+
+    /h5md                          version [1, 1]; author/creator groups
+    /particles/trajectory/box             dimension 3, boundary [periodic]*3
+    /particles/trajectory/box/edges/{value (F, 3, 3) Angstrom, step (F,), time (F,) fs}
+    /particles/trajectory/position/{value (F, N, 3) Angstrom, step, time}
+    /particles/trajectory/force/{value (F, N, 3) kcal mol-1 Angstrom-1, step, time}      (optional)
+    /particles/trajectory/velocity/{value (F, N, 3) Angstrom fs-1, step, time}           (optional)
+    /particles/trajectory/mass            (N,) amu
+    /particles/trajectory/species         (N,) int, indices into /parameters/thermocg type_names
+    /parameters/thermocg           attributes: format_version, kind ("allatom" or "cg"),
+                                   type_names (JSON), state (JSON), metadata (JSON);
+                                   dataset molecule_ids (N,) when known
+
+Box rows are the cell vectors a, b, c. Files are written to ``NAME.partial`` and renamed on
+successful close, so a killed run never leaves a file that a later stage would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+
+from thermocg import __version__
+from thermocg.frames import Frames, FramesError, StatePoint
+
+FORMAT_VERSION = 1
+_GROUP = "particles/trajectory"  # the group name MDAnalysis looks for
+_UNITS = {
+    "position": "Angstrom",
+    "force": "kcal mol-1 Angstrom-1",
+    "velocity": "Angstrom fs-1",
+}
+
+
+class DatasetError(ValueError):
+    """A dataset file that cannot be read as thermocg frames; the message names the file."""
+
+
+def _time_series(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, unit: str | None,
+                 compression: str | None) -> h5py.Dataset:
+    sub = group.create_group(name)
+    value = sub.create_dataset(
+        "value", shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+        chunks=(1, *shape), compression=compression,
+    )
+    if unit:
+        value.attrs["unit"] = unit
+    sub.create_dataset("step", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
+    time = sub.create_dataset("time", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
+    time.attrs["unit"] = "fs"
+    return value
+
+
+class H5MDWriter:
+    """Write frames to an H5MD file, a block at a time, atomically.
+
+    Use as a context manager: the file appears under its final name only when the ``with`` block
+    ends without an exception; otherwise the partial file is removed.
+
+    Parameters
+    ----------
+    path : output file (``.h5md``)
+    types, type_names, masses : the particles (fixed in time)
+    kind : ``"allatom"`` or ``"cg"``
+    state : the state point, stored as metadata
+    has_forces, has_velocities : which time series to store
+    molecule_ids : optional (N,) molecule index per particle
+    metadata : JSON-serialisable provenance
+    dtype : storage dtype of positions/forces/velocities (float64 keeps summed forces exact)
+    """
+
+    def __init__(self, path: str | os.PathLike, *, types: np.ndarray, type_names: tuple[str, ...],
+                 masses: np.ndarray, kind: str, state: StatePoint | None = None,
+                 has_forces: bool = True, has_velocities: bool = False,
+                 molecule_ids: np.ndarray | None = None, metadata: dict[str, Any] | None = None,
+                 dtype: Any = np.float64, compression: str | None = None) -> None:
+        self.path = Path(path)
+        self._partial = self.path.with_name(self.path.name + ".partial")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        n = len(types)
+        self.n_particles = n
+        self._file = h5py.File(self._partial, "w")
+        f = self._file
+        h5 = f.create_group("h5md")
+        h5.attrs["version"] = np.array([1, 1])
+        h5.create_group("author").attrs["name"] = "thermocg"
+        creator = h5.create_group("creator")
+        creator.attrs["name"] = "thermocg"
+        creator.attrs["version"] = __version__
+        g = f.create_group(_GROUP)
+        box = g.create_group("box")
+        box.attrs["dimension"] = 3
+        box.attrs["boundary"] = np.array([b"periodic"] * 3)
+        self._edges = _time_series(box, "edges", (3, 3), np.float64, "Angstrom", None)
+        self._series = {"position": _time_series(g, "position", (n, 3), dtype, _UNITS["position"], compression)}
+        if has_forces:
+            self._series["force"] = _time_series(g, "force", (n, 3), dtype, _UNITS["force"], compression)
+        if has_velocities:
+            self._series["velocity"] = _time_series(g, "velocity", (n, 3), dtype, _UNITS["velocity"], compression)
+        mass = g.create_dataset("mass", data=np.asarray(masses, dtype=np.float64))
+        mass.attrs["unit"] = "amu"
+        g.create_dataset("species", data=np.asarray(types, dtype=np.int64))
+        p = f.create_group("parameters/thermocg")
+        p.attrs["format_version"] = FORMAT_VERSION
+        p.attrs["kind"] = kind
+        p.attrs["type_names"] = json.dumps(list(type_names))
+        p.attrs["state"] = json.dumps(state.to_dict() if state else None)
+        p.attrs["metadata"] = json.dumps(metadata or {})
+        if molecule_ids is not None:
+            p.create_dataset("molecule_ids", data=np.asarray(molecule_ids, dtype=np.int64))
+        self.n_frames = 0
+
+    def append(self, positions: np.ndarray, box: np.ndarray, *, forces: np.ndarray | None = None,
+               velocities: np.ndarray | None = None, time_fs: np.ndarray | float | None = None,
+               step: np.ndarray | int | None = None) -> None:
+        """Append one frame ((N, 3) arrays) or a block of frames ((F, N, 3) arrays)."""
+        positions = np.asarray(positions)
+        if positions.ndim == 2:
+            positions = positions[None]
+        k = positions.shape[0]
+        box = np.asarray(box, dtype=np.float64).reshape(-1, 3, 3)
+        if box.shape[0] == 1 and k > 1:
+            box = np.broadcast_to(box, (k, 3, 3))
+        arrays = {"position": positions, "force": forces, "velocity": velocities}
+        for name, ds in self._series.items():
+            data = arrays[name]
+            if data is None:
+                raise FramesError(f"{self.path}: this file stores {name} but none was given")
+            data = np.asarray(data).reshape(k, self.n_particles, 3)
+            self._extend(ds.parent, data)
+        self._extend(self._edges.parent, box)
+        t = np.arange(self.n_frames, self.n_frames + k, dtype=np.float64) if time_fs is None else time_fs
+        s = np.arange(self.n_frames, self.n_frames + k) if step is None else step
+        for series in [self._edges.parent, *[d.parent for d in self._series.values()]]:
+            for name, values in (("time", t), ("step", s)):
+                ds = series[name]
+                ds.resize((self.n_frames + k,))
+                ds[self.n_frames:] = np.broadcast_to(np.asarray(values), (k,))
+        self.n_frames += k
+
+    def _extend(self, series: h5py.Group, data: np.ndarray) -> None:
+        ds = series["value"]
+        ds.resize((self.n_frames + data.shape[0], *ds.shape[1:]))
+        ds[self.n_frames:] = data
+
+    def close(self, *, success: bool = True) -> None:
+        if self._file is None:
+            return
+        self._file.close()
+        self._file = None
+        if success:
+            os.replace(self._partial, self.path)
+        else:
+            self._partial.unlink(missing_ok=True)
+
+    def __enter__(self) -> "H5MDWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(success=exc_type is None)
+
+
+def write_frames(frames: Frames, path: str | os.PathLike, *, kind: str, dtype: Any = np.float64) -> Path:
+    """Write a whole :class:`Frames` to an H5MD file atomically; returns the path."""
+    with H5MDWriter(
+        path, types=frames.types, type_names=frames.type_names, masses=frames.masses, kind=kind,
+        state=frames.state, has_forces=frames.forces is not None,
+        has_velocities=frames.velocities is not None, molecule_ids=frames.molecule_ids,
+        metadata=frames.metadata, dtype=dtype,
+    ) as w:
+        w.append(frames.positions, frames.box, forces=frames.forces, velocities=frames.velocities,
+                 time_fs=frames.time_fs)
+    return Path(path)
+
+
+class H5MDDataset:
+    """Lazy read access to an H5MD file written by thermocg (or any H5MD file with the same groups).
+
+    ``len(ds)`` is the number of frames; ``ds.read(index)`` returns a :class:`Frames` holding just the
+    frames picked by ``index`` (int, slice or sorted integer array); ``ds.iter_blocks(n)`` yields
+    Frames of at most ``n`` frames, so a 10^4 x 10^4 dataset never sits in memory at once.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DatasetError(f"{self.path}: no such file")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise DatasetError(f"{self.path}: not an HDF5/H5MD file ({exc})") from None
+        try:
+            g = self._file[_GROUP]
+            self._position = g["position/value"]
+            self._box = g["box/edges/value"]
+            self._time = g["position/time"]
+            self._force = g["force/value"] if "force" in g else None
+            self._velocity = g["velocity/value"] if "velocity" in g else None
+            self.masses = np.asarray(g["mass"], dtype=np.float64)
+            self.types = np.asarray(g["species"], dtype=np.int64)
+            p = self._file["parameters/thermocg"]
+            version = int(p.attrs["format_version"])
+            if version > FORMAT_VERSION:
+                raise DatasetError(
+                    f"{self.path}: dataset format version {version} is newer than this thermocg "
+                    f"understands ({FORMAT_VERSION}); upgrade thermocg"
+                )
+            self.kind = str(p.attrs["kind"])
+            self.type_names = tuple(json.loads(p.attrs["type_names"]))
+            state = json.loads(p.attrs["state"])
+            self.state = StatePoint.from_dict(state) if state else None
+            self.metadata = json.loads(p.attrs["metadata"])
+            self.molecule_ids = np.asarray(p["molecule_ids"]) if "molecule_ids" in p else None
+        except KeyError as exc:
+            self._file.close()
+            raise DatasetError(f"{self.path}: not a thermocg H5MD file (missing {exc})") from None
+        if self._position.shape[1] != len(self.types):
+            self._file.close()
+            raise DatasetError(
+                f"{self.path}: {self._position.shape[1]} particles in positions but "
+                f"{len(self.types)} in species"
+            )
+
+    @property
+    def has_forces(self) -> bool:
+        return self._force is not None
+
+    @property
+    def n_particles(self) -> int:
+        return int(self._position.shape[1])
+
+    def __len__(self) -> int:
+        return int(self._position.shape[0])
+
+    def read(self, index: int | slice | np.ndarray | None = None) -> Frames:
+        """Frames picked by ``index`` (all when None)."""
+        if index is None:
+            index = slice(None)
+        if isinstance(index, (int, np.integer)):
+            index = slice(int(index), int(index) + 1)
+        if not isinstance(index, slice):
+            index = np.asarray(index, dtype=np.int64)
+        try:
+            return Frames(
+                positions=self._position[index],
+                box=self._box[index],
+                forces=None if self._force is None else self._force[index],
+                velocities=None if self._velocity is None else self._velocity[index],
+                time_fs=self._time[index],
+                types=self.types,
+                type_names=self.type_names,
+                masses=self.masses,
+                molecule_ids=self.molecule_ids,
+                state=self.state,
+                metadata=dict(self.metadata, source=str(self.path)),
+            )
+        except FramesError as exc:
+            raise DatasetError(f"{self.path}: {exc}") from None
+
+    def iter_blocks(self, block_size: int = 256) -> Iterator[Frames]:
+        for start in range(0, len(self), block_size):
+            yield self.read(slice(start, min(start + block_size, len(self))))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "H5MDDataset":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_frames(path: str | os.PathLike, index: int | slice | np.ndarray | None = None) -> Frames:
+    """Read frames of an H5MD file into memory (all of them, or those picked by ``index``)."""
+    with H5MDDataset(path) as ds:
+        return ds.read(index)

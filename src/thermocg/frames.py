@@ -1,0 +1,203 @@
+"""The in-memory data every stage passes on: :class:`Frames` and :class:`StatePoint`.
+
+Shapes and units (see ``units.py``):
+
+- ``positions``  (n_frames, n_particles, 3) A
+- ``forces``     (n_frames, n_particles, 3) kcal/mol/A, or None
+- ``velocities`` (n_frames, n_particles, 3) A/fs, or None
+- ``box``        (n_frames, 3, 3) A; rows are the cell vectors a, b, c (triclinic allowed)
+- ``types``      (n_particles,) int, indices into ``type_names``
+- ``masses``     (n_particles,) amu
+- ``time_fs``    (n_frames,) fs
+- ``molecule_ids`` (n_particles,) int, or None (all-atom frames carry it; CG frames may)
+- ``state``      the thermodynamic state point the frames were sampled at
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from thermocg import units
+
+
+class FramesError(ValueError):
+    """Frames whose arrays do not fit together, or hold NaN/inf."""
+
+
+@dataclass(frozen=True)
+class StatePoint:
+    """A thermodynamic state point: a temperature with either a density or a pressure.
+
+    ``density_g_cm3`` means NVT at that density; ``pressure_bar`` means NPT equilibration (then NVT
+    production at the equilibrated mean volume). After an NPT run both may be set: the pressure that
+    was asked for and the density that resulted.
+    """
+
+    temperature_K: float
+    density_g_cm3: float | None = None
+    pressure_bar: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature_K) and self.temperature_K > 0):
+            raise ValueError(f"state point: temperature_K must be positive, got {self.temperature_K}")
+        if self.density_g_cm3 is not None and not (
+            math.isfinite(self.density_g_cm3) and self.density_g_cm3 > 0
+        ):
+            raise ValueError(f"state point: density_g_cm3 must be positive, got {self.density_g_cm3}")
+        if self.pressure_bar is not None and not math.isfinite(self.pressure_bar):
+            raise ValueError(f"state point: pressure_bar must be finite, got {self.pressure_bar}")
+
+    @property
+    def label(self) -> str:
+        """A short name usable in file names, e.g. ``T298_rho0.786`` or ``T298_P1``."""
+        t = f"T{self.temperature_K:g}"
+        if self.pressure_bar is not None:
+            return f"{t}_P{self.pressure_bar:g}"
+        if self.density_g_cm3 is not None:
+            return f"{t}_rho{self.density_g_cm3:g}"
+        return t
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "StatePoint":
+        allowed = {"temperature_K", "density_g_cm3", "pressure_bar"}
+        unknown = set(data) - allowed
+        if unknown:
+            raise ValueError(f"state point: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+        if "temperature_K" not in data:
+            raise ValueError("state point: temperature_K is required")
+        return cls(**{k: (None if v is None else float(v)) for k, v in data.items()})
+
+
+def _check_finite(name: str, array: np.ndarray | None) -> None:
+    if array is not None and not np.all(np.isfinite(array)):
+        bad = np.argwhere(~np.isfinite(array))[0]
+        raise FramesError(f"{name} holds NaN or inf (first at index {tuple(int(b) for b in bad)})")
+
+
+@dataclass
+class Frames:
+    """A trajectory of particles (atoms or CG beads) with forces, box, types and state point."""
+
+    positions: np.ndarray
+    box: np.ndarray
+    types: np.ndarray
+    type_names: tuple[str, ...]
+    masses: np.ndarray
+    forces: np.ndarray | None = None
+    velocities: np.ndarray | None = None
+    time_fs: np.ndarray | None = None
+    molecule_ids: np.ndarray | None = None
+    state: StatePoint | None = None
+    #: free-form provenance (source file, force field, seed, versions); JSON-serialisable
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.positions = np.asarray(self.positions, dtype=np.float64)
+        if self.positions.ndim == 2:
+            self.positions = self.positions[None]
+        if self.positions.ndim != 3 or self.positions.shape[-1] != 3:
+            raise FramesError(f"positions must be (n_frames, n_particles, 3), got {self.positions.shape}")
+        n_frames, n_particles, _ = self.positions.shape
+        self.box = np.asarray(self.box, dtype=np.float64)
+        if self.box.shape == (3, 3):
+            self.box = np.broadcast_to(self.box, (n_frames, 3, 3)).copy()
+        elif self.box.shape == (3,):
+            self.box = np.broadcast_to(np.diag(self.box), (n_frames, 3, 3)).copy()
+        elif self.box.shape == (n_frames, 3):
+            self.box = np.einsum("fi,ij->fij", self.box, np.eye(3))
+        if self.box.shape != (n_frames, 3, 3):
+            raise FramesError(f"box must be (n_frames, 3, 3) A, got {self.box.shape} for {n_frames} frames")
+        volumes = np.abs(np.linalg.det(self.box))
+        if not np.all(volumes > 0):
+            raise FramesError("box is missing or degenerate (zero volume) in at least one frame")
+        self.types = np.asarray(self.types, dtype=np.int64)
+        self.masses = np.asarray(self.masses, dtype=np.float64)
+        self.type_names = tuple(str(t) for t in self.type_names)
+        if self.types.shape != (n_particles,):
+            raise FramesError(f"types must be ({n_particles},), got {self.types.shape}")
+        if self.masses.shape != (n_particles,):
+            raise FramesError(f"masses must be ({n_particles},), got {self.masses.shape}")
+        if n_particles and (self.types.min() < 0 or self.types.max() >= len(self.type_names)):
+            raise FramesError(f"types index outside type_names {self.type_names}")
+        for name in ("forces", "velocities"):
+            value = getattr(self, name)
+            if value is not None:
+                value = np.asarray(value, dtype=np.float64)
+                if value.shape != self.positions.shape:
+                    raise FramesError(f"{name} shape {value.shape} != positions shape {self.positions.shape}")
+                setattr(self, name, value)
+        if self.time_fs is None:
+            self.time_fs = np.arange(n_frames, dtype=np.float64)
+        self.time_fs = np.asarray(self.time_fs, dtype=np.float64)
+        if self.time_fs.shape != (n_frames,):
+            raise FramesError(f"time_fs must be ({n_frames},), got {self.time_fs.shape}")
+        if self.molecule_ids is not None:
+            self.molecule_ids = np.asarray(self.molecule_ids, dtype=np.int64)
+            if self.molecule_ids.shape != (n_particles,):
+                raise FramesError(f"molecule_ids must be ({n_particles},), got {self.molecule_ids.shape}")
+        for name in ("positions", "forces", "velocities", "box", "masses"):
+            _check_finite(name, getattr(self, name))
+
+    @property
+    def n_frames(self) -> int:
+        return self.positions.shape[0]
+
+    @property
+    def n_particles(self) -> int:
+        return self.positions.shape[1]
+
+    @property
+    def volume_A3(self) -> np.ndarray:
+        """Box volume per frame, A^3."""
+        return np.abs(np.linalg.det(self.box))
+
+    @property
+    def density_g_cm3(self) -> np.ndarray:
+        """Mass density per frame, g/cm^3."""
+        return units.mass_density_g_cm3(float(self.masses.sum()), 1.0) / self.volume_A3
+
+    def select(self, index: slice | np.ndarray | list[int]) -> "Frames":
+        """A new Frames with the frames picked by ``index`` (a slice or integer array)."""
+
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[index]
+
+        return dataclasses.replace(
+            self,
+            positions=self.positions[index],
+            box=self.box[index],
+            forces=pick(self.forces),
+            velocities=pick(self.velocities),
+            time_fs=pick(self.time_fs),
+        )
+
+    @staticmethod
+    def concatenate(parts: list["Frames"]) -> "Frames":
+        """Frames of one system (same particles) joined in time."""
+        if not parts:
+            raise FramesError("nothing to concatenate")
+        first = parts[0]
+        for p in parts[1:]:
+            if p.n_particles != first.n_particles or not np.array_equal(p.types, first.types):
+                raise FramesError("cannot concatenate frames of different systems")
+
+        def cat(name: str) -> np.ndarray | None:
+            values = [getattr(p, name) for p in parts]
+            return None if any(v is None for v in values) else np.concatenate(values)
+
+        return dataclasses.replace(
+            first,
+            positions=cat("positions"),
+            box=cat("box"),
+            forces=cat("forces"),
+            velocities=cat("velocities"),
+            time_fs=cat("time_fs"),
+        )

@@ -1,0 +1,201 @@
+"""Periodic neighbour lists and the batched pair graph every potential consumes.
+
+The search itself is vesin's O(N) cell list (C++, triclinic boxes, any cutoff); thermocg keeps only
+the integer result (pair indices ``i, j`` and integer cell shifts ``S``) and recomputes the pair
+vectors in torch,
+
+    r_ij = R_j - R_i + S_ij @ box          (box rows are the cell vectors)
+
+so that distances are differentiable with respect to positions. The list is a *full* list: both
+(i, j) and (j, i) appear. A list built with a skin (cutoff + skin) stays valid while no particle has
+moved more than skin/2 since the build, as long as positions are not re-wrapped into the box in
+between (the shifts S were computed for the positions as they were).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Graph",
+    "NeighborList",
+    "build_graph",
+    "neighbor_pairs",
+    "perpendicular_widths",
+    "check_cutoff_fits",
+]
+
+
+def perpendicular_widths(box: np.ndarray) -> np.ndarray:
+    """The three perpendicular widths of a cell (rows are cell vectors), A: V / |b x c| etc."""
+    box = np.asarray(box, dtype=np.float64)
+    volume = abs(np.linalg.det(box))
+    a, b, c = box
+    return volume / np.array(
+        [np.linalg.norm(np.cross(b, c)), np.linalg.norm(np.cross(c, a)), np.linalg.norm(np.cross(a, b))]
+    )
+
+
+def check_cutoff_fits(cutoff_A: float, box: np.ndarray, *, what: str = "cutoff") -> None:
+    """Raise ValueError unless ``cutoff_A`` is at most half the shortest perpendicular box width.
+
+    Beyond that a particle would interact with two images of the same neighbour, which a
+    minimum-image model (and the reference study) does not intend.
+    """
+    boxes = np.asarray(box, dtype=np.float64).reshape(-1, 3, 3)
+    half = min(perpendicular_widths(b).min() for b in boxes) / 2.0
+    if cutoff_A > half + 1e-9:
+        raise ValueError(
+            f"{what} {cutoff_A:.3f} A is larger than half the shortest perpendicular box width "
+            f"({half:.3f} A); use a larger box or a smaller cutoff"
+        )
+
+
+def neighbor_pairs(positions: np.ndarray, box: np.ndarray, cutoff_A: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All ordered pairs (i, j), i != j, with |R_j - R_i + S @ box| < cutoff_A, for one frame.
+
+    Returns ``i`` (P,) int64, ``j`` (P,) int64, ``S`` (P, 3) int64 cell shifts.
+    """
+    import vesin
+
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    box = np.ascontiguousarray(box, dtype=np.float64)
+    nl = vesin.NeighborList(cutoff=float(cutoff_A), full_list=True)
+    i, j, shifts = nl.compute(points=positions, box=box, periodic=True, quantities="ijS")
+    return i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64)
+
+
+@dataclass
+class Graph:
+    """Particles of a batch of frames, flattened, with their neighbour pairs.
+
+    positions : (n_frames * n_particles, 3) A, a view of the (n_frames, n_particles, 3) input
+    types     : (n_frames * n_particles,) int64 type index per particle
+    batch     : (n_frames * n_particles,) int64 frame index per particle
+    pair_i, pair_j : (P,) int64 flattened particle indices; messages flow j -> i
+    pair_vec  : (P, 3) A, R_j - R_i + shift, differentiable with respect to positions
+    pair_dist : (P,) A
+    The list may hold pairs beyond a potential's cutoff (a skin); potentials must give them
+    exactly zero weight.
+    """
+
+    positions: torch.Tensor
+    types: torch.Tensor
+    batch: torch.Tensor
+    n_frames: int
+    n_particles: int
+    pair_i: torch.Tensor
+    pair_j: torch.Tensor
+    pair_vec: torch.Tensor
+    pair_dist: torch.Tensor
+
+    def frame_sum(self, per_particle: torch.Tensor) -> torch.Tensor:
+        """Sum a (n_frames * n_particles,) quantity per frame -> (n_frames,)."""
+        return per_particle.reshape(self.n_frames, self.n_particles).sum(dim=1)
+
+
+@dataclass
+class PairIndex:
+    """Integer part of a batched neighbour list: flattened indices and Cartesian-free shifts."""
+
+    pair_i: torch.Tensor
+    pair_j: torch.Tensor
+    shifts: torch.Tensor  # (P, 3) integer cell shifts, as the positions' dtype
+    pair_frame: torch.Tensor  # (P,) frame index of each pair
+
+
+def pair_index(positions: torch.Tensor, box: torch.Tensor, cutoff_A: float) -> PairIndex:
+    """Neighbour pairs of every frame of a batch, indices offset into the flattened particles."""
+    n_frames, n_particles, _ = positions.shape
+    pos_np = positions.detach().cpu().to(torch.float64).numpy()
+    box_np = box.detach().cpu().to(torch.float64).numpy()
+    parts_i, parts_j, parts_s, parts_f = [], [], [], []
+    for f in range(n_frames):
+        i, j, s = neighbor_pairs(pos_np[f], box_np[f], cutoff_A)
+        parts_i.append(i + f * n_particles)
+        parts_j.append(j + f * n_particles)
+        parts_s.append(s)
+        parts_f.append(np.full(len(i), f, dtype=np.int64))
+    device = positions.device
+    return PairIndex(
+        pair_i=torch.from_numpy(np.concatenate(parts_i)).to(device),
+        pair_j=torch.from_numpy(np.concatenate(parts_j)).to(device),
+        shifts=torch.from_numpy(np.concatenate(parts_s)).to(device=device, dtype=positions.dtype),
+        pair_frame=torch.from_numpy(np.concatenate(parts_f)).to(device),
+    )
+
+
+def build_graph(positions: torch.Tensor, box: torch.Tensor, types: torch.Tensor, cutoff_A: float,
+                *, pairs: PairIndex | None = None) -> Graph:
+    """The pair graph of a batch of frames.
+
+    positions (n_frames, n_particles, 3) or (n_particles, 3); box (n_frames, 3, 3) or (3, 3);
+    types (n_particles,). ``pairs`` reuses a list built earlier (e.g. by :class:`NeighborList`).
+    """
+    if positions.dim() == 2:
+        positions = positions.unsqueeze(0)
+    n_frames, n_particles, _ = positions.shape
+    box = box.to(positions.dtype)
+    if box.dim() == 2:
+        box = box.unsqueeze(0).expand(n_frames, 3, 3)
+    if pairs is None:
+        pairs = pair_index(positions, box, cutoff_A)
+    flat = positions.reshape(n_frames * n_particles, 3)
+    shift_cart = torch.einsum("pk,pkl->pl", pairs.shifts.to(positions.dtype), box[pairs.pair_frame])
+    vec = flat[pairs.pair_j] - flat[pairs.pair_i] + shift_cart
+    dist = torch.linalg.vector_norm(vec, dim=1)
+    types = types.to(device=positions.device, dtype=torch.long)
+    return Graph(
+        positions=flat,
+        types=types.repeat(n_frames),
+        batch=torch.arange(n_frames, device=positions.device).repeat_interleave(n_particles),
+        n_frames=n_frames,
+        n_particles=n_particles,
+        pair_i=pairs.pair_i,
+        pair_j=pairs.pair_j,
+        pair_vec=vec,
+        pair_dist=dist,
+    )
+
+
+class NeighborList:
+    """A skin neighbour list for MD: rebuilt only when a particle moved more than skin/2.
+
+    ``get(positions, box)`` returns a :class:`PairIndex` valid for ``cutoff_A`` at these positions.
+    Positions must not be re-wrapped into the box between rebuilds.
+    """
+
+    def __init__(self, cutoff_A: float, skin_A: float = 1.0) -> None:
+        if cutoff_A <= 0 or skin_A < 0:
+            raise ValueError("neighbour list: cutoff_A must be positive and skin_A non-negative")
+        self.cutoff_A = float(cutoff_A)
+        self.skin_A = float(skin_A)
+        self._reference: torch.Tensor | None = None
+        self._box: torch.Tensor | None = None
+        self._pairs: PairIndex | None = None
+        self.n_builds = 0
+
+    def get(self, positions: torch.Tensor, box: torch.Tensor) -> PairIndex:
+        if positions.dim() == 2:
+            positions = positions.unsqueeze(0)
+        if box.dim() == 2:
+            box = box.unsqueeze(0).expand(positions.shape[0], 3, 3)
+        positions = positions.detach()
+        box = box.detach()
+        if self._needs_rebuild(positions, box):
+            self._pairs = pair_index(positions, box, self.cutoff_A + self.skin_A)
+            self._reference = positions.clone()
+            self._box = box.clone()
+            self.n_builds += 1
+        return self._pairs
+
+    def _needs_rebuild(self, positions: torch.Tensor, box: torch.Tensor) -> bool:
+        if self._pairs is None or self._reference is None or self._reference.shape != positions.shape:
+            return True
+        if not torch.equal(self._box, box):
+            return True
+        max_disp = torch.linalg.vector_norm(positions - self._reference, dim=-1).max()
+        return bool(max_disp > 0.5 * self.skin_A)

@@ -1,0 +1,30 @@
+"""Everything that gives CG energies and forces: the protocol, sums, and the registered kinds.
+
+Kinds (registry names): ``hipnn_ts`` (the GNN), ``repulsive_prior`` (data-derived short-range
+prior), ``pair_table`` (force-matched MS-CG pair potential), ``lennard_jones`` (a known answer for
+tests), ``sum``. Choose them by name in configs; never by import path.
+"""
+
+from thermocg.potentials.base import (
+    ModelFileError,
+    Potential,
+    SumPotential,
+    energy_and_forces,
+    load_potential,
+    potential_class,
+    read_model_header,
+    register,
+    save_potential,
+)
+
+__all__ = [
+    "ModelFileError",
+    "Potential",
+    "SumPotential",
+    "energy_and_forces",
+    "load_potential",
+    "potential_class",
+    "read_model_header",
+    "register",
+    "save_potential",
+]

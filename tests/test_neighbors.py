@@ -1,0 +1,70 @@
+"""Neighbour lists against a brute-force search over periodic images."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from thermocg.neighbors import NeighborList, build_graph, check_cutoff_fits, neighbor_pairs, perpendicular_widths
+
+
+def brute_force(positions, box, cutoff):
+    pairs = {}
+    n = len(positions)
+    for s in itertools.product(range(-2, 3), repeat=3):
+        shift = np.array(s) @ box
+        d = positions[None, :, :] - positions[:, None, :] + shift
+        r = np.linalg.norm(d, axis=-1)
+        for i, j in zip(*np.nonzero(r < cutoff)):
+            if i == j and s == (0, 0, 0):
+                continue
+            pairs[(i, j, s)] = r[i, j]
+    return pairs
+
+
+@pytest.mark.parametrize("triclinic", [False, True])
+def test_neighbor_pairs_match_brute_force(triclinic, rng):
+    box = np.diag([12.0, 13.0, 14.0])
+    if triclinic:
+        box[1, 0], box[2, 0], box[2, 1] = 3.0, -2.0, 2.5
+    positions = rng.uniform(-5, 20, (40, 3))  # partly outside the box on purpose
+    cutoff = 0.5 * perpendicular_widths(box).min()
+    i, j, s = neighbor_pairs(positions, box, cutoff)
+    ours = {(a, b, tuple(c)): np.linalg.norm(positions[b] - positions[a] + c @ box) for a, b, c in zip(i, j, s)}
+    ref = brute_force(positions, box, cutoff)
+    assert set(ours) == set(ref)
+    for key, r in ref.items():
+        assert ours[key] == pytest.approx(r, abs=1e-10)
+
+
+def test_graph_distances_differentiable(rng):
+    box = torch.eye(3, dtype=torch.float64) * 10.0
+    pos = torch.tensor(rng.uniform(0, 10, (20, 3)), requires_grad=True)
+    g = build_graph(pos, box, torch.zeros(20, dtype=torch.long), 4.0)
+    g.pair_dist.sum().backward()
+    # every pair appears twice with opposite vectors, so the gradient of sum(d) is 2 sum_j rhat_ji
+    expected = torch.zeros_like(pos)
+    rhat = (g.pair_vec / g.pair_dist[:, None]).detach()
+    expected.index_add_(0, g.pair_i, -2 * rhat)
+    assert torch.allclose(pos.grad, expected, atol=1e-12)
+
+
+def test_skin_list_reused_then_rebuilt(rng):
+    box = torch.eye(3, dtype=torch.float64) * 12.0
+    pos = torch.tensor(rng.uniform(0, 12, (30, 3)))
+    nl = NeighborList(4.0, skin_A=1.0)
+    p1 = nl.get(pos, box)
+    p2 = nl.get(pos + 0.3, box)  # moved 0.52 A > skin/2 -> rebuild
+    assert nl.n_builds == 2 and p1 is not p2
+    p3 = nl.get(pos + 0.35, box)  # 0.087 A from the last build -> reused
+    assert p3 is p2 and nl.n_builds == 2
+    # the reused list still holds every pair within the cutoff
+    g = build_graph(pos + 0.35, box, torch.zeros(30, dtype=torch.long), 4.0, pairs=p3)
+    i, j, s = neighbor_pairs((pos + 0.35).numpy(), box.numpy(), 4.0)
+    assert int((g.pair_dist < 4.0).sum()) == len(i)
+
+
+def test_cutoff_larger_than_half_box_is_an_error():
+    with pytest.raises(ValueError, match="half the shortest perpendicular box width"):
+        check_cutoff_fits(6.0, np.diag([10.0, 20.0, 20.0]))
