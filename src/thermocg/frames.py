@@ -201,3 +201,78 @@ class Frames:
             velocities=cat("velocities"),
             time_fs=cat("time_fs"),
         )
+
+
+@dataclass
+class Topology:
+    """Who is who in an all-atom system: what mapping needs beyond the coordinates.
+
+    atom_names     (n_atoms,) name of each atom within its molecule (e.g. "CH3", "O", "H")
+    molecule_ids   (n_atoms,) int, 0-based molecule index of each atom (atoms of a molecule contiguous
+                   or not: mapping does not assume contiguity)
+    molecule_names (n_molecules,) the molecule-type name of each molecule (e.g. "methanol")
+    masses         (n_atoms,) amu
+    type_names / types: atom types (force-field types) as in Frames
+    """
+
+    atom_names: list[str]
+    molecule_ids: np.ndarray
+    molecule_names: list[str]
+    masses: np.ndarray
+    type_names: tuple[str, ...]
+    types: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.molecule_ids = np.asarray(self.molecule_ids, dtype=np.int64)
+        self.masses = np.asarray(self.masses, dtype=np.float64)
+        self.types = np.asarray(self.types, dtype=np.int64)
+        self.atom_names = [str(a) for a in self.atom_names]
+        self.molecule_names = [str(m) for m in self.molecule_names]
+        self.type_names = tuple(str(t) for t in self.type_names)
+        n = len(self.atom_names)
+        for name in ("molecule_ids", "masses", "types"):
+            if getattr(self, name).shape != (n,):
+                raise FramesError(f"topology: {name} has shape {getattr(self, name).shape}, expected ({n},)")
+        if n and (self.molecule_ids.min() < 0 or self.molecule_ids.max() >= len(self.molecule_names)):
+            raise FramesError("topology: molecule_ids index outside molecule_names")
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.atom_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "atom_names": self.atom_names,
+            "molecule_ids": self.molecule_ids.tolist(),
+            "molecule_names": self.molecule_names,
+            "masses": self.masses.tolist(),
+            "type_names": list(self.type_names),
+            "types": self.types.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Topology":
+        return cls(**{k: data[k] for k in ("atom_names", "molecule_ids", "molecule_names", "masses", "type_names", "types")})
+
+    def save(self, path: "str | Path") -> None:
+        """Write as JSON (atomically)."""
+        import json
+        import os
+        from pathlib import Path
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(self.to_dict()))
+        os.replace(partial, path)
+
+    @classmethod
+    def load(cls, path: "str | Path") -> "Topology":
+        import json
+        from pathlib import Path
+
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError) as exc:
+            raise FramesError(f"{path}: not a readable topology file ({exc})") from None
