@@ -276,6 +276,96 @@ class RDFConfig:
 
 
 # --------------------------------------------------------------------------------------------------
+# train: HIP-NN-TS force matching (thermocg.train)
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    """Force matching of HIP-NN-TS (+ the data-derived repulsive prior) on CG forces.
+
+    Keys left at ``None`` are chosen from the data by :func:`thermocg.train.resolve_train_config`
+    and written, resolved, to the model's ``resolved.yaml``. Defaults are the reference study's
+    (see HIPNN_TS.md): 128 features, 20 sensitivities, one interaction layer of three atom layers,
+    loss RMSE + MAE, Adam 1e-3, batch 1 doubling to 64 on plateaus, then learning-rate halving.
+    """
+
+    #: model directory name under RUN_DIR/models
+    name: str = "hipnn_ts"
+    #: state labels to train on (None: every CG dataset in RUN_DIR/cg)
+    train_states: list[str] | None = None
+    # -- architecture
+    n_features: int = 128
+    n_sensitivities: int = 20
+    n_interaction_layers: int = 1
+    n_atom_layers: int = 3
+    #: None: min(15 A, half the shortest perpendicular box width of the training frames)
+    cutoff_A: float | None = None
+    #: None: max(onset - 1 A, onset / 2), onset = the smallest RDF onset over bead-type pairs
+    dist_soft_min_A: float | None = None
+    #: None: 13/15 of the cutoff (the reference's 13 A at 15 A)
+    dist_soft_max_A: float | None = None
+    dtype: Literal["float32", "float64"] = "float32"
+    # -- the repulsive prior (taper from the RDF onset, strength = mean |F| of the CG forces)
+    prior: bool = True
+    prior_threshold: float = 0.01
+    prior_dr_A: float = 0.15
+    prior_perc: float = 0.05
+    #: None: from the data; a number overrides every type pair
+    prior_taper_A: float | None = None
+    prior_strength_kcal_mol_A: float | None = None
+    # -- data and splits
+    #: fractions of train/validation/test frames, taken as contiguous time segments of each block
+    split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    #: each state's trajectory is cut into this many contiguous blocks, each split in time order
+    n_blocks: int = 1
+    #: use every k-th frame
+    frame_stride: int = 1
+    #: None: the RMS of the training force components; the loss is computed on F / force_scale
+    force_scale_kcal_mol_A: float | None = None
+    # -- optimisation
+    loss: Literal["rmse+mae", "rmse", "mae", "mse"] = "rmse+mae"
+    learning_rate: float = 1.0e-3
+    batch_size: int = 1
+    max_batch_size: int = 64
+    #: epochs without a new best validation loss before the batch doubles (or, at max_batch_size,
+    #: the learning rate is multiplied by lr_factor)
+    patience_epochs: int = 10
+    lr_factor: float = 0.5
+    #: stop after this many epochs without a new best validation loss
+    early_stopping_epochs: int = 20
+    max_epochs: int = 200
+    #: frames per batch when evaluating (no effect on results)
+    eval_batch_size: int = 8
+    device: str = "cpu"
+    #: torch threads (set by run_train only)
+    n_threads: int = 2
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("n_features", "n_sensitivities", "n_interaction_layers", "n_blocks", "frame_stride",
+                    "learning_rate", "batch_size", "max_batch_size", "patience_epochs", "early_stopping_epochs",
+                    "max_epochs", "eval_batch_size", "n_threads", "prior_dr_A"):
+            _positive(f"train.{key}", getattr(self, key))
+        _positive("train.n_atom_layers", self.n_atom_layers, allow_zero=True)
+        for key in ("cutoff_A", "dist_soft_min_A", "dist_soft_max_A", "prior_taper_A",
+                    "prior_strength_kcal_mol_A", "force_scale_kcal_mol_A", "prior_threshold"):
+            _positive(f"train.{key}", getattr(self, key))
+        if not 0 < self.prior_perc < 1:
+            raise ConfigError(f"train.prior_perc: must be in (0, 1), got {self.prior_perc}")
+        if not 0 < self.lr_factor < 1:
+            raise ConfigError(f"train.lr_factor: must be in (0, 1), got {self.lr_factor}")
+        if self.max_batch_size < self.batch_size:
+            raise ConfigError(f"train.max_batch_size ({self.max_batch_size}) is below batch_size ({self.batch_size})")
+        if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1.0) > 1e-6:
+            raise ConfigError(f"train.split: three non-negative fractions summing to 1, got {self.split}")
+        if self.split[0] <= 0 or self.split[1] <= 0:
+            raise ConfigError(f"train.split: training and validation fractions must be positive, got {self.split}")
+        if (self.dist_soft_min_A is not None and self.dist_soft_max_A is not None
+                and self.dist_soft_min_A >= self.dist_soft_max_A):
+            raise ConfigError("train.dist_soft_min_A must be below train.dist_soft_max_A")
+
+
+# --------------------------------------------------------------------------------------------------
 # the whole config
 # --------------------------------------------------------------------------------------------------
 
@@ -297,7 +387,7 @@ class Config:
     mapping: MappingConfig = field(default_factory=MappingConfig)
     rdf: RDFConfig = field(default_factory=RDFConfig)
     # sections of later stages: each owned by its stage module
-    train: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
     pair: dict[str, Any] = field(default_factory=dict)
     simulate: dict[str, Any] = field(default_factory=dict)
     analysis: dict[str, Any] = field(default_factory=dict)
