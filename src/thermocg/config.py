@@ -366,6 +366,66 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------------------------------
+# study: every model at every state point (thermocg.study)
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class StudyConfig:
+    """The transferability study: which models to build, how to run them, what counts as a match.
+
+    Models: for each family in ``families``, one model per single state point (``single_states``)
+    and one per pooled set (``pooled``). Every model is simulated (NVT) and evaluated at every
+    state point of the config. Units of work run through Dask's distributed scheduler with at most
+    ``max_workers`` worker processes of ``threads_per_worker`` threads; ``max_workers: 1`` runs
+    everything in this process, without a cluster.
+    """
+
+    #: model families: ``hipnn_ts`` (thermocg.train) and ``mscg`` (thermocg.mscg pair baseline)
+    families: list[Literal["hipnn_ts", "mscg"]] = field(default_factory=lambda: ["hipnn_ts", "mscg"])
+    #: state labels (e.g. ``T300_rho0.75``) that get a single-state model; None: every state point
+    single_states: list[str] | None = None
+    #: pooled training sets: name -> state labels; an empty list means every state point
+    pooled: dict[str, list[str]] = field(default_factory=lambda: {"pooled": []})
+    #: parallel units of work (worker processes); 1: in-process, no cluster
+    max_workers: int = 1
+    #: torch/OpenMM threads per unit of work (1-2 on a small machine)
+    threads_per_worker: int = 1
+    #: address of a running Dask scheduler (e.g. one started by dask-jobqueue); None: a LocalCluster
+    scheduler_address: str | None = None
+    #: a model "reproduces the AA structure" at a state when the mean |g_CG(r) - g_AA(r)| (over r
+    #: and bead-type pairs) is at most this ...
+    rdf_tolerance: float = 0.05
+    #: ... and the integrated |p_CG(theta) - p_AA(theta)| of the angle distribution is at most this
+    adf_tolerance: float = 0.1
+    #: ADF neighbour shell radius; None: the first minimum of the AA RDF after its first peak
+    adf_cutoff_A: float | None = None
+    #: mapped AA frames per state used for the force errors (evenly spaced); None: all
+    force_eval_frames: int | None = 200
+    #: force components kept per (model, state) for the parity plots
+    parity_samples: int = 4000
+    #: MD frames discarded as equilibration before the CG observables are computed (fraction)
+    md_discard_fraction: float = 0.2
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.families:
+            raise ConfigError("study.families: give at least one model family")
+        if len(set(self.families)) != len(self.families):
+            raise ConfigError(f"study.families: duplicates in {self.families}")
+        _positive("study.max_workers", self.max_workers)
+        if not 1 <= self.threads_per_worker <= 64:
+            raise ConfigError(f"study.threads_per_worker: must be in [1, 64], got {self.threads_per_worker}")
+        for key in ("rdf_tolerance", "adf_tolerance", "adf_cutoff_A", "force_eval_frames", "parity_samples"):
+            _positive(f"study.{key}", getattr(self, key))
+        if not 0 <= self.md_discard_fraction < 1:
+            raise ConfigError(f"study.md_discard_fraction: must be in [0, 1), got {self.md_discard_fraction}")
+        for name in self.pooled:
+            if not name or "/" in name or name.startswith("T"):
+                raise ConfigError(f"study.pooled.{name}: a pooled-set name must be non-empty, without '/', "
+                                  "and must not start with 'T' (reserved for state labels)")
+
+
+# --------------------------------------------------------------------------------------------------
 # the whole config
 # --------------------------------------------------------------------------------------------------
 
@@ -391,7 +451,7 @@ class Config:
     pair: dict[str, Any] = field(default_factory=dict)
     simulate: dict[str, Any] = field(default_factory=dict)
     analysis: dict[str, Any] = field(default_factory=dict)
-    study: dict[str, Any] = field(default_factory=dict)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
     def state_points(self) -> list[StateConfig]:
         """Explicit states followed by the grid's, without duplicates."""
