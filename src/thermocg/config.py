@@ -426,6 +426,88 @@ class StudyConfig:
 
 
 # --------------------------------------------------------------------------------------------------
+# simulate: CG molecular dynamics (thermocg.md); analysis: observables (thermocg.analysis)
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class SimulateConfig:
+    """CG MD with a trained potential: Langevin (BAOAB) NVT, or velocity-Verlet NVE for checks."""
+
+    integrator: Literal["langevin", "nve"] = "langevin"
+    timestep_fs: float = 2.0
+    #: None: the temperature of each state point
+    temperature_K: float | None = None
+    friction_per_ps: float = 1.0
+    #: simulated time after the start frame (the last frame of the CG dataset)
+    duration_ps: float = 100.0
+    save_interval_fs: float = 200.0
+    thermo_interval_fs: float = 200.0
+    save_velocities: bool = True
+    #: also write traj.extxyz (for ASE)
+    extxyz: bool = False
+    #: neighbour-list skin: rebuilt when a bead moved more than skin/2
+    skin_A: float = 1.0
+    #: ``auto``: CUDA when available, else CPU
+    device: str = "auto"
+    #: blow-up checks (every check_interval_steps and at every saved frame)
+    check_interval_steps: int = 10
+    max_temperature_factor: float = 5.0
+    max_force_kcal_mol_A: float = 1000.0
+    min_distance_A: float = 0.5
+
+    def __post_init__(self) -> None:
+        for key in ("timestep_fs", "friction_per_ps", "duration_ps", "save_interval_fs", "thermo_interval_fs",
+                    "check_interval_steps", "max_temperature_factor", "max_force_kcal_mol_A", "temperature_K"):
+            _positive(f"simulate.{key}", getattr(self, key))
+        _positive("simulate.skin_A", self.skin_A, allow_zero=True)
+        _positive("simulate.min_distance_A", self.min_distance_A, allow_zero=True)
+        for key in ("save_interval_fs", "thermo_interval_fs"):
+            if getattr(self, key) < self.timestep_fs:
+                raise ConfigError(f"simulate.{key}: must be at least simulate.timestep_fs ({self.timestep_fs})")
+
+    def n_steps(self) -> int:
+        return int(round(self.duration_ps * 1000.0 / self.timestep_fs))
+
+    def save_interval_steps(self) -> int:
+        return max(1, int(round(self.save_interval_fs / self.timestep_fs)))
+
+    def thermo_interval_steps(self) -> int:
+        return max(1, int(round(self.thermo_interval_fs / self.timestep_fs)))
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class AnalysisConfig:
+    """Observables of CG MD runs and their comparison with the mapped all-atom data."""
+
+    #: ADF neighbour shell radius; None: the first minimum of the RDF after its first peak
+    adf_cutoff_A: float | None = None
+    adf_bin_width_deg: float = 2.0
+    #: MSD fit window, as fractions of the longest lag
+    msd_fit_start_fraction: float = 0.1
+    msd_fit_end_fraction: float = 0.5
+    #: frames per batch in force-error evaluation (bounds memory)
+    force_batch_frames: int = 8
+    #: fraction of MD frames discarded as equilibration
+    discard_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        _positive("analysis.adf_cutoff_A", self.adf_cutoff_A)
+        _positive("analysis.adf_bin_width_deg", self.adf_bin_width_deg)
+        _positive("analysis.force_batch_frames", self.force_batch_frames)
+        if not 0 <= self.msd_fit_start_fraction < self.msd_fit_end_fraction <= 1:
+            raise ConfigError("analysis.msd_fit_start_fraction/msd_fit_end_fraction: need 0 <= start < end <= 1")
+        if not 0 <= self.discard_fraction < 1:
+            raise ConfigError(f"analysis.discard_fraction: must be in [0, 1), got {self.discard_fraction}")
+
+
+# --------------------------------------------------------------------------------------------------
 # the whole config
 # --------------------------------------------------------------------------------------------------
 
@@ -449,8 +531,8 @@ class Config:
     # sections of later stages: each owned by its stage module
     train: TrainConfig = field(default_factory=TrainConfig)
     pair: dict[str, Any] = field(default_factory=dict)
-    simulate: dict[str, Any] = field(default_factory=dict)
-    analysis: dict[str, Any] = field(default_factory=dict)
+    simulate: SimulateConfig = field(default_factory=SimulateConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
 
     def state_points(self) -> list[StateConfig]:
