@@ -331,6 +331,8 @@ class TrainConfig:
     #: the learning rate is multiplied by lr_factor)
     patience_epochs: int = 10
     lr_factor: float = 0.5
+    #: a validation loss counts as a new best only below best * (1 - improvement_threshold)
+    improvement_threshold: float = 0.0
     #: stop after this many epochs without a new best validation loss
     early_stopping_epochs: int = 20
     max_epochs: int = 200
@@ -352,6 +354,8 @@ class TrainConfig:
             _positive(f"train.{key}", getattr(self, key))
         if not 0 < self.prior_perc < 1:
             raise ConfigError(f"train.prior_perc: must be in (0, 1), got {self.prior_perc}")
+        if not 0 <= self.improvement_threshold < 1:
+            raise ConfigError(f"train.improvement_threshold: must be in [0, 1), got {self.improvement_threshold}")
         if not 0 < self.lr_factor < 1:
             raise ConfigError(f"train.lr_factor: must be in (0, 1), got {self.lr_factor}")
         if self.max_batch_size < self.batch_size:

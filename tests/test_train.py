@@ -1,0 +1,259 @@
+"""Force matching (thermocg.train): known answers on a Lennard-Jones fluid, determinism, resume, bad input.
+
+The Lennard-Jones frames come from short velocity-Verlet MD written here (exact, noise-free forces
+from thermocg.potentials.lj). A tiny trainable pair potential (a sum of Gaussians in r) stands in for
+the network where the test is about the trainer's machinery, so those tests stay fast; HIP-NN-TS
+itself must learn the Lennard-Jones forces to R^2 >= 0.99 on held-out frames.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import lj_fluid
+from thermocg.config import ConfigError, TrainConfig, from_dict
+from thermocg.frames import Frames, StatePoint
+from thermocg.neighbors import Graph
+from thermocg.potentials.base import Potential, energy_and_forces, load_potential, register
+from thermocg.potentials.lj import LennardJones
+from thermocg.train import (
+    TrainError,
+    force_loss,
+    force_metrics,
+    split_indices,
+    train_potential,
+)
+
+ARGON = dict(epsilon_kcal_mol=0.238, sigma_A=3.4, cutoff_A=7.0, switch_width_A=1.0)
+
+
+def lj_md_frames(n_frames: int, *, seed: int, n_side: int = 4, density_per_A3: float = 0.021,
+                 temperature_K: float = 120.0, timestep_fs: float = 4.0, stride: int = 5,
+                 type_names: tuple[str, ...] = ("Ar",)) -> Frames:
+    """Frames of an argon-like LJ fluid from velocity Verlet with velocity rescaling to T.
+
+    Returns positions, exact LJ forces (kcal/mol/A) and the box, every ``stride`` steps after a
+    short equilibration. Two type names split the particles alternately (same LJ parameters).
+    """
+    from thermocg import units
+
+    rng = np.random.default_rng(seed)
+    positions, box = lj_fluid(n_side**3, density_per_A3, rng=rng)
+    n = len(positions)
+    types = np.arange(n) % len(type_names)
+    lj = LennardJones(type_names, **ARGON).to(torch.float64)
+    mass = 39.95
+    kT = units.kT(temperature_K)
+    velocities = rng.normal(0.0, np.sqrt(kT / mass / units.MV2_TO_KCAL_MOL), (n, 3))
+
+    def forces_of(x: np.ndarray) -> np.ndarray:
+        return energy_and_forces(lj, x, box, types)[1][0].numpy()
+
+    forces = forces_of(positions)
+    out_pos, out_force = [], []
+    n_steps = 40 + n_frames * stride
+    for step in range(n_steps):
+        velocities += 0.5 * timestep_fs * units.FORCE_TO_ACCEL * forces / mass
+        positions = positions + timestep_fs * velocities
+        forces = forces_of(positions)
+        velocities += 0.5 * timestep_fs * units.FORCE_TO_ACCEL * forces / mass
+        if step % 10 == 0:  # a crude thermostat: rescale to the target kinetic energy
+            ke = 0.5 * mass * np.sum(velocities**2) * units.MV2_TO_KCAL_MOL
+            velocities *= np.sqrt(1.5 * n * kT / ke)
+        if step >= 40 and (step - 40) % stride == 0:
+            out_pos.append(positions.copy())
+            out_force.append(forces.copy())
+    return Frames(positions=np.array(out_pos), box=box, forces=np.array(out_force), types=types,
+                  type_names=type_names, masses=np.full(n, mass),
+                  state=StatePoint(temperature_K, density_g_cm3=round(density_per_A3 * mass * 1.66054, 4)))
+
+
+@pytest.fixture(scope="module")
+def lj_frames() -> Frames:
+    return lj_md_frames(30, seed=7)
+
+
+@register
+class GaussianPair(Potential):
+    """Test stand-in: E = 1/2 sum_{i != j} sum_k c_k exp(-((r_ij - mu_k) / w)^2) cos^2(pi r / 2 r_c)."""
+
+    kind = "test_gaussian_pair"
+
+    def __init__(self, type_names: tuple[str, ...] | list[str], *, cutoff_A: float = 7.0, n_basis: int = 12,
+                 r_min_A: float = 2.8, init_seed: int = 0) -> None:
+        super().__init__(type_names, cutoff_A)
+        self.n_basis, self.r_min_A, self.init_seed = n_basis, r_min_A, init_seed
+        generator = torch.Generator().manual_seed(init_seed)
+        self.coefficients = torch.nn.Parameter(0.01 * torch.randn(n_basis, generator=generator))
+        self.register_buffer("centers", torch.linspace(r_min_A, cutoff_A, n_basis))
+        self.width_A = (cutoff_A - r_min_A) / (n_basis - 1)
+
+    def forward(self, graph: Graph) -> torch.Tensor:
+        r = graph.pair_dist
+        basis = torch.exp(-(((r[:, None] - self.centers) / self.width_A) ** 2))
+        envelope = torch.where(r < self.cutoff_A, torch.cos(0.5 * torch.pi * r / self.cutoff_A) ** 2, 0.0)
+        u = (basis @ self.coefficients.to(r.dtype)) * envelope
+        per_particle = torch.zeros(graph.positions.shape[0], dtype=r.dtype).index_add(0, graph.pair_i, 0.5 * u)
+        return graph.frame_sum(per_particle)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"type_names": list(self.type_names), "cutoff_A": self.cutoff_A, "n_basis": self.n_basis,
+                "r_min_A": self.r_min_A, "init_seed": self.init_seed}
+
+
+def quick_config(**overrides: Any) -> TrainConfig:
+    settings = dict(batch_size=2, max_batch_size=4, max_epochs=6, patience_epochs=2, early_stopping_epochs=50,
+                    learning_rate=0.05, dtype="float64", progress=False, prior=False)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def weights(potential: Potential) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in potential.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------------------------- splits
+
+def test_split_contiguous_blocks() -> None:
+    train, val, test = split_indices(100)
+    assert np.array_equal(train, np.arange(80)) and np.array_equal(val, np.arange(80, 90))
+    assert np.array_equal(test, np.arange(90, 100))
+    train, val, test = split_indices(100, n_blocks=2)
+    assert np.array_equal(val, np.r_[40:45, 90:95]) and np.array_equal(test, np.r_[45:50, 95:100])
+    assert len(np.intersect1d(train, np.r_[val, test])) == 0 and len(train) + len(val) + len(test) == 100
+
+
+def test_empty_split_is_an_error() -> None:
+    with pytest.raises(TrainError, match="validation split is empty"):
+        split_indices(2)
+    with pytest.raises(TrainError, match="test split is empty"):
+        split_indices(9, (0.8, 0.1, 0.1), n_blocks=3)
+
+
+# ---------------------------------------------------------------------------------------------- loss
+
+def test_loss_and_metrics_known_values() -> None:
+    ref = torch.tensor([1.0, -1.0, 2.0, 0.0])
+    pred = ref + torch.tensor([1.0, -1.0, 1.0, -1.0])
+    assert float(force_loss(pred, ref, "rmse")) == pytest.approx(1.0)
+    assert float(force_loss(pred, ref, "mae")) == pytest.approx(1.0)
+    assert float(force_loss(pred, ref, "mse", scale=2.0)) == pytest.approx(0.25)
+    assert float(force_loss(pred, ref, "rmse+mae", scale=2.0)) == pytest.approx(1.0)
+    m = force_metrics(pred.numpy(), ref.numpy())
+    # SST = sum (r - 0.5)^2 = 0.25 + 2.25 + 2.25 + 0.25 = 5, SSE = 4
+    assert m["rmse"] == pytest.approx(1.0) and m["r2"] == pytest.approx(1 - 4 / 5)
+    assert force_metrics(ref.numpy(), ref.numpy())["r2"] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------- training machinery
+
+def test_loss_decreases_and_outputs(lj_frames: Frames, tmp_path) -> None:
+    model = GaussianPair(("Ar",))
+    result = train_potential([lj_frames], quick_config(), tmp_path, seed=1, potential=model)
+    losses = [row["val_loss"] for row in result.history]
+    assert losses[-1] < 0.5 * losses[0]
+    for name in ("model.safetensors", "metrics.csv", "test_metrics.json", "learning_curve.png", "parity.png",
+                 "resolved.yaml", "checkpoint.pt"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    metrics = json.loads((tmp_path / "test_metrics.json").read_text())
+    label = lj_frames.state.label
+    assert metrics["per_state"][label]["n_frames"] == 3 and "Ar" in metrics["per_type"]
+    assert metrics["split"][label] == {"train": 24, "val": 3, "test": 3}
+    # the saved model is the best-validation model, and it loads back with identical forces
+    loaded = load_potential(tmp_path / "model.safetensors")
+    assert loaded.provenance["training_states"] == [label]
+    f_saved = energy_and_forces(loaded, lj_frames.positions[-1], lj_frames.box[-1], lj_frames.types)[1]
+    f_mem = energy_and_forces(result.potential, lj_frames.positions[-1], lj_frames.box[-1], lj_frames.types)[1]
+    assert torch.equal(f_saved, f_mem)
+    best = min(result.history, key=lambda r: r["val_loss"])
+    assert result.metrics["best_epoch"] == best["epoch"]
+    assert result.metrics["validation"]["overall"]["rmse"] == pytest.approx(best["val_force_rmse_kcal_mol_A"], rel=1e-9)
+
+
+def test_schedule_doubles_batch_then_halves_lr(lj_frames: Frames, tmp_path) -> None:
+    # a learning rate of ~0 never improves on epoch 1 by 0.1%: plateaus double the batch, then halve the lr
+    config = quick_config(learning_rate=1e-12, batch_size=1, max_batch_size=4, patience_epochs=1,
+                          early_stopping_epochs=5, max_epochs=20, improvement_threshold=1e-3)
+    result = train_potential([lj_frames], config, tmp_path, seed=0, potential=GaussianPair(("Ar",)))
+    sizes = [row["batch_size"] for row in result.history]
+    rates = [row["learning_rate"] for row in result.history]
+    assert sizes[:5] == [1, 1, 2, 4, 4]
+    assert rates[3] == pytest.approx(1e-12) and rates[4] == pytest.approx(0.5e-12)
+    # early stopping: epoch 1 was the best, so it stops 5 epochs later
+    assert len(result.history) == 6
+
+
+def test_same_seed_identical_weights_and_resume(lj_frames: Frames, tmp_path) -> None:
+    config = quick_config(max_epochs=5)
+    first = train_potential([lj_frames], config, tmp_path / "a", seed=3, potential=GaussianPair(("Ar",)))
+    second = train_potential([lj_frames], config, tmp_path / "b", seed=3, potential=GaussianPair(("Ar",)))
+    for k, v in weights(first.potential).items():
+        assert torch.equal(v, weights(second.potential)[k]), k
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_two(epoch: int, row: dict) -> None:
+        if epoch == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_potential([lj_frames], config, tmp_path / "c", seed=3, potential=GaussianPair(("Ar",)),
+                        on_epoch_end=kill_after_two)
+    assert not (tmp_path / "c" / "model.safetensors").exists()
+    resumed = train_potential([lj_frames], config, tmp_path / "c", seed=3, potential=GaussianPair(("Ar",)))
+    for k, v in weights(first.potential).items():
+        assert torch.equal(v, weights(resumed.potential)[k]), k
+    assert [r["val_loss"] for r in resumed.history] == [r["val_loss"] for r in first.history]
+    # a different seed trains differently, and may not resume another run's checkpoint
+    other = train_potential([lj_frames], config, tmp_path / "d", seed=4, potential=GaussianPair(("Ar",)))
+    assert not torch.equal(other.potential.coefficients, first.potential.coefficients)
+    with pytest.raises(TrainError, match="belongs to another run"):
+        train_potential([lj_frames], config, tmp_path / "c", seed=4, potential=GaussianPair(("Ar",)))
+
+
+def test_multi_state_metrics(tmp_path) -> None:
+    cold = lj_md_frames(10, seed=1, temperature_K=100.0, type_names=("A", "B"))
+    hot = lj_md_frames(10, seed=2, temperature_K=160.0, type_names=("A", "B"))
+    result = train_potential([cold, hot], quick_config(max_epochs=2), tmp_path, seed=0,
+                             potential=GaussianPair(("A", "B")))
+    assert set(result.metrics["per_state"]) == {cold.state.label, hot.state.label}
+    assert set(result.metrics["per_state"][hot.state.label]["per_type"]) == {"A", "B"}
+    assert result.metrics["overall"]["n_frames"] == 2
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+def test_bad_input(lj_frames: Frames, tmp_path) -> None:
+    model = GaussianPair(("Ar",))
+    config = quick_config(max_epochs=1)
+    with pytest.raises(TrainError, match="empty"):
+        train_potential([], config, tmp_path, seed=0, potential=model)
+    no_forces = lj_frames.select(slice(0, 10))
+    no_forces.forces = None
+    with pytest.raises(TrainError, match="no forces"):
+        train_potential([no_forces], config, tmp_path, seed=0, potential=model)
+    nan = lj_frames.select(slice(0, 10))
+    nan.forces = nan.forces.copy()
+    nan.forces[3, 5, 1] = np.nan
+    with pytest.raises(TrainError, match=r"forces hold NaN.*\(3, 5, 1\)"):
+        train_potential([nan], config, tmp_path, seed=0, potential=model)
+    bad_shape = lj_frames.select(slice(0, 10))
+    bad_shape.forces = bad_shape.forces[:, :-1]
+    with pytest.raises(TrainError, match="forces shape"):
+        train_potential([bad_shape], config, tmp_path, seed=0, potential=model)
+    with pytest.raises(TrainError, match="validation split is empty"):
+        train_potential([lj_frames.select(slice(0, 2))], config, tmp_path, seed=0, potential=model)
+    with pytest.raises(TrainError, match="unknown to the model"):
+        train_potential([lj_frames], config, tmp_path, seed=0, potential=GaussianPair(("CH3OH",)))
+    with pytest.raises(TrainError, match="larger than half"):
+        train_potential([lj_frames], config, tmp_path, seed=0, potential=GaussianPair(("Ar",), cutoff_A=12.0))
+    with pytest.raises(ConfigError, match="train.split"):
+        from_dict(TrainConfig, {"split": [0.9, 0.2, 0.1]}, "train")
+    with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):
+        from_dict(TrainConfig, {"learnig_rate": 0.1}, "train")
