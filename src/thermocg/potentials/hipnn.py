@@ -1,0 +1,358 @@
+"""HIP-NN-TS: the hierarchically interacting particle neural network with tensor sensitivity (l <= 2).
+
+Our own PyTorch implementation of the network of Lubbers et al. (J. Chem. Phys. 148, 241715, 2018)
+with the tensor sensitivity of Chigaev et al. (J. Chem. Phys. 158, 184108, 2023), as hippynn 0.1.3
+builds it in ``HipnnQuad`` + ``HEnergy`` (``/work/shared/HIPNN_TS.md`` states the equations). It is
+refereed by hippynn in ``tests/test_hipnn.py`` (same weights, float64: energies to 1e-8 relative,
+forces to 1e-7 absolute).
+
+The forward pass, for beads i with one-hot types x_i (width n_types) and pairs j of i within r_c:
+
+    s_nu(d)  = exp(-1/2 sigma_nu^2 (1/d - 1/mu_nu)^2) * cos^2(pi d / (2 r_c))      d < r_c, else 0
+    T_c(r)   = [1 | rhat_x, rhat_y, rhat_z | Q_xx, Q_xy, Q_xz, Q_yy, Q_yz],  Q = rhat rhat^T - I/3
+    A[i,c,nu,f] = sum_j T_c(r_ij) s_nu(d_ij) x_j,f                                   (l = 0, 1, 2)
+    h[i,c,o]    = sum_{nu,f} A[i,c,nu,f] V[nu,o,f]
+    y[i,o] = h_0 + lambda1_o sqrt(sum_a h_a^2 + eps) + lambda2_o sqrt(2 (sum_c h_c^2 + h_xx h_yy) + eps)
+             + (W_self x_i + b_self)_o                                               (eps = 1e-6)
+    z = W_res softplus(y) + b_res + (W_adj x_i  or  x_i when widths match)           (interaction block)
+    z = W'_k softplus(W_k z + b_k) + b'_k + z                     (n_atom_layers residual atom layers)
+    E_frame = sum_i sum_l (w_l . z_i^(l) + b_l)     (level 0 = the one-hot input, no bias)
+
+Energies kcal/mol, distances A (sensitivity centres mu in A, widths sigma in A). Forces are -dE/dR by
+autograd (:func:`thermocg.potentials.base.energy_and_forces`).
+
+How it is computed (why it is fast on CPU): the pairs are laid out as a padded (n_beads, K) block per
+receiving bead (K = the largest neighbour count), and the neighbour sums become batched matrix
+products. In the first block the input is one-hot, so A is the product of the (K, 9 * n_types) table of
+T_c x_j,t with the (K, n_sens) sensitivities: no (pairs, 9 * n_sens * features) tensor is ever
+materialised (hippynn builds and scatters exactly that). Later blocks (dense features) use a batched
+product of the (9 * n_sens, K) sensitivity table with the (K, F) neighbour features.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as functional
+
+from thermocg.neighbors import Graph
+from thermocg.potentials.base import Potential, register
+
+__all__ = ["HipnnTS", "load_hippynn_state_dict", "CUSP_REG"]
+
+#: the regulariser inside the square roots of the l = 1, 2 invariants (hippynn's ``cusp_reg``)
+CUSP_REG = 1e-6
+#: number of tensor components of l = 0, 1, 2: 1 + 3 + 5
+N_COMPONENTS = 9
+
+
+class _PaddedPairs:
+    """Pairs within the cutoff, arranged in a padded (n_beads, K) block per receiving bead.
+
+    ``slot`` (P,) is the flat position i * K + rank of each kept pair; ``mask`` (n_beads * K,) marks
+    real entries. Built once per graph and shared by every interaction block.
+    """
+
+    def __init__(self, graph: Graph, cutoff_A: float) -> None:
+        n_beads = graph.positions.shape[0]
+        with torch.no_grad():
+            keep = graph.pair_dist < cutoff_A
+            keep_index = torch.nonzero(keep).squeeze(1)
+            pair_i = graph.pair_i[keep_index]
+            order = torch.argsort(pair_i, stable=True)
+            keep_index = keep_index[order]
+            pair_i = pair_i[order]
+            counts = torch.bincount(pair_i, minlength=n_beads)
+            width = int(counts.max().item()) if pair_i.numel() else 0
+            width = max(width, 1)
+            starts = torch.cumsum(counts, 0) - counts
+            rank = torch.arange(pair_i.numel(), device=pair_i.device) - starts[pair_i]
+            self.slot = pair_i * width + rank
+            self.pair_j = graph.pair_j[keep_index]
+        self.n_beads = n_beads
+        self.width = width
+        self.vec = graph.pair_vec[keep_index]
+        self.dist = graph.pair_dist[keep_index]
+
+    def pad(self, per_pair: torch.Tensor) -> torch.Tensor:
+        """(P, m) per-pair rows -> (n_beads, K, m), zeros in the padding (differentiable)."""
+        out = per_pair.new_zeros((self.n_beads * self.width, per_pair.shape[1]))
+        out = out.index_put((self.slot,), per_pair)
+        return out.reshape(self.n_beads, self.width, per_pair.shape[1])
+
+
+def _tensor_components(vec: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """(P, 9): [1, rhat (3), traceless rhat rhat^T - I/3 as xx, xy, xz, yy, yz]."""
+    rhat = vec / dist.unsqueeze(1)
+    x, y, z = rhat.unbind(1)
+    third = 1.0 / 3.0
+    ones = torch.ones_like(x)
+    return torch.stack([ones, x, y, z, x * x - third, x * y, x * z, y * y - third, y * z], dim=1)
+
+
+class InteractionTS(torch.nn.Module):
+    """One HIP-NN-TS interaction block: tensor-sensitivity interaction + resnet wrapper.
+
+    Parameters (shapes): ``mu``, ``sigma`` (n_sens,) A; ``int_weights`` V (n_sens, F_out, F_in);
+    ``vec_scales`` lambda1, ``quad_scales`` lambda2 (F_out,); ``self_interaction`` W_self, b_self;
+    ``residual`` W_res, b_res; ``adjust`` W_adj (no bias; only when F_in != F_out).
+    """
+
+    def __init__(self, n_in: int, n_out: int, *, n_sensitivities: int, dist_soft_min_A: float,
+                 dist_soft_max_A: float, cutoff_A: float, one_hot_input: bool,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.n_in, self.n_out, self.n_sens = n_in, n_out, n_sensitivities
+        self.cutoff_A = float(cutoff_A)
+        self.one_hot_input = one_hot_input
+        inverse = torch.linspace(1.0 / dist_soft_max_A, 1.0 / dist_soft_min_A, n_sensitivities, dtype=torch.float64)
+        self.mu = torch.nn.Parameter((1.0 / inverse).float())
+        self.sigma = torch.nn.Parameter(torch.full((n_sensitivities,), 2.0 * n_sensitivities * dist_soft_min_A))
+        self.int_weights = torch.nn.Parameter(torch.empty(n_sensitivities, n_out, n_in))
+        self.vec_scales = torch.nn.Parameter(torch.empty(n_out))
+        self.quad_scales = torch.nn.Parameter(torch.empty(n_out))
+        self.self_interaction = torch.nn.Linear(n_in, n_out)
+        self.residual = torch.nn.Linear(n_out, n_out)
+        self.adjust = torch.nn.Linear(n_in, n_out, bias=False) if n_in != n_out else None
+        with torch.no_grad():
+            _xavier_normal(self.int_weights, fan_in=n_out * n_in, fan_out=n_sensitivities * n_in, generator=generator)
+            self.vec_scales.normal_(generator=generator)
+            self.quad_scales.normal_(generator=generator)
+            _xavier_normal(self.self_interaction.weight, generator=generator)
+            _linear_default(self.self_interaction, generator=generator, weight=False)
+            _linear_default(self.residual, generator=generator)
+            if self.adjust is not None:
+                _linear_default(self.adjust, generator=generator)
+
+    def sensitivities(self, dist: torch.Tensor) -> torch.Tensor:
+        """s_nu(d), (P, n_sens); ``dist`` (P,) A, all below the cutoff."""
+        cut = torch.cos((math.pi / (2.0 * self.cutoff_A)) * dist) ** 2
+        diff = dist.reciprocal().unsqueeze(1) - self.mu.reciprocal()
+        return torch.exp(-0.5 * (diff * self.sigma) ** 2) * cut.unsqueeze(1)
+
+    def environment(self, features: torch.Tensor, pairs: _PaddedPairs, components: torch.Tensor) -> torch.Tensor:
+        """h[i, c, o] = sum_{nu, f} A[i, c, nu, f] V[nu, o, f], (n_beads, 9, F_out)."""
+        sens = self.sensitivities(pairs.dist)  # (P, nu)
+        n, k, nu, f_in = pairs.n_beads, pairs.width, self.n_sens, self.n_in
+        if self.one_hot_input:
+            # x_j one-hot: A[i, c, t, nu] = sum_k (T_c x_j,t)[i, k] s_nu[i, k]
+            x_j = features[pairs.pair_j]  # (P, T)
+            left = (components.unsqueeze(2) * x_j.unsqueeze(1)).reshape(-1, N_COMPONENTS * f_in)
+            env = torch.bmm(pairs.pad(left).transpose(1, 2), pairs.pad(sens))  # (n, 9 T, nu)
+            env = env.reshape(n, N_COMPONENTS, f_in, nu).transpose(2, 3)
+        else:
+            # dense features: A[i, (c, nu), f] = sum_k (T_c s_nu)[i, k] x[j_k, f]
+            left = (components.unsqueeze(2) * sens.unsqueeze(1)).reshape(-1, N_COMPONENTS * nu)
+            right = pairs.pad(features[pairs.pair_j])  # (n, K, F)
+            env = torch.bmm(pairs.pad(left).transpose(1, 2), right)  # (n, 9 nu, F)
+        weights = self.int_weights.permute(0, 2, 1).reshape(nu * f_in, self.n_out)
+        return (env.reshape(n * N_COMPONENTS, nu * f_in) @ weights).reshape(n, N_COMPONENTS, self.n_out)
+
+    def forward(self, features: torch.Tensor, pairs: _PaddedPairs, components: torch.Tensor) -> torch.Tensor:
+        h = self.environment(features, pairs, components)
+        h0, h1, h2 = h[:, 0], h[:, 1:4], h[:, 4:9]
+        vec_norm = torch.sqrt(h1.square().sum(1) + CUSP_REG)
+        quad_norm = torch.sqrt(2.0 * (h2.square().sum(1) + h2[:, 0] * h2[:, 3]) + CUSP_REG)
+        y = h0 + self.vec_scales * vec_norm + self.quad_scales * quad_norm + self.self_interaction(features)
+        skip = features if self.adjust is None else self.adjust(features)
+        return self.residual(functional.softplus(y)) + skip
+
+
+class AtomLayer(torch.nn.Module):
+    """z -> W' softplus(W z + b) + b' + z (a resnet atom layer)."""
+
+    def __init__(self, width: int, *, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.base = torch.nn.Linear(width, width)
+        self.residual = torch.nn.Linear(width, width)
+        with torch.no_grad():
+            _xavier_normal(self.base.weight, generator=generator)
+            _linear_default(self.base, generator=generator, weight=False)
+            _linear_default(self.residual, generator=generator)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.residual(functional.softplus(self.base(z))) + z
+
+
+def _xavier_normal(weight: torch.Tensor, *, fan_in: int | None = None, fan_out: int | None = None,
+                   generator: torch.Generator | None = None) -> None:
+    if fan_in is None:
+        fan_out, fan_in = weight.shape
+    std = math.sqrt(2.0 / (fan_in + fan_out))
+    weight.normal_(0.0, std, generator=generator)
+
+
+def _linear_default(layer: torch.nn.Linear, *, generator: torch.Generator | None = None, weight: bool = True) -> None:
+    """torch's default Linear initialisation, drawn from an explicit generator."""
+    bound = 1.0 / math.sqrt(layer.in_features)
+    if weight:
+        # kaiming_uniform(a=sqrt(5)) gives the same bound 1/sqrt(fan_in)
+        layer.weight.uniform_(-bound, bound, generator=generator)
+    if layer.bias is not None:
+        layer.bias.uniform_(-bound, bound, generator=generator)
+
+
+@register
+class HipnnTS(Potential):
+    """HIP-NN-TS (l <= 2) energy model for CG beads; see the module docstring for the equations.
+
+    Arguments: the bead ``type_names`` (the one-hot input has width n_types), ``n_features`` F per
+    layer, ``n_sensitivities`` distance functions with centres initially from ``dist_soft_min_A`` to
+    ``dist_soft_max_A`` (evenly spaced in 1/d), the hard ``cutoff_A`` r_c of the cos^2 envelope,
+    ``n_interaction_layers`` blocks of ``n_atom_layers`` resnet atom layers each. ``seed`` fixes the
+    initial weights (no global random state is touched). Parameters are float32; ``.to(torch.float64)``
+    gives a float64 model.
+
+    forward(graph) -> (n_frames,) energies in kcal/mol; pairs at or beyond ``cutoff_A`` contribute
+    exactly zero (the graph may carry a skin).
+    """
+
+    kind = "hipnn_ts"
+
+    def __init__(self, type_names: tuple[str, ...] | list[str], *, n_features: int = 128,
+                 n_sensitivities: int = 20, dist_soft_min_A: float = 2.0, dist_soft_max_A: float = 13.0,
+                 cutoff_A: float = 15.0, n_interaction_layers: int = 1, n_atom_layers: int = 3,
+                 seed: int = 0) -> None:
+        super().__init__(type_names, cutoff_A)
+        for name, value in (("n_features", n_features), ("n_sensitivities", n_sensitivities),
+                            ("n_interaction_layers", n_interaction_layers)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"HipnnTS: {name} must be a positive integer, got {value!r}")
+        if int(n_atom_layers) != n_atom_layers or n_atom_layers < 0:
+            raise ValueError(f"HipnnTS: n_atom_layers must be a non-negative integer, got {n_atom_layers!r}")
+        if not 0 < dist_soft_min_A < dist_soft_max_A:
+            raise ValueError(
+                f"HipnnTS: need 0 < dist_soft_min_A < dist_soft_max_A, got {dist_soft_min_A}, {dist_soft_max_A}"
+            )
+        if dist_soft_max_A > cutoff_A:
+            raise ValueError(f"HipnnTS: dist_soft_max_A {dist_soft_max_A} exceeds cutoff_A {cutoff_A}")
+        self.n_types = len(self.type_names)
+        self.n_features = int(n_features)
+        self.n_sensitivities = int(n_sensitivities)
+        self.dist_soft_min_A = float(dist_soft_min_A)
+        self.dist_soft_max_A = float(dist_soft_max_A)
+        self.n_interaction_layers = int(n_interaction_layers)
+        self.n_atom_layers = int(n_atom_layers)
+        self.seed = int(seed)
+        generator = torch.Generator().manual_seed(self.seed)
+        widths = [self.n_types] + [self.n_features] * self.n_interaction_layers
+        self.interactions = torch.nn.ModuleList(
+            InteractionTS(widths[k], widths[k + 1], n_sensitivities=self.n_sensitivities,
+                          dist_soft_min_A=self.dist_soft_min_A, dist_soft_max_A=self.dist_soft_max_A,
+                          cutoff_A=self.cutoff_A, one_hot_input=(k == 0), generator=generator)
+            for k in range(self.n_interaction_layers)
+        )
+        self.atom_layers = torch.nn.ModuleList(
+            torch.nn.ModuleList(AtomLayer(self.n_features, generator=generator) for _ in range(self.n_atom_layers))
+            for _ in range(self.n_interaction_layers)
+        )
+        self.energy_heads = torch.nn.ModuleList(
+            torch.nn.Linear(width, 1, bias=(level > 0)) for level, width in enumerate(widths)
+        )
+        with torch.no_grad():
+            for head in self.energy_heads:
+                _linear_default(head, generator=generator)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "type_names": list(self.type_names),
+            "n_features": self.n_features,
+            "n_sensitivities": self.n_sensitivities,
+            "dist_soft_min_A": self.dist_soft_min_A,
+            "dist_soft_max_A": self.dist_soft_max_A,
+            "cutoff_A": self.cutoff_A,
+            "n_interaction_layers": self.n_interaction_layers,
+            "n_atom_layers": self.n_atom_layers,
+            "seed": self.seed,
+        }
+
+    def features(self, graph: Graph) -> list[torch.Tensor]:
+        """The per-bead features of every level, [x0 (one-hot, (N, n_types)), z1, ..., z_n (N, F)]."""
+        types = graph.types
+        if types.numel() and (int(types.min()) < 0 or int(types.max()) >= self.n_types):
+            raise ValueError(
+                f"HipnnTS: bead type index {int(types.max())} outside this model's types {list(self.type_names)}"
+            )
+        dtype = graph.pair_vec.dtype
+        x = functional.one_hot(types, self.n_types).to(dtype)
+        pairs = _PaddedPairs(graph, self.cutoff_A)
+        components = _tensor_components(pairs.vec, pairs.dist)
+        levels = [x]
+        for interaction, atom_layers in zip(self.interactions, self.atom_layers):
+            x = interaction(x, pairs, components)
+            for layer in atom_layers:
+                x = layer(x)
+            levels.append(x)
+        return levels
+
+    def forward(self, graph: Graph) -> torch.Tensor:
+        levels = self.features(graph)
+        per_bead = self.energy_heads[0](levels[0])
+        for head, z in zip(self.energy_heads[1:], levels[1:]):
+            per_bead = per_bead + head(z)
+        return graph.frame_sum(per_bead.squeeze(1))
+
+
+def load_hippynn_state_dict(model: HipnnTS, hippynn_network_state: dict[str, torch.Tensor],
+                            energy_state: dict[str, torch.Tensor]) -> HipnnTS:
+    """Copy the weights of a hippynn 0.1.3 ``HipnnQuad`` + ``HEnergy`` into ``model`` (in place).
+
+    ``hippynn_network_state`` is the network's ``state_dict()`` (keys ``blocks.B.0.base_layer.*``,
+    ``blocks.B.0.res_layer.*``, ``blocks.B.0.adjust_layer.weight``, ``blocks.B.K.base_layer.*``,
+    ``blocks.B.K.res_layer.*``), ``energy_state`` the energy head's (``layers.L.weight/bias``). A common
+    prefix such as ``moddict.nodeNN.`` (from a saved GraphModule) is stripped. Raises ValueError when a
+    key is missing or a shape differs (the models must have the same hyperparameters).
+    """
+    net = _strip_prefix(hippynn_network_state, "blocks.")
+    head = _strip_prefix(energy_state, "layers.")
+    mapping: dict[str, torch.Tensor] = {}
+    for b in range(model.n_interaction_layers):
+        p = f"blocks.{b}.0."
+        mapping[f"interactions.{b}.int_weights"] = net[p + "base_layer.int_weights"]
+        mapping[f"interactions.{b}.vec_scales"] = net[p + "base_layer.vecscales"]
+        mapping[f"interactions.{b}.quad_scales"] = net[p + "base_layer.quadscales"]
+        mapping[f"interactions.{b}.mu"] = net[p + "base_layer.sensitivity.mu"].reshape(-1)
+        mapping[f"interactions.{b}.sigma"] = net[p + "base_layer.sensitivity.sigma"].reshape(-1)
+        mapping[f"interactions.{b}.self_interaction.weight"] = net[p + "base_layer.selfint.weight"]
+        mapping[f"interactions.{b}.self_interaction.bias"] = net[p + "base_layer.selfint.bias"]
+        mapping[f"interactions.{b}.residual.weight"] = net[p + "res_layer.weight"]
+        mapping[f"interactions.{b}.residual.bias"] = net[p + "res_layer.bias"]
+        if model.interactions[b].adjust is not None:
+            mapping[f"interactions.{b}.adjust.weight"] = net[p + "adjust_layer.weight"]
+        for k in range(model.n_atom_layers):
+            q = f"blocks.{b}.{k + 1}."
+            for ours, theirs in (("base", "base_layer"), ("residual", "res_layer")):
+                for field in ("weight", "bias"):
+                    mapping[f"atom_layers.{b}.{k}.{ours}.{field}"] = net[f"{q}{theirs}.{field}"]
+    for level in range(model.n_interaction_layers + 1):
+        mapping[f"energy_heads.{level}.weight"] = head[f"layers.{level}.weight"]
+        if level > 0:
+            mapping[f"energy_heads.{level}.bias"] = head[f"layers.{level}.bias"]
+    own = model.state_dict()
+    missing = sorted(set(own) - set(mapping))
+    if missing:
+        raise ValueError(f"load_hippynn_state_dict: no hippynn weights for {missing}")
+    for key, value in mapping.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise ValueError(
+                f"load_hippynn_state_dict: {key} has shape {tuple(own[key].shape)} here but "
+                f"{tuple(value.shape)} in hippynn (different hyperparameters?)"
+            )
+    with torch.no_grad():
+        for key, value in mapping.items():
+            own[key].copy_(value.to(own[key].dtype))
+    return model
+
+
+def _strip_prefix(state: dict[str, torch.Tensor], marker: str) -> dict[str, torch.Tensor]:
+    """Keys from ``marker`` on (drops a GraphModule prefix such as ``moddict.nodeNN.``)."""
+    out = {}
+    for key, value in state.items():
+        at = key.find(marker)
+        if at >= 0:
+            out[key[at:]] = value
+    if not out:
+        raise ValueError(f"load_hippynn_state_dict: no keys containing {marker!r} in the given state dict")
+    return out
