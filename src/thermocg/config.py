@@ -511,6 +511,58 @@ class AnalysisConfig:
             raise ConfigError(f"analysis.discard_fraction: must be in [0, 1), got {self.discard_fraction}")
 
 
+@dataclass
+class PairConfig:
+    """The MS-CG pair-potential baseline (force matching onto a cubic B-spline of the pair force)."""
+
+    #: model name under RUN_DIR/models/
+    name: str = "mscg"
+    #: pair cutoff; the fitted force goes smoothly to zero at it
+    cutoff_A: float = 15.0
+    #: start of the spline grid; every sampled pair distance must be above it
+    r_min_A: float = 1.0
+    #: knot spacing of the force spline
+    spacing_A: float = 0.1
+    #: Tikhonov regularisation, relative to the mean diagonal of the normal matrix
+    ridge: float = 1.0e-10
+    #: second-difference (curvature) penalty on the coefficients, relative like ridge; it fills
+    #: sparsely sampled intervals smoothly instead of with wild coefficients
+    smoothness: float = 1.0e-7
+    #: an interval with fewer pairs than this is "sparsely sampled" (warned and regularised); the
+    #: first interval with at least this many pairs sets the smallest sampled distance r_s
+    min_pairs_per_interval: int = 20
+    #: power p of the repulsive wall F = F_s + a[(r_s/r)^p - 1] below r_s
+    extrapolation_power: float = 12.0
+    #: a bead-type pair with no sampled distance: "error", or "zero" (no force but the wall)
+    unsampled_pairs: Literal["error", "zero"] = "error"
+    #: use every n-th frame; at most max_frames per state (None: all)
+    frame_stride: int = 1
+    max_frames: int | None = None
+    #: the last fraction of each state's frames is held out to report force errors
+    test_fraction: float = 0.1
+    #: frames read per block (bounds memory)
+    block_frames: int = 32
+    #: LAMMPS table points written next to the model (0: no export)
+    lammps_table_points: int = 5000
+    n_threads: int = 2
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("cutoff_A", "r_min_A", "spacing_A", "min_pairs_per_interval", "frame_stride",
+                    "max_frames", "block_frames", "n_threads"):
+            _positive(f"pair.{key}", getattr(self, key))
+        for key in ("ridge", "smoothness", "lammps_table_points"):
+            _positive(f"pair.{key}", getattr(self, key), allow_zero=True)
+        if self.r_min_A >= self.cutoff_A:
+            raise ConfigError(f"pair.r_min_A ({self.r_min_A}) must be below pair.cutoff_A ({self.cutoff_A})")
+        if self.spacing_A * 4 > self.cutoff_A - self.r_min_A:
+            raise ConfigError("pair.spacing_A: the grid from r_min_A to cutoff_A needs at least 4 intervals")
+        if not self.extrapolation_power > 1:
+            raise ConfigError(f"pair.extrapolation_power: must be > 1, got {self.extrapolation_power}")
+        if not 0 <= self.test_fraction < 1:
+            raise ConfigError(f"pair.test_fraction: must be in [0, 1), got {self.test_fraction}")
+
+
 # --------------------------------------------------------------------------------------------------
 # the whole config
 # --------------------------------------------------------------------------------------------------
@@ -534,7 +586,7 @@ class Config:
     rdf: RDFConfig = field(default_factory=RDFConfig)
     # sections of later stages: each owned by its stage module
     train: TrainConfig = field(default_factory=TrainConfig)
-    pair: dict[str, Any] = field(default_factory=dict)
+    pair: PairConfig = field(default_factory=PairConfig)
     simulate: SimulateConfig = field(default_factory=SimulateConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     study: StudyConfig = field(default_factory=StudyConfig)

@@ -1,0 +1,404 @@
+"""Tabulated pair potentials (the MS-CG baseline), and their export to LAMMPS and GROMACS tables.
+
+:class:`PairTable` (kind ``"pair_table"``) is a sum of isotropic pair terms, one per unordered bead-type
+pair (a, b),
+
+    E = sum_{i<j, r_ij < r_c} U_ab(r_ij),        F_ab(r) = -dU_ab/dr   (kcal/mol/A; > 0 is repulsive)
+
+The pair *force* is a uniform cubic B-spline on the grid r_k = r_min + k h, k = 0..K, h = (r_c - r_min)/K,
+
+    F_ab(r) = sum_{j=0}^{K-1} c_ab,j B_j(r),     B_j = the cardinal cubic B-spline on knots r_min + (j-3+[0..4]) h
+
+Only the K basis functions whose support ends at or before r_c are used, so F, F' and F'' all vanish at
+the cutoff (the energy is C^3 there). The energy is the exact integral of that spline,
+U_ab(r) = int_r^{r_c} F_ab(s) ds, evaluated analytically (piecewise quartic), so the autograd force is
+exactly the spline and energy and force are consistent to round-off.
+
+Below r_s (``r_sampled_min_A``, the smallest well-sampled distance of the pair in the fitted data) the
+spline is not trusted and the force continues with a repulsive power law matched in value and slope,
+
+    F(r) = F_s + a [(r_s / r)^p - 1],      a = max(-F'_s r_s / p, max(|F_s|, 1 kcal/mol/A) / p^2)
+
+(p = ``extrapolation_power``, F_s = F(r_s), F'_s = dF/dr at r_s), whose energy is closed-form:
+
+    U(r) = U(r_s) + (F_s - a)(r_s - r) + a r_s / (p - 1) [(r_s / r)^(p - 1) - 1].
+
+The floor on ``a`` (used when the data at r_s are not repulsive) keeps a wall so that simulations
+cannot collapse; then only the value is matched, not the slope.
+
+Export: :func:`export_lammps` writes ``pair_style table`` files (one section per type pair) and a small
+include file with the ``pair_style``/``pair_coeff`` lines; :func:`export_gromacs` writes GROMACS user
+tables ``table_A_B.xvg`` (nm, kJ/mol). :func:`run_export` is the CLI entry (``thermocg export``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from thermocg import units
+from thermocg.neighbors import Graph
+from thermocg.potentials.base import Potential, register
+
+__all__ = ["PairTable", "export_lammps", "export_gromacs", "write_lammps_data", "run_export", "ExportError"]
+
+#: the integrals over [0, 1] of the four local pieces of a cardinal cubic B-spline
+_PIECE_INTEGRALS = (1.0 / 24.0, 11.0 / 24.0, 11.0 / 24.0, 1.0 / 24.0)
+
+
+class ExportError(ValueError):
+    """A model that cannot be exported, or bad export options; the message names the problem."""
+
+
+def _pieces(t: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """The four local pieces of a cubic B-spline at t in [0, 1] of an interval: values, derivatives
+    with respect to t, and integrals from 0 to t. Piece m multiplies coefficient c_{k+m} on interval k."""
+    s = 1.0 - t
+    t2, t3 = t * t, t * t * t
+    values = [s * s * s / 6.0, (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0, (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0, t3 / 6.0]
+    derivs = [-s * s / 2.0, (9.0 * t2 - 12.0 * t) / 6.0, (-9.0 * t2 + 6.0 * t + 3.0) / 6.0, t2 / 2.0]
+    t4 = t2 * t2
+    integrals = [
+        (1.0 - s**4) / 24.0,
+        (0.75 * t4 - 2.0 * t3 + 4.0 * t) / 6.0,
+        (-0.75 * t4 + t3 + 1.5 * t2 + t) / 6.0,
+        t4 / 24.0,
+    ]
+    return values, derivs, integrals
+
+
+def bspline_basis(r: np.ndarray, r_min_A: float, cutoff_A: float, n_basis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Basis values of the force spline at distances r (numpy; used by the MS-CG fit).
+
+    Returns ``interval`` (P,) int (k), ``columns`` (P, 4) int basis indices k..k+3 and ``values`` (P, 4)
+    B_{k+m}(r); columns >= n_basis (the functions cut at r_c) have value 0 and column n_basis - 1
+    (harmless: callers drop them by the zero value). Distances outside [r_min, r_c) must be removed first.
+    """
+    h = (cutoff_A - r_min_A) / n_basis
+    x = (np.asarray(r, dtype=np.float64) - r_min_A) / h
+    k = np.clip(np.floor(x).astype(np.int64), 0, n_basis - 1)
+    t = x - k
+    s = 1.0 - t
+    t2 = t * t
+    t3 = t2 * t
+    values = np.stack([s * s * s, 3.0 * t3 - 6.0 * t2 + 4.0, -3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0, t3], axis=1) / 6.0
+    columns = k[:, None] + np.arange(4)
+    beyond = columns >= n_basis
+    values[beyond] = 0.0
+    columns[beyond] = n_basis - 1
+    return k, columns, values
+
+
+@register
+class PairTable(Potential):
+    """Force-matched (MS-CG) pair potential on a cubic B-spline of the force; see the module docstring.
+
+    Parameters
+    ----------
+    type_names : bead types, in the order of the integer types the potential expects
+    cutoff_A : pair cutoff r_c, A; U = F = 0 at and beyond it
+    r_min_A : start of the spline grid, A
+    coefficients : (n_types, n_types, K) symmetric nested list/array, kcal/mol/A: c_ab,j
+    r_sampled_min_A : (n_types, n_types) symmetric, A: r_s per pair; below it the power-law wall
+        (values below ``r_min_A`` are raised to it)
+    extrapolation_power : p of the wall (> 1)
+    """
+
+    kind = "pair_table"
+
+    def __init__(self, type_names: tuple[str, ...] | list[str], *, cutoff_A: float, r_min_A: float,
+                 coefficients: Any, r_sampled_min_A: Any, extrapolation_power: float = 12.0) -> None:
+        super().__init__(type_names, cutoff_A)
+        n = len(self.type_names)
+        coef = torch.as_tensor(np.asarray(coefficients, dtype=np.float64))
+        if coef.dim() != 3 or coef.shape[:2] != (n, n) or coef.shape[2] < 4:
+            raise ValueError(f"PairTable: coefficients must be ({n}, {n}, K >= 4), got {tuple(coef.shape)}")
+        if not torch.allclose(coef, coef.transpose(0, 1)):
+            raise ValueError("PairTable: coefficients must be symmetric in the two bead types")
+        r_s = torch.as_tensor(np.asarray(r_sampled_min_A, dtype=np.float64)).expand(n, n).clone()
+        if not torch.allclose(r_s, r_s.T):
+            raise ValueError("PairTable: r_sampled_min_A must be symmetric")
+        if not 0 < r_min_A < cutoff_A:
+            raise ValueError(f"PairTable: need 0 < r_min_A < cutoff_A, got r_min_A={r_min_A}, cutoff_A={cutoff_A}")
+        if not extrapolation_power > 1:
+            raise ValueError(f"PairTable: extrapolation_power must be > 1, got {extrapolation_power}")
+        self.r_min_A = float(r_min_A)
+        self.extrapolation_power = float(extrapolation_power)
+        self.n_basis = int(coef.shape[2])
+        self.spacing_A = (self.cutoff_A - self.r_min_A) / self.n_basis
+        self.register_buffer("coefficients", coef.clone())
+        self.register_buffer("r_sampled_min", r_s.clamp(min=self.r_min_A, max=self.cutoff_A - 1e-6 * self.spacing_A))
+
+    # ----------------------------------------------------------------------------------------------
+    def _spline(self, r: torch.Tensor, pair_type: torch.Tensor, coef: torch.Tensor, cumulative: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Spline energy U(r) = int_r^rc F, force F(r) and dF/dr for pairs of flat type index pair_type."""
+        h = self.spacing_A
+        x = (r.clamp(self.r_min_A, self.cutoff_A) - self.r_min_A) / h
+        k = x.detach().floor().clamp(0, self.n_basis - 1).long()
+        t = x - k.to(x.dtype)
+        values, derivs, integrals = _pieces(t)
+        base = pair_type * (self.n_basis + 3) + k
+        force = torch.zeros_like(t)
+        dforce = torch.zeros_like(t)
+        partial = torch.zeros_like(t)
+        for m in range(4):
+            c = coef[base + m]
+            force = force + c * values[m]
+            dforce = dforce + c * derivs[m]
+            partial = partial + c * integrals[m]
+        n_rows = cumulative.shape[1]
+        total = cumulative[:, -1][pair_type]
+        before = cumulative.reshape(-1)[pair_type * n_rows + k]
+        energy = h * (total - before - partial)
+        return energy, force, dforce / h
+
+    def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded flat coefficients ((n_types^2 * (K+3)),) and cumulative interval integrals (n_types^2, K+1)."""
+        n = len(self.type_names)
+        coef = self.coefficients.reshape(n * n, self.n_basis)
+        padded = torch.cat([coef, coef.new_zeros(n * n, 3)], dim=1)
+        w = coef.new_tensor(_PIECE_INTEGRALS)
+        per_interval = sum(padded[:, m: m + self.n_basis] * w[m] for m in range(4))
+        cumulative = torch.cat([coef.new_zeros(n * n, 1), torch.cumsum(per_interval, dim=1)], dim=1)
+        return padded.reshape(-1), cumulative
+
+    def pair_energy_force(self, r: torch.Tensor, ti: torch.Tensor, tj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """U(r) (kcal/mol) and F(r) = -dU/dr (kcal/mol/A) for pairs of types (ti, tj); zero beyond r_c."""
+        n = len(self.type_names)
+        coef, cumulative = self._tables()
+        pair_type = ti * n + tj
+        # the wall parameters of every type pair, from the spline at r_s
+        all_types = torch.arange(n * n, device=r.device)
+        r_s_all = self.r_sampled_min.reshape(-1).to(r.dtype)
+        u_s_all, f_s_all, df_s_all = self._spline(r_s_all, all_types, coef, cumulative)
+        p = self.extrapolation_power
+        floor = torch.clamp(f_s_all.abs(), min=1.0) / p**2
+        a_all = torch.maximum(-df_s_all * r_s_all / p, floor)
+
+        energy, force, _ = self._spline(r, pair_type, coef, cumulative)
+        r_s, u_s, f_s, a = r_s_all[pair_type], u_s_all[pair_type], f_s_all[pair_type], a_all[pair_type]
+        below = r < r_s
+        r_wall = torch.where(below, r, r_s).clamp(min=1e-6)
+        ratio = r_s / r_wall
+        wall_energy = u_s + (f_s - a) * (r_s - r_wall) + a * r_s / (p - 1.0) * (ratio ** (p - 1.0) - 1.0)
+        wall_force = f_s + a * (ratio**p - 1.0)
+        energy = torch.where(below, wall_energy, energy)
+        force = torch.where(below, wall_force, force)
+        inside = r < self.cutoff_A
+        zero = torch.zeros_like(energy)
+        return torch.where(inside, energy, zero), torch.where(inside, force, zero)
+
+    def forward(self, graph: Graph) -> torch.Tensor:
+        """Total energy per frame (n_frames,) kcal/mol; the graph's list is full, so each pair counts 1/2."""
+        u, _ = self.pair_energy_force(graph.pair_dist, graph.types[graph.pair_i], graph.types[graph.pair_j])
+        per_particle = torch.zeros(graph.positions.shape[0], dtype=u.dtype, device=u.device)
+        per_particle = per_particle.index_add(0, graph.pair_i, 0.5 * u)
+        return graph.frame_sum(per_particle)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "type_names": list(self.type_names),
+            "cutoff_A": self.cutoff_A,
+            "r_min_A": self.r_min_A,
+            "coefficients": self.coefficients.detach().cpu().double().tolist(),
+            "r_sampled_min_A": self.r_sampled_min.detach().cpu().double().tolist(),
+            "extrapolation_power": self.extrapolation_power,
+        }
+
+    # ----------------------------------------------------------------------------------------------
+    def type_pairs(self) -> list[tuple[int, int]]:
+        """The unordered type pairs (a, b), a <= b."""
+        n = len(self.type_names)
+        return [(a, b) for a in range(n) for b in range(a, n)]
+
+    def curve(self, r_A: np.ndarray, type_a: int | str, type_b: int | str) -> tuple[np.ndarray, np.ndarray]:
+        """U(r) kcal/mol and F(r) kcal/mol/A of one type pair at distances ``r_A`` (numpy, float64)."""
+        a = self.type_names.index(type_a) if isinstance(type_a, str) else int(type_a)
+        b = self.type_names.index(type_b) if isinstance(type_b, str) else int(type_b)
+        r = torch.as_tensor(np.asarray(r_A, dtype=np.float64)).to(self.coefficients.device, self.coefficients.dtype)
+        ti = torch.full(r.shape, a, dtype=torch.long, device=r.device)
+        tj = torch.full(r.shape, b, dtype=torch.long, device=r.device)
+        with torch.no_grad():
+            u, f = self.pair_energy_force(r, ti, tj)
+        return u.cpu().double().numpy(), f.cpu().double().numpy()
+
+    def force_derivative(self, r_A: float, type_a: int, type_b: int, *, step_A: float = 1e-5) -> float:
+        """dF/dr at one distance by a central difference of the analytic force (kcal/mol/A^2)."""
+        _, f = self.curve(np.array([r_A - step_A, r_A + step_A]), type_a, type_b)
+        return float((f[1] - f[0]) / (2 * step_A))
+
+
+# --------------------------------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------------------------------
+
+def _as_pair_table(potential: Potential) -> PairTable:
+    if not isinstance(potential, PairTable):
+        raise ExportError(f"only pair_table potentials can be exported to tables, got kind {potential.kind!r}")
+    return potential
+
+
+def _inner_A(table: PairTable, r_inner_A: float | None) -> float:
+    if r_inner_A is None:
+        r_inner_A = 0.5 * float(table.r_sampled_min.min())
+    if not 0 < r_inner_A < table.cutoff_A:
+        raise ExportError(f"r_inner_A must be in (0, cutoff_A={table.cutoff_A}), got {r_inner_A}")
+    return float(r_inner_A)
+
+
+def _section_name(table: PairTable, a: int, b: int) -> str:
+    return f"{table.type_names[a]}_{table.type_names[b]}"
+
+
+def export_lammps(table: PairTable, out_dir: str | os.PathLike, *, n_points: int = 5000,
+                  r_inner_A: float | None = None, style: str = "spline", file_stem: str = "pair_table") -> Path:
+    """Write a LAMMPS ``pair_style table`` of ``table`` (LAMMPS ``units real``: A, kcal/mol).
+
+    Files in ``out_dir``: ``<stem>.table`` with one section ``A_B`` per type pair (``N n R r_in r_c`` and
+    ``FP`` end derivatives; lines ``index r U F``, points uniform in r) and ``<stem>.lammps`` holding
+    ``pair_style table <style> n_points`` and one ``pair_coeff i j <stem>.table A_B r_c`` line per pair
+    (LAMMPS type i = ``type_names[i-1]``). Use it with ``include <stem>.lammps``. ``r_inner_A`` (default
+    half the smallest sampled distance) is the table's inner end: LAMMPS stops if two beads come closer.
+    Returns the path of the include file.
+    """
+    table = _as_pair_table(table)
+    if style not in ("linear", "spline"):
+        raise ExportError(f"LAMMPS table style must be 'linear' or 'spline', got {style!r}")
+    if n_points < 10:
+        raise ExportError(f"n_points must be at least 10, got {n_points}")
+    r_in = _inner_A(table, r_inner_A)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    r = np.linspace(r_in, table.cutoff_A, n_points)
+    lines = [
+        f"# thermocg pair_table (MS-CG) for LAMMPS units real: r A, U kcal/mol, F = -dU/dr kcal/mol/A",
+        f"# bead types: {' '.join(f'{i + 1}={n}' for i, n in enumerate(table.type_names))}",
+        "",
+    ]
+    coeff_lines = []
+    for a, b in table.type_pairs():
+        u, f = table.curve(r, a, b)
+        fp_lo = table.force_derivative(r_in + 1e-5, a, b)
+        name = _section_name(table, a, b)
+        lines += [name, f"N {n_points} R {r_in:.10g} {table.cutoff_A:.10g} FP {fp_lo:.12e} 0.0", ""]
+        lines += [f"{k + 1} {rk:.10f} {uk:.12e} {fk:.12e}" for k, (rk, uk, fk) in enumerate(zip(r, u, f))]
+        lines.append("")
+        coeff_lines.append(f"pair_coeff {a + 1} {b + 1} {file_stem}.table {name} {table.cutoff_A:.10g}")
+    table_path = out_dir / f"{file_stem}.table"
+    _atomic_text(table_path, "\n".join(lines) + "\n")
+    include = [
+        f"# thermocg pair_table: include after read_data (units real); types "
+        + " ".join(f"{i + 1}={n}" for i, n in enumerate(table.type_names)),
+        f"pair_style table {style} {n_points}",
+        *coeff_lines,
+    ]
+    include_path = out_dir / f"{file_stem}.lammps"
+    _atomic_text(include_path, "\n".join(include) + "\n")
+    return include_path
+
+
+def export_gromacs(table: PairTable, out_dir: str | os.PathLike, *, spacing_nm: float = 0.002,
+                   extension_nm: float = 1.0, r_inner_A: float | None = None) -> list[Path]:
+    """Write GROMACS user tables ``table_A_B.xvg`` (one per type pair) in GROMACS units.
+
+    Columns: r (nm), f, -f', g, -g', h, -h' with V(r) = q_i q_j f + C6 g + C12 h. The pair potential is
+    put in h (kJ/mol; -h' its force, kJ/mol/nm) and f = g = 0, so use it with ``C6 = 0, C12 = 1`` for the
+    pair and ``cutoff-scheme = group``, ``vdwtype = user``, ``energygrp_table`` naming the groups A B.
+    Rows run from r = 0 every ``spacing_nm`` to r_c + ``extension_nm`` (zeros beyond r_c); below
+    ``r_inner_A`` (default half the smallest sampled distance) the energy continues linearly with the
+    force at r_inner (a finite cap; beads never get that close in practice).
+    """
+    table = _as_pair_table(table)
+    if not spacing_nm > 0 or extension_nm < 0:
+        raise ExportError("spacing_nm must be positive and extension_nm non-negative")
+    r_in = _inner_A(table, r_inner_A)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_rows = int(round((table.cutoff_A * units.A_TO_NM + extension_nm) / spacing_nm)) + 1
+    r_nm = np.arange(n_rows) * spacing_nm
+    r_A = r_nm * units.NM_TO_A
+    paths = []
+    for a, b in table.type_pairs():
+        u, f = table.curve(np.maximum(r_A, r_in), a, b)
+        capped = r_A < r_in
+        u = np.where(capped, u + f * (r_in - r_A), u)
+        h = u * units.KCAL_TO_KJ
+        minus_dh = f * units.KCAL_TO_KJ * units.NM_TO_A  # kcal/mol/A -> kJ/mol/nm
+        zeros = np.zeros_like(r_nm)
+        header = [
+            f"# thermocg pair_table {table.type_names[a]}-{table.type_names[b]} (MS-CG) as a GROMACS user table",
+            "# columns: r (nm), f, -f', g, -g', h (kJ/mol), -h' (kJ/mol/nm); use C6 = 0, C12 = 1",
+        ]
+        rows = [f"{r:.6f} {z:.10e} {z:.10e} {z:.10e} {z:.10e} {hh:.10e} {dh:.10e}"
+                for r, z, hh, dh in zip(r_nm, zeros, h, minus_dh)]
+        path = out_dir / f"table_{table.type_names[a]}_{table.type_names[b]}.xvg"
+        _atomic_text(path, "\n".join(header + rows) + "\n")
+        paths.append(path)
+    return paths
+
+
+def write_lammps_data(path: str | os.PathLike, positions: np.ndarray, box: np.ndarray, types: np.ndarray,
+                      masses_per_type: np.ndarray | list[float]) -> Path:
+    """One configuration as a LAMMPS data file (``atom_style atomic``, units real).
+
+    ``box`` rows are the cell vectors and must be LAMMPS-shaped (lower triangular: a along x, b in the
+    xy plane); ``types`` are 0-based (LAMMPS type = type + 1). Positions are written as given (LAMMPS
+    wraps them).
+    """
+    box = np.asarray(box, dtype=np.float64)
+    if abs(box[0, 1]) > 1e-12 or abs(box[0, 2]) > 1e-12 or abs(box[1, 2]) > 1e-12:
+        raise ExportError("LAMMPS needs a lower-triangular box (a along x, b in the xy plane)")
+    positions = np.asarray(positions, dtype=np.float64)
+    types = np.asarray(types, dtype=np.int64)
+    lines = [
+        "thermocg configuration",
+        "",
+        f"{len(positions)} atoms",
+        f"{len(masses_per_type)} atom types",
+        "",
+        f"0.0 {box[0, 0]:.12f} xlo xhi",
+        f"0.0 {box[1, 1]:.12f} ylo yhi",
+        f"0.0 {box[2, 2]:.12f} zlo zhi",
+    ]
+    if np.any(np.abs([box[1, 0], box[2, 0], box[2, 1]]) > 0):
+        lines.append(f"{box[1, 0]:.12f} {box[2, 0]:.12f} {box[2, 1]:.12f} xy xz yz")
+    lines += ["", "Masses", ""]
+    lines += [f"{t + 1} {m:.8f}" for t, m in enumerate(masses_per_type)]
+    lines += ["", "Atoms # atomic", ""]
+    lines += [f"{i + 1} {t + 1} {x:.12f} {y:.12f} {z:.12f}" for i, (t, (x, y, z)) in enumerate(zip(types, positions))]
+    return _atomic_text(Path(path), "\n".join(lines) + "\n")
+
+
+def _atomic_text(path: Path, text: str) -> Path:
+    from thermocg.rundir import atomic_write_text
+
+    return atomic_write_text(path, text)
+
+
+def run_export(model: str | os.PathLike, format: str = "lammps", output: str | os.PathLike | None = None,  # noqa: A002
+               **options: Any) -> Path:
+    """``thermocg export MODEL --format lammps|gromacs --output DIR``: tables of a pair_table model.
+
+    ``output`` defaults to ``<model dir>/<format>``. Returns the output directory.
+    """
+    from thermocg.potentials.base import load_potential
+
+    model = Path(model)
+    potential = load_potential(model)
+    table = _as_pair_table(potential)
+    table = table.double()
+    out_dir = Path(output) if output else model.parent / format
+    if format == "lammps":
+        path = export_lammps(table, out_dir, **options)
+        print(f"wrote {path} and {path.with_suffix('.table')}")
+    elif format == "gromacs":
+        paths = export_gromacs(table, out_dir, **options)
+        print(f"wrote {len(paths)} GROMACS tables to {out_dir}")
+    else:
+        raise ExportError(f"unknown export format {format!r}; use 'lammps' or 'gromacs'")
+    return out_dir
