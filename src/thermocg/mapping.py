@@ -28,7 +28,6 @@ file to a CG H5MD file, so no trajectory is ever held in memory whole.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from thermocg.frames import Frames, FramesError, Topology
+from thermocg.frames import Frames, Topology
 
 if TYPE_CHECKING:  # pragma: no cover
     from thermocg.config import Config, MappingConfig
@@ -89,11 +88,44 @@ class Mapping:
 
     # ---------------------------------------------------------------- the arithmetic, on arrays
     def _bead_sum(self, per_atom: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        """(F, n_atoms, 3) -> (F, n_beads, 3): sum over each bead's atoms (optionally weighted)."""
-        grouped = per_atom[:, self.atom_order]
-        if weights is not None:
-            grouped = grouped * weights[None, :, None]
-        return np.add.reduceat(grouped, self.bead_starts, axis=1)
+        """(F, n_atoms, 3) -> (F, n_beads, 3): sum over each bead's atoms (optionally weighted).
+
+        The k-th atoms of all beads are added in one vectorised step, k = 0, 1, ...; so each bead's
+        sum runs left to right in its atom order, bit-for-bit what a plain loop gives.
+        """
+        table, valid = self._atom_table()
+        out = None
+        for k in range(table.shape[1]):
+            beads = slice(None) if valid[:, k].all() else np.flatnonzero(valid[:, k])
+            atoms = table[beads, k]
+            term = per_atom[:, atoms]
+            if weights is not None:
+                term = term * weights[self._position_in_order[atoms]][None, :, None]
+            if out is None:
+                out = np.zeros((per_atom.shape[0], self.n_beads, 3), dtype=np.float64)
+                out[:, beads] = term
+            else:
+                out[:, beads] += term
+        if out is None:
+            out = np.zeros((per_atom.shape[0], 0, 3), dtype=np.float64)
+        return out
+
+    def _atom_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """(n_beads, max_atoms) atom indices per bead (padded with 0) and the mask of real entries."""
+        cached = self.__dict__.get("_table_cache")
+        if cached is None:
+            sizes = np.diff(np.append(self.bead_starts, len(self.atom_order)))
+            width = int(sizes.max()) if len(sizes) else 0
+            column = np.arange(width)
+            valid = column[None, :] < sizes[:, None]
+            index = np.where(valid, self.bead_starts[:, None] + column[None, :], 0)
+            table = self.atom_order[index] if len(self.atom_order) else np.zeros_like(index)
+            position = np.empty(self.n_atoms, dtype=np.int64)
+            position[self.atom_order] = np.arange(len(self.atom_order))
+            object.__setattr__(self, "_position_in_order", position)
+            cached = (table, valid)
+            object.__setattr__(self, "_table_cache", cached)
+        return cached
 
     def map_positions(self, positions: np.ndarray, box: np.ndarray, *, wrap: bool = True) -> np.ndarray:
         """Bead positions (F, n_beads, 3) A from atom positions (F, n_atoms, 3) and boxes (F, 3, 3).
@@ -234,7 +266,8 @@ def build_mapping(topology: Topology, mapping_config: "MappingConfig | None" = N
     bead_molecules: list[int] = []
     reference = np.empty(topology.n_atoms, dtype=np.int64)
     description: dict[str, Any] = {"center": config.center, "molecules": {}}
-    local_maps: dict[str, list[tuple[str, list[int]]]] = {}
+    # resolved once per molecule name and atom-name sequence (indices refer to that sequence)
+    local_maps: dict[tuple[str, tuple[str, ...]], list[tuple[str, list[int]]]] = {}
 
     def type_index(name: str) -> int:
         if name not in type_names:
@@ -247,7 +280,8 @@ def build_mapping(topology: Topology, mapping_config: "MappingConfig | None" = N
         mol_name = topology.molecule_names[mol_id]
         names = [topology.atom_names[a] for a in atoms]
         reference[atoms] = atoms[0]
-        if mol_name not in local_maps:
+        key = (mol_name, tuple(names))
+        if key not in local_maps:
             if mol_name in config.beads:
                 beads = [(b.name, _resolve_bead_atoms(b.atoms, names, mol_name, b.name))
                          for b in config.beads[mol_name]]
@@ -261,19 +295,12 @@ def build_mapping(topology: Topology, mapping_config: "MappingConfig | None" = N
                     raise MappingError(f"mapping.beads.{mol_name}: atoms assigned to more than one bead: {twice}")
             else:
                 beads = [(mol_name, list(range(len(names))))]
-            local_maps[mol_name] = beads
-            description["molecules"][mol_name] = {
+            local_maps[key] = beads
+            description["molecules"].setdefault(mol_name, {
                 "atom_names": names,
                 "beads": [{"name": b, "atoms": idx} for b, idx in beads],
-            }
-        else:
-            known = description["molecules"][mol_name]["atom_names"]
-            if names != known:
-                raise MappingError(
-                    f"mapping: molecule {mol_id} ({mol_name}) has atoms {names}, but an earlier {mol_name} "
-                    f"had {known}; one map per molecule name needs the same atoms"
-                )
-        for bead_name, local in local_maps[mol_name]:
+            })
+        for bead_name, local in local_maps[key]:
             atom_order.append(atoms[np.asarray(local, dtype=np.int64)])
             bead_sizes.append(len(local))
             bead_types.append(type_index(bead_name))
