@@ -1,0 +1,187 @@
+"""CG MD: known answers (NVE energy conservation, Langevin temperature and kinetic-energy fluctuations),
+restarts, reporters, blow-up detection and bad input."""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import lj_fluid
+from thermocg import units
+from thermocg.dataset import read_frames
+from thermocg.frames import Frames, StatePoint
+from thermocg.md import MDInputError, SimulationBlowUp, load_restart, simulate
+from thermocg.potentials.lj import LennardJones
+
+ARGON_MASS = 39.948
+
+
+def argon(n: int, density: float, rng: np.random.Generator) -> Frames:
+    pos, box = lj_fluid(n, density, rng=rng)
+    return Frames(positions=pos, box=box, types=np.zeros(n, int), type_names=("Ar",), masses=np.full(n, ARGON_MASS),
+                  state=StatePoint(120.0, density_g_cm3=1.0))
+
+
+def argon_lj(cutoff_A: float = 8.5) -> LennardJones:
+    return LennardJones(["Ar"], epsilon_kcal_mol=0.238, sigma_A=3.4, cutoff_A=cutoff_A, switch_width_A=1.0)
+
+
+def test_nve_conserves_energy(rng):
+    frames = argon(125, 0.02, rng)
+    result = simulate(argon_lj(), frames, temperature_K=120.0, timestep_fs=4.0, n_steps=1500, seed=3,
+                      save_interval_steps=10, integrator="nve", progress=False)
+    th = result.thermo
+    total, kinetic = th["total_kcal_mol"], th["kinetic_kcal_mol"]
+    # the fluid exchanges kinetic and potential energy (the lattice melts: T changes a lot) ...
+    assert kinetic.max() - kinetic.min() > 5.0
+    # ... while the total stays put: drift from a linear fit and fluctuations bounded by 1e-3 of <K>
+    slope = np.polyfit(th["time_ps"], total, 1)[0]
+    duration = th["time_ps"][-1] - th["time_ps"][0]
+    assert abs(slope * duration) < 1e-3 * kinetic.mean()
+    assert total.std() < 1e-3 * kinetic.mean()
+    assert result.n_neighbor_builds < result.n_steps / 5  # the skin list is reused
+
+
+def test_langevin_temperature_and_kinetic_fluctuations(rng):
+    """<T> within 2% of the target and var(K) = (3N/2) (kT)^2 (canonical ensemble, 3N velocity dofs)."""
+    n, temperature = 64, 120.0
+    frames = argon(n, 0.01, rng)
+    result = simulate(argon_lj(), frames, temperature_K=temperature, timestep_fs=4.0, n_steps=7000, seed=11,
+                      save_interval_steps=500, thermo_interval_steps=10, friction_per_ps=20.0, progress=False)
+    kinetic = result.thermo["kinetic_kcal_mol"][100:]  # 4 ps of equilibration dropped
+    temps = result.thermo["temperature_K"][100:]
+    assert abs(temps.mean() / temperature - 1) < 0.02
+    kT = units.kT(temperature)
+    assert kinetic.mean() == pytest.approx(1.5 * n * kT, rel=0.02)
+    expected_var = 1.5 * n * kT**2
+    # ~600 samples, correlated over ~1-2 samples: the variance estimate scatters by ~8%
+    assert kinetic.var() == pytest.approx(expected_var, rel=0.25)
+
+
+def test_restart_continues_the_same_trajectory(rng, tmp_path):
+    frames = argon(64, 0.01, rng)
+    lj = argon_lj()
+    kwargs = dict(temperature_K=120.0, timestep_fs=4.0, save_interval_steps=50, friction_per_ps=5.0, progress=False)
+    straight = simulate(lj, frames, n_steps=200, seed=5, **kwargs)
+    first = simulate(lj, frames, n_steps=100, seed=5, out_dir=tmp_path / "a", **kwargs)
+    assert first.final.step == 100
+    second = simulate(lj, frames, n_steps=100, seed=999, restart=tmp_path / "a" / "restart.npz",
+                      out_dir=tmp_path / "b", **kwargs)
+    assert second.final.step == 200
+    np.testing.assert_allclose(second.final.positions, straight.final.positions, atol=1e-8)
+    np.testing.assert_allclose(second.final.velocities, straight.final.velocities, atol=1e-10)
+    traj = read_frames(tmp_path / "b" / "traj.h5md")
+    np.testing.assert_allclose(traj.time_fs, [600.0, 800.0])  # steps 150 and 200; step 100 was in the first file
+
+
+def test_reporters_write_readable_files(rng, tmp_path):
+    frames = argon(64, 0.01, rng)
+    seen = []
+    result = simulate(argon_lj(), frames, temperature_K=120.0, timestep_fs=4.0, n_steps=100, seed=1,
+                      save_interval_steps=25, thermo_interval_steps=10, out_dir=tmp_path, extxyz=True,
+                      reporters=[(20, lambda s: seen.append(s.step))], progress=False)
+    assert seen == [0, 20, 40, 60, 80, 100]
+    traj = read_frames(tmp_path / "traj.h5md")
+    assert traj.n_frames == 5 and traj.velocities is not None and traj.forces is not None
+    np.testing.assert_allclose(traj.time_fs, [0, 100, 200, 300, 400])
+    frac = traj.positions @ np.linalg.inv(traj.box[0])
+    assert frac.min() >= 0 and frac.max() < 1  # written wrapped
+    np.testing.assert_allclose(traj.positions, result.frames.positions)
+    with open(tmp_path / "thermo.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["step", "time_ps", "temperature_K", "potential_kcal_mol", "kinetic_kcal_mol",
+                             "total_kcal_mol"]
+    assert [int(r["step"]) for r in rows] == list(range(0, 101, 10))
+    import ase.io
+
+    atoms = ase.io.read(tmp_path / "traj.extxyz", ":")
+    assert len(atoms) == 5
+    np.testing.assert_allclose(atoms[-1].get_positions(), traj.positions[-1], atol=1e-6)
+    assert list(atoms[0].arrays["bead_type"][:2]) == ["Ar", "Ar"]
+    restart = load_restart(tmp_path / "restart.npz")
+    assert restart["step"] == 100
+    assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+
+
+def test_mdanalysis_reads_the_trajectory(rng, tmp_path):
+    mda = pytest.importorskip("MDAnalysis")
+    frames = argon(64, 0.01, rng)
+    simulate(argon_lj(), frames, temperature_K=120.0, timestep_fs=4.0, n_steps=40, seed=1,
+             save_interval_steps=20, out_dir=tmp_path, progress=False)
+    traj = read_frames(tmp_path / "traj.h5md")
+    u = mda.Universe.empty(64, trajectory=True)
+    u.load_new(str(tmp_path / "traj.h5md"), format="H5MD")
+    assert len(u.trajectory) == 3
+    u.trajectory[2]
+    np.testing.assert_allclose(u.atoms.positions, traj.positions[2], atol=1e-4)
+
+
+def test_blowup_stops_keeps_good_frames_and_restart(rng, tmp_path):
+    frames = argon(125, 0.02, rng)
+    run = dict(temperature_K=120.0, timestep_fs=60.0, n_steps=2000, seed=1, integrator="nve",  # dt far too long
+               save_interval_steps=2, check_interval_steps=1, progress=False)
+    with pytest.raises(SimulationBlowUp, match="exceeds") as info:
+        simulate(argon_lj(), frames, out_dir=tmp_path, **run)
+    result = info.value.result
+    assert result is not None and result.blowup and result.n_steps < 2000
+    traj = read_frames(tmp_path / "traj.h5md")  # final name: the good part of the run is kept
+    assert np.all(np.isfinite(traj.positions))
+    restart = load_restart(tmp_path / "restart.npz")
+    assert restart["step"] == result.n_steps
+    assert result.n_steps >= 4 and traj.n_frames == result.n_steps // 2 + 1
+    # without raising: the same run returns with the flag set
+    quiet = simulate(argon_lj(), frames, raise_on_blowup=False, **run)
+    assert quiet.blowup and quiet.n_steps == result.n_steps
+
+
+def test_close_beads_are_caught_before_any_step(rng):
+    frames = argon(64, 0.01, rng)
+    pos = frames.positions.copy()
+    pos[0, 1] = pos[0, 0] + [0.2, 0, 0]
+    bad = Frames(positions=pos, box=frames.box, types=frames.types, type_names=frames.type_names, masses=frames.masses)
+    with pytest.raises(SimulationBlowUp, match="already unphysical"):
+        simulate(argon_lj(), bad, temperature_K=120.0, timestep_fs=2.0, n_steps=10, seed=1, progress=False)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc")
+def test_memory_stays_flat(rng):
+    """No autograd history or per-step buffers accumulate (hippynn's MD leaks here)."""
+    frames = argon(64, 0.01, rng)
+    lj = argon_lj()
+    kwargs = dict(temperature_K=120.0, timestep_fs=4.0, seed=2, save_interval_steps=100, keep_frames=False,
+                  progress=False)
+    simulate(lj, frames, n_steps=200, **kwargs)
+    before = _rss_bytes()
+    result = simulate(lj, frames, n_steps=800, **kwargs)
+    growth = _rss_bytes() - before
+    # a leaked autograd graph would hold the ~2,000 pair vectors and distances of every step: > 50 MB
+    assert growth < 6e6, f"RSS grew by {growth / 1e6:.1f} MB over {result.n_steps} steps"
+
+
+def test_bad_input_is_refused_before_any_step(rng, tmp_path):
+    frames = argon(64, 0.01, rng)
+    lj = argon_lj()
+    ok = dict(temperature_K=120.0, timestep_fs=2.0, n_steps=10, seed=1, out_dir=tmp_path / "run", progress=False)
+    other = LennardJones(["CH3OH"], epsilon_kcal_mol=0.2, sigma_A=3.7, cutoff_A=8.0)
+    with pytest.raises(MDInputError, match="bead type 'Ar' is unknown"):
+        simulate(other, frames, **ok)
+    with pytest.raises(MDInputError, match="box too small"):
+        simulate(argon_lj(cutoff_A=12.0), frames, **ok)
+    with pytest.raises(MDInputError, match="timestep_fs"):
+        simulate(lj, frames, **{**ok, "timestep_fs": 0.0})
+    with pytest.raises(MDInputError, match="temperature_K"):
+        simulate(lj, frames, **{**ok, "temperature_K": -5.0})
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip file at all")
+    with pytest.raises(MDInputError, match="unreadable restart"):
+        simulate(lj, frames, **ok, restart=garbage)
+    with pytest.raises(MDInputError, match="no such restart"):
+        simulate(lj, frames, **ok, restart=tmp_path / "missing.npz")
+    assert not (tmp_path / "run").exists()
