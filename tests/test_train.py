@@ -257,3 +257,91 @@ def test_bad_input(lj_frames: Frames, tmp_path) -> None:
         from_dict(TrainConfig, {"split": [0.9, 0.2, 0.1]}, "train")
     with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):
         from_dict(TrainConfig, {"learnig_rate": 0.1}, "train")
+
+
+# ---------------------------------------------------------------------------------------------- HIP-NN-TS + prior
+
+def test_hipnn_ts_learns_lennard_jones_forces(tmp_path) -> None:
+    """Known answer: noise-free LJ forces; HIP-NN-TS + the derived prior reach R^2 >= 0.99 on the test frames."""
+    from thermocg.neighbors import perpendicular_widths
+    from thermocg.potentials.priors import derive_repulsive_prior
+
+    frames = lj_md_frames(40, seed=7)
+    config = TrainConfig(n_features=16, n_sensitivities=8, n_atom_layers=1, batch_size=2, max_batch_size=8,
+                         learning_rate=5e-3, max_epochs=12, patience_epochs=5, progress=False)
+    result = train_potential([frames], config, tmp_path, seed=0)
+    test = result.metrics["overall"]
+    assert test["n_frames"] == 4 and test["r2"] >= 0.99, test
+    assert result.metrics["per_state"][frames.state.label]["per_type"]["Ar"]["r2"] >= 0.99
+    # the automatic choices, recorded in the resolved config
+    resolved = result.config
+    half_box = perpendicular_widths(frames.box[0]).min() / 2
+    assert resolved.cutoff_A == pytest.approx(min(15.0, half_box))
+    assert resolved.dist_soft_max_A == pytest.approx(13.0 / 15.0 * resolved.cutoff_A)
+    train_forces = frames.forces[:32]
+    assert resolved.force_scale_kcal_mol_A == pytest.approx(np.sqrt(np.mean(train_forces**2)))
+    onset = float(derive_repulsive_prior([frames.select(slice(0, 32))]).taper.min())
+    assert resolved.dist_soft_min_A == pytest.approx(max(onset - 1.0, onset / 2))
+    text = (tmp_path / "resolved.yaml").read_text()
+    assert f"dist_soft_min_A: {resolved.dist_soft_min_A}" in text
+    # the model file: HIP-NN-TS + repulsive prior, loadable with identical forces
+    loaded = load_potential(tmp_path / "model.safetensors")
+    assert [t.kind for t in loaded.terms] == ["hipnn_ts", "repulsive_prior"]
+    assert loaded.provenance["test_metrics"]["r2"] == pytest.approx(test["r2"])
+    f_loaded = energy_and_forces(loaded, frames.positions[-1], frames.box[-1], frames.types)[1]
+    f_result = energy_and_forces(result.potential, frames.positions[-1], frames.box[-1], frames.types)[1]
+    assert torch.equal(f_loaded, f_result)
+
+
+def test_hipnn_ts_deterministic_and_resumable(tmp_path) -> None:
+    frames = lj_md_frames(12, seed=3, type_names=("A", "B"))
+    config = TrainConfig(n_features=8, n_sensitivities=6, n_atom_layers=1, batch_size=2, max_epochs=3,
+                         patience_epochs=1, max_batch_size=4, progress=False)
+    first = train_potential([frames], config, tmp_path / "a", seed=5)
+    second = train_potential([frames], config, tmp_path / "b", seed=5)
+
+    def stop_after_one(epoch: int, row: dict) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_potential([frames], config, tmp_path / "c", seed=5, on_epoch_end=stop_after_one)
+    resumed = train_potential([frames], config, tmp_path / "c", seed=5)
+    reference = weights(first.potential)
+    for other in (second, resumed):
+        current = weights(other.potential)
+        assert all(torch.equal(reference[k], current[k]) for k in reference)
+    changed = train_potential([frames], config, tmp_path / "d", seed=6)
+    assert not torch.equal(weights(changed.potential)["terms.0.energy_heads.1.weight"],
+                           reference["terms.0.energy_heads.1.weight"])
+
+
+def test_cli_train_reads_run_dir(tmp_path) -> None:
+    import yaml
+
+    from thermocg.cli import main
+    from thermocg.dataset import write_frames
+    from thermocg.potentials.base import read_model_header
+
+    run_dir = tmp_path / "run"
+    frames = lj_md_frames(10, seed=11)
+    write_frames(frames, run_dir / "cg" / f"{frames.state.label}.h5md", kind="cg")
+    config_path = tmp_path / "study.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "run_dir": str(run_dir), "seed": 9,
+        "train": {"n_features": 8, "n_sensitivities": 4, "n_atom_layers": 1, "max_epochs": 1, "batch_size": 4,
+                  "progress": False, "n_threads": 1},
+    }))
+    assert main(["train", str(config_path), "--name", "tiny"]) == 0
+    out = run_dir / "models" / "tiny"
+    for name in ("model.safetensors", "metrics.csv", "test_metrics.json", "learning_curve.png", "parity.png",
+                 "resolved.yaml"):
+        assert (out / name).exists(), name
+    resolved = yaml.safe_load((out / "resolved.yaml").read_text())
+    assert resolved["config"]["seed"] == 9 and resolved["config"]["train"]["cutoff_A"] > 0
+    assert any(k.endswith(f"{frames.state.label}.h5md") for k in resolved["inputs"])
+    header = read_model_header(out / "model.safetensors")
+    assert header["provenance"]["training_states"] == [frames.state.label]
+    assert header["provenance"]["seed"] == 9
+    # a state without a dataset is a clear error (exit code 2)
+    assert main(["train", str(config_path), "--train-states", "T999_rho1"]) == 2

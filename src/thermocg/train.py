@@ -328,7 +328,7 @@ def build_model(config: TrainConfig, type_names: tuple[str, ...], *, seed: int, 
             type_names, n_features=config.n_features, n_sensitivities=config.n_sensitivities,
             dist_soft_min_A=config.dist_soft_min_A, dist_soft_max_A=config.dist_soft_max_A,
             cutoff_A=config.cutoff_A, n_interaction_layers=config.n_interaction_layers,
-            n_atom_layers=config.n_atom_layers,
+            n_atom_layers=config.n_atom_layers, seed=seed,
         )
     terms = [network] + ([prior] if prior is not None else [])
     model = SumPotential(terms)
