@@ -1,0 +1,263 @@
+"""The contract every registered potential kind must keep (STYLE.md habit 6).
+
+Parametrised over ``POTENTIAL_FACTORIES``: finite-difference forces, translation / rotation /
+permutation invariance, exactly zero contribution from pairs beyond the cutoff (a skin), smooth decay
+at the cutoff, frames in a batch independent, save/load round trip (in a fresh process), float32 close
+to float64, and clear errors for unknown bead types and model files of another format version.
+
+To add a kind, add one entry to ``POTENTIAL_FACTORIES``: a function of the bead types returning a
+float64 potential whose interactions are non-trivial at the densities used here (0.02 beads/A^3).
+"""
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import lj_fluid
+from thermocg.neighbors import build_graph, pair_index
+from thermocg.potentials import ModelFileError, SumPotential, energy_and_forces, load_potential, save_potential
+from thermocg.potentials.base import _REGISTRY_MODULES
+from thermocg.potentials.hipnn import HipnnTS
+from thermocg.potentials.lj import LennardJones
+from thermocg.potentials.priors import RepulsivePrior
+
+TYPES = ("A", "B")
+
+
+def _lennard_jones(types):
+    return LennardJones(types, epsilon_kcal_mol=[[0.2, 0.15], [0.15, 0.3]], sigma_A=[[3.4, 3.2], [3.2, 3.0]],
+                        cutoff_A=6.0, switch_width_A=1.0)
+
+
+def _hipnn(types):
+    return HipnnTS(types, n_features=12, n_sensitivities=6, dist_soft_min_A=2.0, dist_soft_max_A=5.0, cutoff_A=6.0,
+                   n_interaction_layers=2, n_atom_layers=1, seed=3).to(torch.float64)
+
+
+def _prior(types):
+    return RepulsivePrior(types, taper_A=[[3.4, 3.6], [3.6, 3.3]], strength_kcal_mol_A=[[2.0, 3.0], [3.0, 4.0]],
+                          dr_A=0.4, perc=0.05)
+
+
+def _sum(types):
+    return SumPotential([_hipnn(types), _prior(types)])
+
+
+#: kind -> factory(type_names) -> float64 potential. Keep this a plain dict (other kinds are added here).
+POTENTIAL_FACTORIES = {
+    "lennard_jones": _lennard_jones,
+    "hipnn_ts": _hipnn,
+    "repulsive_prior": _prior,
+    "sum": _sum,
+}
+
+KINDS = sorted(POTENTIAL_FACTORIES)
+#: kinds whose forward() itself rejects a type index it does not know (all reject unknown names
+#: through Potential.type_indices; lennard_jones's table lookup raises IndexError instead)
+CHECKS_TYPES_IN_FORWARD = {"hipnn_ts", "repulsive_prior", "sum"}
+
+
+def configuration(seed, *, n=125, triclinic=True):
+    rng = np.random.default_rng(seed)
+    pos, box = lj_fluid(n, 0.02, rng=rng, triclinic=triclinic)
+    # a larger jitter than the lattice helper's, so that some pairs sit in the prior's steep range
+    pos = pos + rng.normal(0.0, 0.15, pos.shape)
+    types = rng.integers(0, 2, n)
+    return pos, box, types
+
+
+def forces_of(potential, pos, box, types, **kwargs):
+    e, f = energy_and_forces(potential, torch.as_tensor(pos), torch.as_tensor(box), torch.as_tensor(types), **kwargs)
+    return e.numpy(), (None if f is None else f.numpy())
+
+
+@pytest.fixture(params=KINDS)
+def kind(request):
+    return request.param
+
+
+def test_every_importable_registered_kind_has_a_factory():
+    for name, module in _REGISTRY_MODULES.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            continue  # that kind's module has not landed yet
+        assert name in POTENTIAL_FACTORIES, f"registered kind {name!r} has no entry in POTENTIAL_FACTORIES"
+
+
+def test_finite_difference_forces(kind):
+    potential = POTENTIAL_FACTORIES[kind](TYPES)
+    pos, box, types = configuration(1)
+    energy, forces = forces_of(potential, pos, box, types)
+    # central differences: truncation O(h^2) plus round-off of the total energy, ~eps |E| / h
+    roundoff = 100 * np.finfo(np.float64).eps * abs(energy[0]) / 1e-5
+    assert np.abs(forces).max() > 1e-3, "forces vanish: the configuration does not exercise this potential"
+    rng = np.random.default_rng(7)
+    # the beads with the largest forces plus a few random ones, each Cartesian direction
+    beads = list(np.argsort(-np.abs(forces[0]).max(1))[:3]) + list(rng.choice(len(pos), 3, replace=False))
+    h = 1e-5
+    for bead in beads:
+        for axis in range(3):
+            plus, minus = pos.copy(), pos.copy()
+            plus[bead, axis] += h
+            minus[bead, axis] -= h
+            e_plus, _ = forces_of(potential, plus, box, types, compute_forces=False)
+            e_minus, _ = forces_of(potential, minus, box, types, compute_forces=False)
+            numeric = -(e_plus[0] - e_minus[0]) / (2 * h)
+            assert numeric == pytest.approx(forces[0, bead, axis], rel=1e-5, abs=1e-7 + roundoff)
+
+
+def test_translation_and_rotation_invariance(kind):
+    potential = POTENTIAL_FACTORIES[kind](TYPES)
+    pos, box, types = configuration(2)
+    e, f = forces_of(potential, pos, box, types)
+    # translation, then wrapping every bead back into the cell
+    shifted = pos + np.array([3.3, -7.1, 11.9])
+    frac = shifted @ np.linalg.inv(box)
+    wrapped = (frac - np.floor(frac)) @ box
+    e_t, f_t = forces_of(potential, wrapped, box, types)
+    np.testing.assert_allclose(e_t, e, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(f_t, f, atol=1e-9)
+    # a rotation of positions and cell together
+    angle, axis = 0.7, np.array([1.0, 2.0, -0.5]) / np.linalg.norm([1.0, 2.0, -0.5])
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+    e_r, f_r = forces_of(potential, pos @ rotation.T, box @ rotation.T, types)
+    np.testing.assert_allclose(e_r, e, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(f_r[0], f[0] @ rotation.T, atol=1e-9)
+
+
+def test_permutation_of_beads(kind):
+    potential = POTENTIAL_FACTORIES[kind](TYPES)
+    pos, box, types = configuration(3)
+    e, f = forces_of(potential, pos, box, types)
+    perm = np.random.default_rng(0).permutation(len(pos))
+    e_p, f_p = forces_of(potential, pos[perm], box, types[perm])
+    np.testing.assert_allclose(e_p, e, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(f_p[0], f[0][perm], atol=1e-10)
+
+
+def test_pairs_beyond_the_cutoff_contribute_exactly_zero(kind):
+    """A list built with a 1.5 A skin gives the same energy and forces as the exact list."""
+    potential = POTENTIAL_FACTORIES[kind](TYPES)
+    pos, box, types = configuration(4)
+    pos_t, box_t = torch.as_tensor(pos)[None], torch.as_tensor(box)[None]
+    skin_pairs = pair_index(pos_t, box_t, potential.cutoff_A + 1.5)
+    exact_pairs = pair_index(pos_t, box_t, potential.cutoff_A)
+    assert len(skin_pairs.pair_i) > len(exact_pairs.pair_i)
+    e, f = forces_of(potential, pos, box, types, pairs=exact_pairs)
+    e_s, f_s = forces_of(potential, pos, box, types, pairs=skin_pairs)
+    np.testing.assert_allclose(e_s, e, rtol=1e-13, atol=1e-12)
+    np.testing.assert_allclose(f_s, f, atol=1e-12)
+
+
+def test_smooth_decay_at_the_cutoff(kind):
+    """Two beads: energy and force are continuous at r_c, for every type pair."""
+    potential = POTENTIAL_FACTORIES[kind](TYPES)
+    rc = potential.cutoff_A
+    box = np.eye(3) * (2.5 * rc + 1.0)
+    for pair_types in ([0, 0], [0, 1], [1, 1]):
+        types = np.array(pair_types)
+
+        def energy_force(d):
+            pos = np.array([[0.0, 0.0, 0.0], [d, 0.0, 0.0]])
+            e, f = forces_of(potential, pos, box, types)
+            return e[0], f[0, 1, 0]
+
+        e_far, f_far = energy_force(rc + 0.5)
+        assert f_far == 0.0
+        scan = [energy_force(d) for d in np.linspace(0.5 * rc, rc, 40)[:-1]]
+        e_scale = max(abs(e - e_far) for e, _ in scan)
+        f_scale = max(abs(f) for _, f in scan)
+        assert f_scale > 1e-6, "no interaction over the scan; the check would be empty"
+        for delta, tol in ((1e-2, 2e-2), (1e-3, 2e-3)):
+            e_in, f_in = energy_force(rc - delta)
+            e_out, f_out = energy_force(rc + delta)
+            assert f_out == 0.0 and e_out == e_far  # exactly nothing beyond the cutoff
+            assert abs(e_in - e_out) <= tol * delta * f_scale + 1e-12 * e_scale
+            assert abs(f_in) <= tol * f_scale
+
+
+def test_frames_in_a_batch_are_independent(kind):
+    potential = POTENTIAL_FACTORIES[kind](TYPES)
+    configs = [configuration(10 + k) for k in range(3)]
+    types = configs[0][2]
+    pos = np.stack([c[0] for c in configs])
+    box = np.stack([c[1] * (1.0 + 0.02 * k) for k, c in enumerate(configs)])
+    e_batch, f_batch = forces_of(potential, pos, box, types)
+    for k in range(3):
+        e_k, f_k = forces_of(potential, pos[k], box[k], types)
+        np.testing.assert_allclose(e_batch[k], e_k[0], rtol=1e-12, atol=1e-11)
+        np.testing.assert_allclose(f_batch[k], f_k[0], atol=1e-11)
+
+
+def test_float32_close_to_float64(kind):
+    potential = POTENTIAL_FACTORIES[kind](TYPES)
+    pos, box, types = configuration(5)
+    e64, f64 = forces_of(potential, pos, box, types)
+    potential32 = potential.to(torch.float32)
+    assert potential32.dtype == torch.float32
+    e32, f32 = forces_of(potential32, pos, box, types)
+    assert f32.dtype == np.float32
+    assert abs(e32[0] - e64[0]) <= 1e-5 * max(1.0, abs(e64[0])) + 1e-4 * np.abs(f64).sum() * 1e-2
+    np.testing.assert_allclose(f32, f64, atol=2e-4 * np.abs(f64).max())
+
+
+def test_save_load_round_trip_in_a_fresh_process(tmp_path):
+    pos, box, types = configuration(6)
+    np.save(tmp_path / "pos.npy", pos)
+    np.save(tmp_path / "box.npy", box)
+    np.save(tmp_path / "types.npy", types)
+    expected = {}
+    for kind in KINDS:
+        potential = POTENTIAL_FACTORIES[kind](TYPES)
+        path = save_potential(potential, tmp_path / f"{kind}.safetensors", provenance={"test": kind})
+        _, expected[kind] = forces_of(potential, pos, box, types)
+        loaded = load_potential(path)
+        assert type(loaded) is type(potential) and loaded.hyperparameters() == potential.hyperparameters()
+        np.testing.assert_array_equal(forces_of(loaded, pos, box, types)[1], expected[kind])
+    code = f"""
+import numpy as np, torch
+from thermocg.potentials import load_potential, energy_and_forces
+d = {str(tmp_path)!r}
+pos, box, types = (np.load(f"{{d}}/{{n}}.npy") for n in ("pos", "box", "types"))
+for kind in {KINDS!r}:
+    p = load_potential(f"{{d}}/{{kind}}.safetensors")
+    np.save(f"{{d}}/f_{{kind}}.npy", energy_and_forces(p, pos, box, types)[1].numpy())
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for kind in KINDS:
+        np.testing.assert_array_equal(np.load(tmp_path / f"f_{kind}.npy"), expected[kind])
+
+
+def test_unknown_bead_type_is_a_clear_error(kind):
+    potential = POTENTIAL_FACTORIES[kind](TYPES)
+    with pytest.raises(ValueError, match="bead type 'C' is unknown"):
+        potential.type_indices(("A", "C"), np.array([0, 1]))
+    if kind not in CHECKS_TYPES_IN_FORWARD:
+        return
+    pos, box, _ = configuration(7, n=27)
+    graph = build_graph(torch.as_tensor(pos), torch.as_tensor(box), torch.full((27,), 2), potential.cutoff_A)
+    with pytest.raises(ValueError, match="type"):
+        potential(graph)
+
+
+def test_model_file_of_another_format_version_is_a_clear_error(tmp_path, kind):
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    path = save_potential(POTENTIAL_FACTORIES[kind](TYPES), tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    meta["format_version"] = "99"
+    tensors = load_file(str(path))
+    save_file(tensors, str(tmp_path / "future.safetensors"), metadata=meta)
+    with pytest.raises(ModelFileError, match=r"future\.safetensors.*format version 99"):
+        load_potential(tmp_path / "future.safetensors")
+    json.loads(meta["description"])  # the description stays readable JSON
