@@ -260,7 +260,7 @@ def export_lammps(table: PairTable, out_dir: str | os.PathLike, *, n_points: int
     """Write a LAMMPS ``pair_style table`` of ``table`` (LAMMPS ``units real``: A, kcal/mol).
 
     Files in ``out_dir``: ``<stem>.table`` with one section ``A_B`` per type pair (``N n R r_in r_c`` and
-    ``FP`` end derivatives; lines ``index r U F``, points uniform in r) and ``<stem>.lammps`` holding
+    ``FPRIME`` end derivatives; lines ``index r U F``, points uniform in r) and ``<stem>.lammps`` holding
     ``pair_style table <style> n_points`` and one ``pair_coeff i j <stem>.table A_B r_c`` line per pair
     (LAMMPS type i = ``type_names[i-1]``). Use it with ``include <stem>.lammps``. ``r_inner_A`` (default
     half the smallest sampled distance) is the table's inner end: LAMMPS stops if two beads come closer.
@@ -285,7 +285,7 @@ def export_lammps(table: PairTable, out_dir: str | os.PathLike, *, n_points: int
         u, f = table.curve(r, a, b)
         fp_lo = table.force_derivative(r_in + 1e-5, a, b)
         name = _section_name(table, a, b)
-        lines += [name, f"N {n_points} R {r_in:.10g} {table.cutoff_A:.10g} FP {fp_lo:.12e} 0.0", ""]
+        lines += [name, f"N {n_points} R {r_in:.10g} {table.cutoff_A:.10g} FPRIME {fp_lo:.12e} 0.0", ""]
         lines += [f"{k + 1} {rk:.10f} {uk:.12e} {fk:.12e}" for k, (rk, uk, fk) in enumerate(zip(r, u, f))]
         lines.append("")
         coeff_lines.append(f"pair_coeff {a + 1} {b + 1} {file_stem}.table {name} {table.cutoff_A:.10g}")

@@ -1,0 +1,485 @@
+"""MS-CG: force matching of a pair potential (the classical baseline).
+
+The multiscale coarse-graining method of Izvekov & Voth (J. Phys. Chem. B 109, 2469 (2005)) and Noid
+et al. (J. Chem. Phys. 128, 244114 (2008)), as OpenMSCG and VOTCA implement it: the CG force on bead I
+is modelled as a sum of central pair forces,
+
+    F_I = - sum_{J != I} F_{ab}(r_IJ) u_IJ,      u_IJ = (R_J - R_I) / r_IJ,    F_ab(r) = sum_j c_ab,j B_j(r)
+
+(F > 0 repulsive; a, b the bead types of I, J; B_j the cubic B-splines of
+:class:`thermocg.potentials.pair.PairTable`). This is linear in the coefficients c, so with the design
+matrix G (3 N rows per frame, one column per (type pair, basis function)) the force-matching problem
+min_c sum_frames |G c - f|^2 is solved from the normal equations
+
+    (G^T G + lambda_r s I + lambda_s s D^T D) c = G^T f,     s = mean diagonal of G^T G,
+
+accumulated frame by frame (memory independent of the number of frames; D takes second differences
+along each pair's coefficients, so sparse intervals are filled smoothly rather than wildly). Pairs
+come from :func:`thermocg.neighbors.neighbor_pairs` (half of the full list); the design matrix of a
+frame is assembled with one ``np.bincount`` over (pair, basis function, component).
+
+The sampled range is detected per type pair: r_s is the start of the first spline interval holding at
+least ``min_pairs_per_interval`` pair distances; below it the potential continues with a repulsive
+power law (see :class:`~thermocg.potentials.pair.PairTable`). Multi-state fitting pools the frames of
+all state points into the same normal equations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from thermocg.frames import Frames
+from thermocg.neighbors import check_cutoff_fits, neighbor_pairs
+
+__all__ = ["MSCGError", "MSCGWarning", "NormalEquations", "fit_pair_potential", "run_fit_pair", "force_errors"]
+
+
+class MSCGError(ValueError):
+    """Data that cannot give an MS-CG fit; the message names the problem (and the pair or file)."""
+
+
+class MSCGWarning(UserWarning):
+    """A fit that works but whose data are thin somewhere (sparse intervals, a non-repulsive r_s)."""
+
+
+class NormalEquations:
+    """Streaming accumulator of the MS-CG normal equations.
+
+    ``add(frames)`` adds the frames' contribution to G^T G (n_params, n_params), G^T f (n_params,),
+    f.f, and to the per-interval pair-distance histograms; ``solve(...)`` returns the
+    :class:`PairTable`. Memory is O(n_params^2 + 3 N n_params), whatever the number of frames.
+    """
+
+    def __init__(self, type_names: Iterable[str], *, cutoff_A: float, r_min_A: float, spacing_A: float) -> None:
+        self.type_names = tuple(str(t) for t in type_names)
+        if not self.type_names:
+            raise MSCGError("MS-CG: no bead types")
+        if not 0 < r_min_A < cutoff_A:
+            raise MSCGError(f"MS-CG: need 0 < r_min_A < cutoff_A, got {r_min_A}, {cutoff_A}")
+        self.cutoff_A = float(cutoff_A)
+        self.r_min_A = float(r_min_A)
+        self.n_basis = max(4, int(round((cutoff_A - r_min_A) / spacing_A)))
+        self.spacing_A = (self.cutoff_A - self.r_min_A) / self.n_basis
+        n = len(self.type_names)
+        self.pairs = [(a, b) for a in range(n) for b in range(a, n)]
+        self.pair_index = np.zeros((n, n), dtype=np.int64)
+        for k, (a, b) in enumerate(self.pairs):
+            self.pair_index[a, b] = self.pair_index[b, a] = k
+        self.n_params = len(self.pairs) * self.n_basis
+        self.gtg = np.zeros((self.n_params, self.n_params))
+        self.gtf = np.zeros(self.n_params)
+        self.ftf = 0.0
+        self.f_sum = 0.0
+        self.n_rows = 0
+        self.n_frames = 0
+        self.counts = np.zeros((len(self.pairs), self.n_basis), dtype=np.int64)
+        self.min_distance = np.full(len(self.pairs), np.inf)
+
+    def pair_name(self, k: int) -> str:
+        a, b = self.pairs[k]
+        return f"{self.type_names[a]}-{self.type_names[b]}"
+
+    # ----------------------------------------------------------------------------------------------
+    def design_matrix(self, positions: np.ndarray, box: np.ndarray, types: np.ndarray) -> np.ndarray:
+        """G of one frame, (3 N, n_params): row 3 I + x is the x component of the force on bead I.
+
+        ``types`` are indices into this accumulator's ``type_names``. Also updates the distance
+        histograms (so call it once per frame).
+        """
+        n_particles = len(positions)
+        i, j, shifts = neighbor_pairs(positions, box, self.cutoff_A)
+        keep = i < j  # the full list holds each pair twice
+        i, j, shifts = i[keep], j[keep], shifts[keep]
+        vec = positions[j] - positions[i] + shifts @ box
+        r = np.sqrt(np.einsum("pk,pk->p", vec, vec))
+        pair_type = self.pair_index[types[i], types[j]]
+        if len(r) and r.min() < self.r_min_A:
+            p = int(np.argmin(r))
+            raise MSCGError(
+                f"MS-CG: a {self.pair_name(int(pair_type[p]))} pair at r = {r[p]:.3f} A is below the spline grid "
+                f"start pair.r_min_A = {self.r_min_A} A; lower r_min_A"
+            )
+        from thermocg.potentials.pair import bspline_basis
+
+        interval, columns, values = bspline_basis(r, self.r_min_A, self.cutoff_A, self.n_basis)
+        np.minimum.at(self.min_distance, pair_type, r)
+        self.counts += np.bincount(pair_type * self.n_basis + interval,
+                                   minlength=self.counts.size).reshape(self.counts.shape)
+        unit = vec / r[:, None]
+        columns = columns + (pair_type * self.n_basis)[:, None]  # (P, 4)
+        weights = values[:, :, None] * unit[:, None, :]  # (P, 4, 3)
+        xyz = np.arange(3)
+        # F_i gets -F(r) u_ij, F_j gets +F(r) u_ij
+        index_i = (i[:, None, None] * 3 + xyz) * self.n_params + columns[:, :, None]
+        index_j = (j[:, None, None] * 3 + xyz) * self.n_params + columns[:, :, None]
+        flat = np.bincount(np.concatenate([index_i.ravel(), index_j.ravel()]),
+                           weights=np.concatenate([-weights.ravel(), weights.ravel()]),
+                           minlength=3 * n_particles * self.n_params)
+        return flat.reshape(3 * n_particles, self.n_params)
+
+    def add(self, frames: Frames) -> None:
+        """Accumulate the normal equations of every frame of ``frames`` (which must carry forces)."""
+        source = frames.metadata.get("source", "frames")
+        if frames.forces is None:
+            raise MSCGError(f"MS-CG: {source} has no forces; force matching needs the CG forces")
+        unknown = [t for t in frames.type_names if t not in self.type_names]
+        if unknown:
+            raise MSCGError(f"MS-CG: {source} has bead types {unknown} not in the fit's {list(self.type_names)}")
+        lookup = np.array([self.type_names.index(t) for t in frames.type_names], dtype=np.int64)
+        types = lookup[frames.types]
+        try:
+            check_cutoff_fits(self.cutoff_A, frames.box, what="pair.cutoff_A")
+        except ValueError as exc:
+            raise MSCGError(f"MS-CG: {source}: {exc}") from None
+        for f in range(frames.n_frames):
+            g = self.design_matrix(frames.positions[f], frames.box[f], types)
+            target = frames.forces[f].reshape(-1)
+            self.gtg += g.T @ g
+            self.gtf += g.T @ target
+            self.ftf += float(target @ target)
+            self.f_sum += float(target.sum())
+            self.n_rows += len(target)
+            self.n_frames += 1
+
+    # ----------------------------------------------------------------------------------------------
+    def _penalty(self, active: np.ndarray) -> np.ndarray:
+        """D^T D of second differences along each pair's coefficients, over active columns only."""
+        penalty = np.zeros((self.n_params, self.n_params))
+        stencil = np.array([1.0, -2.0, 1.0])
+        for k in range(len(self.pairs)):
+            base = k * self.n_basis
+            for m in range(self.n_basis - 2):
+                cols = base + m + np.arange(3)
+                if active[cols].all():
+                    penalty[np.ix_(cols, cols)] += np.outer(stencil, stencil)
+        return penalty
+
+    def solve(self, *, ridge: float = 1e-10, smoothness: float = 1e-7, min_pairs_per_interval: int = 20,
+              extrapolation_power: float = 12.0, unsampled_pairs: str = "error"):
+        """The fitted :class:`PairTable`, with a ``fit_info`` dict (per-pair sampling, training errors,
+        warnings) attached as an attribute."""
+        from thermocg.potentials.pair import PairTable
+
+        if self.n_frames == 0:
+            raise MSCGError("MS-CG: no frames were added")
+        messages: list[str] = []
+
+        def warn(text: str) -> None:
+            messages.append(text)
+            warnings.warn(text, MSCGWarning, stacklevel=3)
+
+        n = len(self.type_names)
+        h = self.spacing_A
+        r_sampled = np.full((n, n), self.r_min_A)
+        pair_info: dict[str, Any] = {}
+        for k, (a, b) in enumerate(self.pairs):
+            name = self.pair_name(k)
+            counts = self.counts[k]
+            total = int(counts.sum())
+            if total == 0:
+                text = (f"MS-CG: bead-type pair {name} is never within pair.cutoff_A = {self.cutoff_A} A in the "
+                        f"{self.n_frames} frames, so its force cannot be fitted")
+                if unsampled_pairs == "error":
+                    raise MSCGError(text + "; add data or set pair.unsampled_pairs: zero")
+                warn(text + "; its force is set to zero (with the repulsive wall below r_min_A)")
+                pair_info[name] = {"n_pairs": 0, "sampled": False}
+                continue
+            well = np.nonzero(counts >= min_pairs_per_interval)[0]
+            if len(well) == 0:
+                warn(f"MS-CG: pair {name}: no spline interval holds {min_pairs_per_interval} distances "
+                     f"({total} in all); the grid (spacing {h:.3g} A) is finer than the data supports")
+                first = int(np.nonzero(counts)[0][0])
+            else:
+                first = int(well[0])
+            r_s = max(self.r_min_A + first * h, float(self.min_distance[k]))
+            r_sampled[a, b] = r_sampled[b, a] = r_s
+            sparse = np.nonzero(counts[first:] < min_pairs_per_interval)[0] + first
+            if len(sparse):
+                fraction = len(sparse) / (self.n_basis - first)
+                text = (f"MS-CG: pair {name}: {len(sparse)} of {self.n_basis - first} spline intervals above "
+                        f"r_s = {r_s:.2f} A hold fewer than {min_pairs_per_interval} distances (first at "
+                        f"r = {self.r_min_A + sparse[0] * h:.2f} A); they are regularised by the smoothness penalty")
+                if fraction > 0.25:
+                    text += f"; the grid spacing {h:.3g} A is finer than the data support: use a larger pair.spacing_A"
+                warn(text)
+            pair_info[name] = {
+                "n_pairs": total,
+                "sampled": True,
+                "min_distance_A": float(self.min_distance[k]),
+                "r_sampled_min_A": r_s,
+                "sparse_intervals": int(len(sparse)),
+            }
+
+        diag = np.diag(self.gtg).copy()
+        active = diag > 0
+        n_active = int(active.sum())
+        if self.n_rows < n_active:
+            raise MSCGError(
+                f"MS-CG: the grid is finer than the data support: {self.n_rows} force components for "
+                f"{n_active} spline coefficients; use more frames or a larger pair.spacing_A (now {h:.3g} A)"
+            )
+        scale = float(diag[active].mean()) if n_active else 1.0
+        matrix = self.gtg + ridge * scale * np.eye(self.n_params)
+        if smoothness > 0:
+            matrix += smoothness * scale * self._penalty(active)
+        coef = np.zeros(self.n_params)
+        if n_active:
+            sub = matrix[np.ix_(active, active)]
+            try:
+                import scipy.linalg
+
+                coef[active] = scipy.linalg.solve(sub, self.gtf[active], assume_a="sym")
+            except (np.linalg.LinAlgError, ValueError):  # singular without regularisation
+                coef[active] = np.linalg.lstsq(sub, self.gtf[active], rcond=None)[0]
+        sse = max(self.ftf - 2.0 * coef @ self.gtf + coef @ self.gtg @ coef, 0.0)
+        variance = self.ftf - self.f_sum**2 / self.n_rows
+        table_coef = np.zeros((n, n, self.n_basis))
+        for k, (a, b) in enumerate(self.pairs):
+            table_coef[a, b] = table_coef[b, a] = coef[k * self.n_basis:(k + 1) * self.n_basis]
+        table = PairTable(self.type_names, cutoff_A=self.cutoff_A, r_min_A=self.r_min_A,
+                          coefficients=table_coef, r_sampled_min_A=r_sampled,
+                          extrapolation_power=extrapolation_power)
+        for k, (a, b) in enumerate(self.pairs):
+            name = self.pair_name(k)
+            if not pair_info[name]["sampled"]:
+                continue
+            r_s = r_sampled[a, b]
+            _, f_s = table.curve(np.array([r_s]), a, b)
+            slope = table.force_derivative(r_s + 1e-4, a, b)
+            pair_info[name].update(force_at_r_s_kcal_mol_A=float(f_s[0]), slope_at_r_s=slope)
+            if not (slope < 0 and f_s[0] > 0):
+                warn(f"MS-CG: pair {name}: the fitted force at r_s = {r_s:.2f} A is not a repulsive wall "
+                     f"(F = {f_s[0]:.3g} kcal/mol/A, dF/dr = {slope:.3g}); below r_s a power-law wall takes over "
+                     f"with a floor on its strength")
+        table.fit_info = {
+            "method": "MS-CG force matching, cubic B-spline pair forces (normal equations)",
+            "n_frames": self.n_frames,
+            "n_force_components": self.n_rows,
+            "n_coefficients": self.n_params,
+            "n_active_coefficients": n_active,
+            "spacing_A": h,
+            "r_min_A": self.r_min_A,
+            "cutoff_A": self.cutoff_A,
+            "ridge": ridge,
+            "smoothness": smoothness,
+            "train_rmse_kcal_mol_A": float(np.sqrt(sse / self.n_rows)),
+            "train_r2": float(1.0 - sse / variance) if variance > 0 else float("nan"),
+            "pairs": pair_info,
+            "warnings": messages,
+        }
+        return table
+
+
+def _union_type_names(frames_list: list[Frames]) -> tuple[str, ...]:
+    names: list[str] = []
+    for frames in frames_list:
+        for t in frames.type_names:
+            if t not in names:
+                names.append(t)
+    return tuple(names)
+
+
+def fit_pair_potential(frames_list: list[Frames] | Frames, config=None, *, progress: bool = False):
+    """Fit an MS-CG :class:`~thermocg.potentials.pair.PairTable` to CG frames with forces.
+
+    ``frames_list``: Frames of one or several state points (pooled, like multi-state training).
+    ``config``: a :class:`thermocg.config.PairConfig` (defaults when None). The result carries
+    ``fit_info`` (sampled range per pair, training RMSE/R^2, warnings).
+    """
+    from thermocg.config import PairConfig
+
+    config = config or PairConfig()
+    if isinstance(frames_list, Frames):
+        frames_list = [frames_list]
+    if not frames_list:
+        raise MSCGError("MS-CG: no frames to fit")
+    eq = NormalEquations(_union_type_names(frames_list), cutoff_A=config.cutoff_A, r_min_A=config.r_min_A,
+                         spacing_A=config.spacing_A)
+    bar = _progress(sum(f.n_frames for f in frames_list), progress, "MS-CG frames")
+    for frames in frames_list:
+        for start in range(0, frames.n_frames, config.block_frames):
+            block = frames.select(slice(start, start + config.block_frames))
+            eq.add(block)
+            bar.update(block.n_frames)
+    bar.close()
+    return eq.solve(ridge=config.ridge, smoothness=config.smoothness,
+                    min_pairs_per_interval=config.min_pairs_per_interval,
+                    extrapolation_power=config.extrapolation_power, unsampled_pairs=config.unsampled_pairs)
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=desc, unit="frame", leave=False)
+
+
+def force_errors(potential, frames: Frames, *, batch_frames: int = 8) -> dict[str, Any]:
+    """Force errors of ``potential`` on ``frames``: RMSE, MAE (kcal/mol/A) and R^2 over all force
+    components, and per bead type. Uses engineer E's :func:`thermocg.analysis.forces.force_errors`
+    when it exists, so that the pair baseline is reported exactly like the network."""
+    try:
+        from thermocg.analysis.forces import force_errors as shared
+    except ImportError:
+        shared = None
+    if shared is not None:
+        return shared(potential, frames)
+    from thermocg.potentials.base import energy_and_forces
+
+    types = potential.type_indices(frames.type_names, frames.types)
+    predicted = np.concatenate([
+        energy_and_forces(potential, frames.positions[s:s + batch_frames], frames.box[s:s + batch_frames],
+                          types)[1].double().cpu().numpy()
+        for s in range(0, frames.n_frames, batch_frames)
+    ])
+
+    def metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+        diff = pred - ref
+        var = float(((ref - ref.mean()) ** 2).sum())
+        return {"rmse": float(np.sqrt((diff**2).mean())), "mae": float(np.abs(diff).mean()),
+                "r2": float(1.0 - (diff**2).sum() / var) if var > 0 else float("nan")}
+
+    out = metrics(predicted, frames.forces)
+    out["per_type"] = {name: metrics(predicted[:, frames.types == t], frames.forces[:, frames.types == t])
+                       for t, name in enumerate(frames.type_names) if np.any(frames.types == t)}
+    out["n_frames"] = frames.n_frames
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the stage
+# --------------------------------------------------------------------------------------------------
+
+def _plot_pairs(table, fit_info: dict[str, Any], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from thermocg.rundir import atomic_savefig
+
+    paths = []
+    for a, b in table.type_pairs():
+        name = f"{table.type_names[a]}-{table.type_names[b]}"
+        r_s = float(table.r_sampled_min[a, b])
+        r = np.linspace(max(table.r_min_A, 0.85 * r_s), table.cutoff_A, 600)
+        u, f = table.curve(r, a, b)
+        fig, (ax_f, ax_u) = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
+        for ax, y, label in ((ax_f, f, "force F(r) (kcal/mol/A)"), (ax_u, u, "potential U(r) (kcal/mol)")):
+            ax.plot(r, y, color="C0")
+            ax.axvline(r_s, color="grey", ls="--", lw=0.8, label=f"r_s = {r_s:.2f} A (wall below)")
+            ax.axhline(0.0, color="black", lw=0.5)
+            ax.set_xlabel("r (A)")
+            ax.set_ylabel(label)
+            inside = r >= r_s
+            lo, hi = np.percentile(y[inside], [0, 100])
+            pad = 0.1 * (hi - lo + 1e-12)
+            ax.set_ylim(lo - pad, hi + 4 * pad)
+        ax_f.legend(fontsize=8)
+        fig.suptitle(f"MS-CG pair {name}")
+        paths.append(atomic_savefig(fig, out_dir / f"pair_{table.type_names[a]}_{table.type_names[b]}.png", dpi=120))
+        plt.close(fig)
+    return paths
+
+
+def run_fit_pair(config, run_dir: str | os.PathLike, *, name: str | None = None,
+                 train_states: list[str] | None = None) -> Path:
+    """``thermocg fit-pair CONFIG``: fit the MS-CG pair potential to the CG datasets of the run.
+
+    Reads RUN_DIR/cg/<state>.h5md (the config's states, or ``train_states`` labels, or every dataset
+    when the config lists none), holds out the last ``pair.test_fraction`` of each state's frames, and
+    writes RUN_DIR/models/<name>/{model.safetensors, fit.json, pair_A_B.png, resolved.yaml, lammps/}.
+    Returns the model file.
+    """
+    import torch
+
+    from thermocg import provenance
+    from thermocg.config import write_resolved
+    from thermocg.dataset import H5MDDataset
+    from thermocg.potentials.base import save_potential
+    from thermocg.potentials.pair import export_lammps
+    from thermocg.rundir import RunDir, atomic_write_text
+
+    settings = config.pair
+    rd = RunDir(run_dir)
+    name = name or settings.name
+    available = {p.stem: p for p in rd.cg_datasets()}
+    labels = [s.to_state().label for s in config.state_points()] or sorted(available)
+    if train_states:
+        labels = list(train_states)
+    missing = [label for label in labels if label not in available]
+    if missing or not labels:
+        raise MSCGError(f"MS-CG: no CG dataset for state(s) {missing or labels} in {rd.root / 'cg'} "
+                        f"(available: {sorted(available)}); run `thermocg map` first")
+    torch.set_num_threads(settings.n_threads)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        limiter = threadpool_limits(settings.n_threads)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scipy's usual installs
+        limiter = None
+
+    datasets = {label: H5MDDataset(available[label]) for label in labels}
+    try:
+        for label, ds in datasets.items():
+            if not ds.has_forces:
+                raise MSCGError(f"MS-CG: {ds.path} has no forces; force matching needs the CG forces")
+        type_names: list[str] = []
+        for ds in datasets.values():
+            type_names += [t for t in ds.type_names if t not in type_names]
+        splits = {}
+        for label, ds in datasets.items():
+            index = np.arange(0, len(ds), settings.frame_stride)
+            if settings.max_frames is not None:
+                index = index[: settings.max_frames]
+            n_test = int(round(settings.test_fraction * len(index)))
+            if len(index) - n_test < 1:
+                raise MSCGError(f"MS-CG: {ds.path} has too few frames ({len(index)}) to fit")
+            splits[label] = (index[: len(index) - n_test], index[len(index) - n_test:])
+        eq = NormalEquations(type_names, cutoff_A=settings.cutoff_A, r_min_A=settings.r_min_A,
+                             spacing_A=settings.spacing_A)
+        bar = _progress(sum(len(s[0]) for s in splits.values()), settings.progress, "MS-CG fit")
+        for label, ds in datasets.items():
+            train_index = splits[label][0]
+            for start in range(0, len(train_index), settings.block_frames):
+                block = ds.read(train_index[start:start + settings.block_frames])
+                eq.add(block)
+                bar.update(block.n_frames)
+        bar.close()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", MSCGWarning)
+            table = eq.solve(ridge=settings.ridge, smoothness=settings.smoothness,
+                             min_pairs_per_interval=settings.min_pairs_per_interval,
+                             extrapolation_power=settings.extrapolation_power,
+                             unsampled_pairs=settings.unsampled_pairs)
+        for w in caught:
+            print(f"warning: {w.message}")
+        test_errors = {}
+        for label, ds in datasets.items():
+            test_index = splits[label][1]
+            if len(test_index):
+                test_errors[label] = force_errors(table, ds.read(test_index))
+    finally:
+        for ds in datasets.values():
+            ds.close()
+        if limiter is not None:
+            limiter.unregister()
+
+    out_dir = rd.model(name)
+    inputs = [available[label] for label in labels]
+    model_path = save_potential(table, out_dir / "model.safetensors",
+                                provenance=provenance.collect(inputs, stage="fit-pair", train_states=labels))
+    fit_info = dict(table.fit_info, train_states=labels, test_force_errors=test_errors)
+    atomic_write_text(out_dir / "fit.json", json.dumps(fit_info, indent=1, default=float) + "\n")
+    _plot_pairs(table, fit_info, out_dir)
+    if settings.lammps_table_points:
+        export_lammps(table, out_dir / "lammps", n_points=settings.lammps_table_points)
+    write_resolved(settings, out_dir / "resolved.yaml", extra={"train_states": labels})
+    print(f"MS-CG: {model_path} ({eq.n_frames} frames, train force RMSE "
+          f"{table.fit_info['train_rmse_kcal_mol_A']:.4g} kcal/mol/A)")
+    return model_path
