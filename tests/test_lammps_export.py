@@ -122,5 +122,5 @@ def test_gromacs_table_units(tmp_path):
         assert minus_dh[row] == pytest.approx(f[k] * 41.84, rel=1e-9, abs=1e-12)
     # consistent derivative in GROMACS units, and zero beyond the cutoff
     inside = (r_nm > 0.4) & (r_nm < 0.85)
-    np.testing.assert_allclose(-np.gradient(h, r_nm)[inside], minus_dh[inside], atol=1e-3 * np.abs(minus_dh[inside]).max())
+    np.testing.assert_allclose(-np.gradient(h, r_nm)[inside], minus_dh[inside], atol=5e-3 * np.abs(minus_dh[inside]).max())
     assert np.all(h[r_nm >= 0.9] == 0.0)
