@@ -17,14 +17,15 @@ exactly the spline and energy and force are consistent to round-off.
 Below r_s (``r_sampled_min_A``, the smallest well-sampled distance of the pair in the fitted data) the
 spline is not trusted and the force continues with a repulsive power law matched in value and slope,
 
-    F(r) = F_s + a [(r_s / r)^p - 1],      a = max(-F'_s r_s / p, max(|F_s|, 1 kcal/mol/A) / p^2)
+    F(r) = F_s + a [(r_s / r)^p - 1],      a = max(-F'_s r_s / p,  max(|F_s|, 1 kcal/mol/A) / (0.9^-p - 1))
 
 (p = ``extrapolation_power``, F_s = F(r_s), F'_s = dF/dr at r_s), whose energy is closed-form:
 
     U(r) = U(r_s) + (F_s - a)(r_s - r) + a r_s / (p - 1) [(r_s / r)^(p - 1) - 1].
 
-The floor on ``a`` (used when the data at r_s are not repulsive) keeps a wall so that simulations
-cannot collapse; then only the value is matched, not the slope.
+The floor on ``a`` (used when the data at r_s are not a steep enough repulsive wall) makes the force
+at 0.9 r_s at least F_s + max(|F_s|, 1), i.e. repulsive, so that simulations cannot collapse; then
+only the value is matched, not the slope.
 
 Export: :func:`export_lammps` writes ``pair_style table`` files (one section per type pair) and a small
 include file with the ``pair_style``/``pair_coeff`` lines; :func:`export_gromacs` writes GROMACS user
@@ -177,7 +178,7 @@ class PairTable(Potential):
         r_s_all = self.r_sampled_min.reshape(-1).to(r.dtype)
         u_s_all, f_s_all, df_s_all = self._spline(r_s_all, all_types, coef, cumulative)
         p = self.extrapolation_power
-        floor = torch.clamp(f_s_all.abs(), min=1.0) / p**2
+        floor = torch.clamp(f_s_all.abs(), min=1.0) / (0.9 ** (-p) - 1.0)
         a_all = torch.maximum(-df_s_all * r_s_all / p, floor)
 
         energy, force, _ = self._spline(r, pair_type, coef, cumulative)
