@@ -345,3 +345,35 @@ def test_cli_train_reads_run_dir(tmp_path) -> None:
     assert header["provenance"]["seed"] == 9
     # a state without a dataset is a clear error (exit code 2)
     assert main(["train", str(config_path), "--train-states", "T999_rho1"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------- real CG methanol
+
+@pytest.mark.slow
+def test_methanol_pipeline_loss_decreases_and_same_seed_same_weights(tmp_path) -> None:
+    """All-atom TraPPE methanol (OpenMM) -> one-bead CG -> HIP-NN-TS: the validation loss falls, and
+    training twice with one seed gives identical weights."""
+    from safetensors.torch import load_file
+
+    from thermocg.allatom.runner import run_generate
+    from thermocg.config import Config
+    from thermocg.mapping import run_map
+    from thermocg.train import run_train
+
+    config = from_dict(Config, {
+        "run_dir": str(tmp_path), "seed": 1,
+        "system": {"molecule": "methanol_trappe", "n_molecules": 64},
+        "states": [{"temperature_K": 298.0, "density_g_cm3": 0.786}],
+        "generate": {"platform": "CPU", "n_threads": 2, "equilibration_ps": 2.0, "production_ps": 4.0,
+                     "save_interval_fs": 100.0, "thermo_interval_fs": 100.0},
+        "train": {"n_features": 16, "n_sensitivities": 10, "n_atom_layers": 2, "batch_size": 4,
+                  "max_epochs": 4, "learning_rate": 3e-3, "progress": False},
+    })
+    run_generate(config, tmp_path, progress=False)
+    run_map(config, tmp_path, progress=False)
+    first = run_train(config, tmp_path)
+    losses = np.loadtxt(first.parent / "metrics.csv", delimiter=",", skiprows=1, usecols=2)
+    assert losses[-1] < 0.9 * losses[0], losses
+    second = run_train(config, tmp_path, name="again")
+    a, b = load_file(first), load_file(second)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
