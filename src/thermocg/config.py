@@ -242,6 +242,13 @@ class ImportConfig:
     state: StateConfig | None = None
     #: optional molecule definition (name or YAML) giving masses/molecules when the topology lacks them
     molecule: str | None = None
+    #: LAMMPS only: the MD timestep, turning dump step numbers into times (None: time = step)
+    timestep_fs: float | None = None
+
+    def __post_init__(self) -> None:
+        _positive("imports.timestep_fs", self.timestep_fs)
+        if self.format == "lammps" and self.lammps_units is None:
+            raise ConfigError(f"imports ({self.path}): a LAMMPS dump needs lammps_units (real or metal)")
 
 
 @dataclass

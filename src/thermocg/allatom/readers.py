@@ -1,0 +1,451 @@
+"""Import all-atom trajectories with forces written by other engines, through MDAnalysis and ASE.
+
+Formats and the units converted at this edge (internal: A, fs, kcal/mol, amu):
+
+=========  =====================================  ==============================================
+format     files                                   units in the files
+=========  =====================================  ==============================================
+lammps     dump (``dump custom ... id [mol type]    ``real``: A, kcal/mol/A, A/fs (no conversion);
+           x y z [vx vy vz] fx fy fz``, read by     ``metal``: A, eV/A, A/ps. The unit style must
+           MDAnalysis) + data file (masses,         be declared (``lammps_units``): a dump does not
+           molecule ids, types)                     say which it is.
+gromacs    .trr (positions, forces, velocities)     nm, kJ/mol/nm, nm/ps; MDAnalysis converts to A,
+           + .tpr / .gro / .top                     kJ/mol/A, A/ps, then kJ -> kcal and ps -> fs here
+extxyz     one file (ASE); forces as the per-atom   A, eV/A (ASE convention), ASE velocity units
+           ``forces`` array                         (A / (A sqrt(amu/eV)))
+=========  =====================================  ==============================================
+
+Which atoms form molecules comes from the topology (LAMMPS data molecule ids; GROMACS .tpr molecule
+numbers or residues of a .gro/.top; an extxyz per-atom ``molecule_ids``/``mol_id`` array), or from a
+``molecule`` definition (a built-in name or a YAML file, :func:`thermocg.allatom.molecules.get_molecule`):
+with one, the atoms are taken to be molecule after molecule, each in the definition's site order, and
+the definition's atom names, masses and types replace the file's. A .gro or an extxyz file without
+molecule information needs a ``molecule``.
+
+Bad input (a trajectory without forces, an atom count that does not match the topology, NaN
+coordinates, a missing box) raises :class:`TrajectoryImportError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from thermocg import units
+from thermocg.frames import Frames, FramesError, StatePoint, Topology
+
+if TYPE_CHECKING:  # pragma: no cover
+    from thermocg.allatom.molecules import Molecule
+    from thermocg.config import Config
+
+__all__ = ["TrajectoryImportError", "read_trajectory", "run_import", "FORMATS"]
+
+FORMATS = ("lammps", "gromacs", "extxyz")
+
+#: per format and unit style: multiply file values by these to get A, kcal/mol/A, A/fs
+_LAMMPS_UNITS = {
+    "real": {"force": 1.0, "velocity": 1.0, "time_fs": 1.0},
+    "metal": {"force": units.EV_TO_KCAL_MOL, "velocity": units.FS_TO_PS, "time_fs": units.PS_TO_FS},
+}
+
+
+class TrajectoryImportError(ValueError):
+    """A trajectory that cannot be imported; the message names the file and the problem."""
+
+
+# --------------------------------------------------------------------------------------------------
+# the public reader
+# --------------------------------------------------------------------------------------------------
+
+def read_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.PathLike | None = None,
+                    lammps_units: str | None = None, state: StatePoint | None = None,
+                    molecule: "str | Molecule | None" = None,
+                    timestep_fs: float | None = None) -> tuple[Frames, Topology]:
+    """Read an all-atom trajectory with forces into internal units.
+
+    Parameters
+    ----------
+    path : the trajectory (LAMMPS dump, GROMACS .trr, extxyz)
+    format : ``"lammps"``, ``"gromacs"`` or ``"extxyz"``
+    topology : LAMMPS data file; GROMACS .tpr, .gro or .top; for extxyz optionally a thermocg
+        ``topology.json``
+    lammps_units : ``"real"`` or ``"metal"`` (required for LAMMPS)
+    state : the state point the user declares for these frames (stored with them)
+    molecule : a molecule definition (name, YAML path or Molecule) giving atom names, masses and
+        molecules when the files lack them
+    timestep_fs : LAMMPS only: the MD timestep, so that dump step numbers become times (default:
+        time = step number)
+
+    Returns
+    -------
+    (Frames, Topology): positions (F, N, 3) A, forces kcal/mol/A, velocities A/fs (when present), box
+    (F, 3, 3) A, time_fs, and the matching topology.
+    """
+    path = Path(path)
+    if format not in FORMATS:
+        raise TrajectoryImportError(f"{path}: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    if not path.is_file():
+        raise TrajectoryImportError(f"{path}: no such trajectory file")
+    if topology is not None and not Path(topology).is_file():
+        raise TrajectoryImportError(f"{topology}: no such topology file (for {path})")
+    mol = _resolve_molecule(molecule, path)
+    if format == "lammps":
+        if lammps_units not in _LAMMPS_UNITS:
+            raise TrajectoryImportError(
+                f"{path}: a LAMMPS dump needs its unit style declared (lammps_units: real or metal), "
+                f"got {lammps_units!r}"
+            )
+        if topology is None:
+            raise TrajectoryImportError(f"{path}: a LAMMPS dump needs its data file (topology) for masses")
+        arrays, topo = _read_lammps(path, Path(topology), lammps_units, timestep_fs)
+    elif format == "gromacs":
+        if topology is None:
+            raise TrajectoryImportError(f"{path}: a GROMACS .trr needs a topology (.tpr, .gro or .top)")
+        arrays, topo = _read_gromacs(path, Path(topology))
+    else:
+        arrays, topo = _read_extxyz(path, None if topology is None else Path(topology))
+    n_atoms = arrays["positions"].shape[1]
+    topo = _apply_molecule(topo, mol, n_atoms, path)
+    if topo is None:
+        raise TrajectoryImportError(
+            f"{path}: the files do not say which atoms form molecules (or their masses); give a molecule "
+            "definition (molecule: a built-in name or a YAML file)"
+        )
+    if topo.n_atoms != n_atoms:
+        raise TrajectoryImportError(
+            f"{path}: {n_atoms} atoms in the trajectory but {topo.n_atoms} in the topology"
+            + (f" {topology}" if topology else "")
+        )
+    _check_arrays(arrays, path)
+    try:
+        frames = Frames(
+            positions=arrays["positions"], box=arrays["box"], forces=arrays["forces"],
+            velocities=arrays.get("velocities"), time_fs=arrays["time_fs"], types=topo.types,
+            type_names=topo.type_names, masses=topo.masses, molecule_ids=topo.molecule_ids, state=state,
+            metadata={"source": str(path), "format": format,
+                      **({"topology": str(topology)} if topology else {}),
+                      **({"lammps_units": lammps_units} if format == "lammps" else {})},
+        )
+    except FramesError as exc:
+        raise TrajectoryImportError(f"{path}: {exc}") from None
+    return frames, topo
+
+
+# --------------------------------------------------------------------------------------------------
+# checks and molecule definitions
+# --------------------------------------------------------------------------------------------------
+
+def _check_arrays(arrays: dict[str, Any], path: Path) -> None:
+    positions = arrays["positions"]
+    if positions.shape[0] == 0:
+        raise TrajectoryImportError(f"{path}: no frames")
+    if arrays.get("forces") is None:
+        raise TrajectoryImportError(
+            f"{path}: the trajectory has no forces (LAMMPS: dump fx fy fz; GROMACS: nstfout; extxyz: a "
+            "per-atom 'forces' array); force matching needs them"
+        )
+    for name in ("positions", "forces", "velocities"):
+        value = arrays.get(name)
+        if value is not None and not np.all(np.isfinite(value)):
+            frame, atom = np.argwhere(~np.isfinite(value))[0][:2]
+            raise TrajectoryImportError(f"{path}: {name} hold NaN or inf (frame {frame}, atom {atom})")
+    box = arrays["box"]
+    if box is None or not np.all(np.isfinite(box)) or np.any(np.abs(np.linalg.det(box)) < 1e-9):
+        raise TrajectoryImportError(
+            f"{path}: the box (unit cell) is missing or has zero volume in at least one frame; "
+            "periodic all-atom data need it"
+        )
+
+
+def _resolve_molecule(molecule: "str | Molecule | None", path: Path) -> "Molecule | None":
+    if molecule is None or not isinstance(molecule, (str, os.PathLike)):
+        return molecule
+    from thermocg.allatom.molecules import get_molecule
+
+    try:
+        return get_molecule(molecule)
+    except ValueError as exc:
+        raise TrajectoryImportError(f"{path}: {exc}") from None
+
+
+def _apply_molecule(topo: Topology | None, molecule: "Molecule | None", n_atoms: int,
+                    path: Path) -> Topology | None:
+    """With a molecule definition, rebuild the topology as n_atoms / n_sites copies of it."""
+    if molecule is None:
+        return topo
+    n_sites = molecule.n_sites
+    if n_atoms % n_sites:
+        raise TrajectoryImportError(
+            f"{path}: {n_atoms} atoms is not a whole number of {molecule.name} molecules ({n_sites} sites)"
+        )
+    n_molecules = n_atoms // n_sites
+    type_names = molecule.type_names
+    site_types = [type_names.index(s.type) for s in molecule.sites]
+    if topo is not None and topo.n_atoms == n_atoms:
+        ids = topo.molecule_ids
+        # the file's molecules must be the definition's, atom after atom
+        expected = np.repeat(np.arange(n_molecules), n_sites)
+        if len(np.unique(ids)) == n_molecules and not np.array_equal(np.unique(ids, return_inverse=True)[1], expected):
+            raise TrajectoryImportError(
+                f"{path}: the atoms of each molecule in the file are not contiguous in {molecule.name}'s "
+                "site order, as a molecule definition requires"
+            )
+    return Topology(
+        atom_names=molecule.site_names * n_molecules,
+        molecule_ids=np.repeat(np.arange(n_molecules), n_sites),
+        molecule_names=[molecule.name] * n_molecules,
+        masses=np.tile(molecule.masses_amu, n_molecules),
+        type_names=type_names,
+        types=np.tile(site_types, n_molecules),
+    )
+
+
+def _topology_from_arrays(names: list[str], molecule_keys: np.ndarray, molecule_names_per_atom: list[str],
+                          masses: np.ndarray, atom_types: list[str]) -> Topology:
+    """A Topology from per-atom arrays; molecules numbered 0.. in order of first appearance."""
+    _, first, inverse = np.unique(molecule_keys, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    molecule_ids = rank[inverse.reshape(-1)]
+    molecule_names = [""] * len(first)
+    for atom, mol in enumerate(molecule_ids):
+        if not molecule_names[mol]:
+            molecule_names[mol] = molecule_names_per_atom[atom]
+    type_names = tuple(dict.fromkeys(atom_types))
+    types = np.array([type_names.index(t) for t in atom_types], dtype=np.int64)
+    return Topology(atom_names=names, molecule_ids=molecule_ids, molecule_names=molecule_names,
+                    masses=np.asarray(masses, dtype=np.float64), type_names=type_names, types=types)
+
+
+# --------------------------------------------------------------------------------------------------
+# MDAnalysis (LAMMPS, GROMACS)
+# --------------------------------------------------------------------------------------------------
+
+def _universe(topology: Path, trajectory: Path, **kwargs: Any):
+    import MDAnalysis as mda
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return mda.Universe(str(topology), str(trajectory), **kwargs)
+        except (ValueError, OSError, EOFError, KeyError, IndexError, TypeError) as exc:
+            msg = str(exc)
+            if "number of atoms" in msg.lower() or "same number" in msg.lower():
+                raise TrajectoryImportError(
+                    f"{trajectory}: the atom count does not match the topology {topology} ({msg})"
+                ) from None
+            raise TrajectoryImportError(f"{trajectory}: cannot read with topology {topology} ({msg})") from None
+
+
+def _collect(universe: Any, path: Path) -> dict[str, Any]:
+    """Positions, forces, velocities, boxes and times of every frame, in MDAnalysis units."""
+    from MDAnalysis.exceptions import NoDataError
+    from MDAnalysis.lib.mdamath import triclinic_vectors
+
+    positions, forces, velocities, boxes, times, steps = [], [], [], [], [], []
+    has_forces = has_velocities = True
+    try:
+        for ts in universe.trajectory:
+            positions.append(np.array(ts.positions, dtype=np.float64))
+            if has_forces:
+                try:
+                    forces.append(np.array(ts.forces, dtype=np.float64))
+                except (NoDataError, AttributeError):
+                    has_forces = False
+            if has_velocities:
+                try:
+                    velocities.append(np.array(ts.velocities, dtype=np.float64))
+                except (NoDataError, AttributeError):
+                    has_velocities = False
+            dims = ts.dimensions
+            boxes.append(None if dims is None else triclinic_vectors(np.asarray(dims, dtype=np.float64)))
+            times.append(float(ts.time))
+            steps.append(ts.data.get("step", ts.frame))
+    except (ValueError, OSError, EOFError, IndexError) as exc:
+        raise TrajectoryImportError(f"{path}: cannot read frame {len(positions)} ({exc})") from None
+    box = None if any(b is None for b in boxes) else np.array(boxes, dtype=np.float64)
+    return {
+        "positions": np.array(positions),
+        "forces": np.array(forces) if has_forces and forces else None,
+        "velocities": np.array(velocities) if has_velocities and velocities else None,
+        "box": box,
+        "time": np.array(times, dtype=np.float64),
+        "step": np.array(steps, dtype=np.float64),
+    }
+
+
+def _read_lammps(path: Path, data_file: Path, unit_style: str,
+                 timestep_fs: float | None) -> tuple[dict[str, Any], Topology]:
+    u = _universe(data_file, path, format="LAMMPSDUMP", topology_format="DATA", dt=1.0)  # times from steps
+    raw = _collect(u, path)
+    conv = _LAMMPS_UNITS[unit_style]
+    atoms = u.atoms
+    if not hasattr(atoms, "masses") or np.any(np.asarray(atoms.masses) <= 0):
+        raise TrajectoryImportError(f"{data_file}: the LAMMPS data file gives no (positive) masses")
+    type_labels = [str(t) for t in atoms.types]
+    resids = np.asarray(atoms.resids) if hasattr(atoms, "resids") else np.arange(len(atoms))
+    topo = _topology_from_arrays(type_labels, resids, ["molecule"] * len(atoms), np.asarray(atoms.masses),
+                                 type_labels)
+    time_fs = raw["step"] * (timestep_fs if timestep_fs is not None else 1.0)
+    arrays = {
+        "positions": raw["positions"],
+        "forces": None if raw["forces"] is None else raw["forces"] * conv["force"],
+        "velocities": None if raw["velocities"] is None else raw["velocities"] * conv["velocity"],
+        "box": raw["box"],
+        "time_fs": time_fs,
+    }
+    return arrays, topo
+
+
+def _read_gromacs(path: Path, topology: Path) -> tuple[dict[str, Any], Topology | None]:
+    kwargs: dict[str, Any] = {"format": "TRR"}
+    if topology.suffix == ".top":
+        kwargs["topology_format"] = "ITP"
+    u = _universe(topology, path, **kwargs)
+    raw = _collect(u, path)
+    atoms = u.atoms
+    # MDAnalysis base units: A, ps, kJ/mol/A, A/ps (it converts the TRR's nm on reading)
+    arrays = {
+        "positions": raw["positions"],
+        "forces": None if raw["forces"] is None else raw["forces"] * units.KJ_TO_KCAL,
+        "velocities": None if raw["velocities"] is None else raw["velocities"] * units.FS_TO_PS,
+        "box": raw["box"],
+        "time_fs": raw["time"] * units.PS_TO_FS,
+    }
+    topo = None
+    if topology.suffix in (".tpr", ".top"):
+        keys = np.asarray(atoms.molnums) if hasattr(atoms, "molnums") else np.asarray(atoms.resindices)
+        mol_names = [str(m) for m in atoms.moltypes] if hasattr(atoms, "moltypes") else [str(r) for r in atoms.resnames]
+        types = [str(t) for t in atoms.types] if hasattr(atoms, "types") else [str(n) for n in atoms.names]
+        topo = _topology_from_arrays([str(n) for n in atoms.names], keys, mol_names, np.asarray(atoms.masses), types)
+    elif topology.suffix == ".gro":
+        topo = None  # a .gro has names and residues but no masses: the molecule definition supplies them
+    return arrays, topo
+
+
+# --------------------------------------------------------------------------------------------------
+# ASE (extxyz)
+# --------------------------------------------------------------------------------------------------
+
+_MOLECULE_ARRAYS = ("molecule_ids", "molecule_id", "mol_id", "mol-id", "molid")
+
+
+def _read_extxyz(path: Path, topology: Path | None) -> tuple[dict[str, Any], Topology | None]:
+    import ase.io
+    from ase import units as ase_units
+
+    try:
+        images = ase.io.read(str(path), index=":", format="extxyz")
+    except Exception as exc:  # ASE raises many kinds (XYZError, ValueError, StopIteration, ...)
+        raise TrajectoryImportError(f"{path}: not a readable extxyz file ({type(exc).__name__}: {exc})") from None
+    if not images:
+        raise TrajectoryImportError(f"{path}: no frames")
+    n_atoms = len(images[0])
+    for k, atoms in enumerate(images):
+        if len(atoms) != n_atoms:
+            raise TrajectoryImportError(f"{path}: frame {k} has {len(atoms)} atoms, frame 0 has {n_atoms}")
+    positions = np.array([a.get_positions() for a in images], dtype=np.float64)
+    forces = []
+    for atoms in images:
+        f = None
+        if atoms.calc is not None and "forces" in getattr(atoms.calc, "results", {}):
+            f = atoms.calc.results["forces"]
+        elif "forces" in atoms.arrays:
+            f = atoms.arrays["forces"]
+        if f is None:
+            forces = None
+            break
+        forces.append(np.asarray(f, dtype=np.float64))
+    boxes = []
+    for atoms in images:
+        cell = np.asarray(atoms.get_cell(), dtype=np.float64)
+        boxes.append(cell if atoms.pbc.all() and abs(np.linalg.det(cell)) > 1e-9 else None)
+    box = None if any(b is None for b in boxes) else np.array(boxes)
+    velocities = None
+    if all("momenta" in a.arrays for a in images):
+        # ASE velocity unit: A / (A sqrt(amu/eV)); ase.units.fs is one femtosecond in that time unit
+        velocities = np.array([a.get_velocities() for a in images], dtype=np.float64) * ase_units.fs
+    times = [a.info.get("time_fs", a.info.get("time", k)) for k, a in enumerate(images)]
+    arrays = {
+        "positions": positions,
+        "forces": None if forces is None else np.array(forces) * units.EV_TO_KCAL_MOL,
+        "velocities": velocities,
+        "box": box,
+        "time_fs": np.asarray(times, dtype=np.float64),
+    }
+    first = images[0]
+    if topology is not None:
+        if topology.suffix != ".json":
+            raise TrajectoryImportError(f"{topology}: an extxyz topology must be a thermocg topology.json")
+        try:
+            topo = Topology.load(topology)
+        except ValueError as exc:
+            raise TrajectoryImportError(str(exc)) from None
+        return arrays, topo
+    key = next((k for k in _MOLECULE_ARRAYS if k in first.arrays), None)
+    if key is None:
+        return arrays, None
+    names = list(first.arrays["atom_names"]) if "atom_names" in first.arrays else first.get_chemical_symbols()
+    mol_name = str(first.info.get("molecule", "molecule"))
+    topo = _topology_from_arrays([str(n) for n in names], np.asarray(first.arrays[key]), [mol_name] * n_atoms,
+                                 first.get_masses(), first.get_chemical_symbols())
+    return arrays, topo
+
+
+# --------------------------------------------------------------------------------------------------
+# the stage
+# --------------------------------------------------------------------------------------------------
+
+def run_import(config: "Config", run_dir: str | os.PathLike) -> list[Path]:
+    """Import every trajectory of ``config.imports`` into ``RUN_DIR/allatom/<state label>/``.
+
+    Writes the same layout as generation: ``traj.h5md`` (all-atom H5MD with forces),
+    ``topology.json``, ``thermo.csv`` (time_ps, volume_A3, density_g_cm3 per frame),
+    ``metadata.json`` (state point, source files and their sha256, versions) and ``resolved.yaml``.
+    Relative paths in the config are relative to the working directory. Returns the trajectories.
+    """
+    from thermocg import provenance
+    from thermocg.config import to_dict, write_resolved
+    from thermocg.dataset import write_frames
+    from thermocg.rundir import RunDir, atomic_write_text
+
+    if not config.imports:
+        raise TrajectoryImportError("imports: the config lists no trajectories to import")
+    rd = RunDir(run_dir)
+    labels = [None if item.state is None else item.state.to_state().label for item in config.imports]
+    for k, (item, label) in enumerate(zip(config.imports, labels)):
+        if label is None:
+            raise TrajectoryImportError(f"imports[{k}] ({item.path}): declare the state point (state: temperature_K ...)")
+        if labels.count(label) > 1:
+            raise TrajectoryImportError(f"imports[{k}] ({item.path}): state {label} is imported twice")
+    outputs = []
+    for item, label in zip(config.imports, labels):
+        state = item.state.to_state()
+        frames, topo = read_trajectory(item.path, item.format, topology=item.topology,
+                                       lammps_units=item.lammps_units, state=state, molecule=item.molecule,
+                                       timestep_fs=item.timestep_fs)
+        out_dir = rd.allatom(label)
+        inputs = [p for p in (item.path, item.topology) if p]
+        frames.metadata["provenance"] = provenance.collect(inputs)
+        trajectory = write_frames(frames, rd.allatom_trajectory(label), kind="allatom")
+        topo.save(out_dir / "topology.json")
+        rows = ["time_ps,volume_A3,density_g_cm3"]
+        for t, v, d in zip(frames.time_fs * units.FS_TO_PS, frames.volume_A3, frames.density_g_cm3):
+            rows.append(f"{t:.6f},{v:.6f},{d:.6f}")
+        atomic_write_text(out_dir / "thermo.csv", "\n".join(rows) + "\n")
+        metadata = {
+            "state": state.to_dict(),
+            "source": {"format": item.format, **to_dict(item)},
+            "n_frames": frames.n_frames,
+            "n_atoms": frames.n_particles,
+            "provenance": frames.metadata["provenance"],
+        }
+        atomic_write_text(out_dir / "metadata.json", json.dumps(metadata, indent=2, default=str))
+        write_resolved(item, out_dir / "resolved.yaml")
+        outputs.append(trajectory)
+    return outputs
