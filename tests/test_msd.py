@@ -1,0 +1,64 @@
+"""MSD known answers: ballistic motion through a periodic (triclinic) box, the FFT against the direct
+average, Langevin free particles diffusing with D = kT / (m gamma)."""
+
+import numpy as np
+import pytest
+
+from thermocg import units
+from thermocg.analysis.msd import MSD, msd_fft, unwrap_positions
+from thermocg.frames import Frames
+from thermocg.md import simulate
+from thermocg.potentials.lj import LennardJones
+
+
+def test_ballistic_motion_across_a_triclinic_box(rng):
+    box = np.array([[20.0, 0, 0], [4.0, 18.0, 0], [-3.0, 2.0, 22.0]])
+    n, n_frames, dt = 50, 120, 10.0
+    start = rng.uniform(0, 1, (n, 3)) @ box
+    velocity = rng.normal(0, 0.3, (n, 3))  # up to ~1 A/fs: each bead crosses the box several times
+    t = np.arange(n_frames) * dt
+    true = start[None] + t[:, None, None] * velocity[None]
+    frac = true @ np.linalg.inv(box)
+    wrapped = (frac - np.floor(frac)) @ box
+    frames = Frames(positions=wrapped, box=box, types=np.arange(n) % 2, type_names=("A", "B"), masses=np.ones(n),
+                    time_fs=t)
+    np.testing.assert_allclose(unwrap_positions(wrapped, box) - wrapped[0], true - true[0], atol=1e-9)
+    res = MSD(frames).run().results
+    speed2 = np.sum(velocity**2, axis=1)
+    np.testing.assert_allclose(res.msd_A2["all"], speed2.mean() * res.lag_fs**2, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(res.msd_A2["B"], speed2[1::2].mean() * res.lag_fs**2, rtol=1e-9, atol=1e-9)
+    assert res.fit_start_fs == pytest.approx(0.1 * res.lag_fs[-1], abs=dt)
+
+
+def test_fft_equals_the_direct_average(rng):
+    walk = np.cumsum(rng.normal(size=(40, 7, 3)), axis=0)
+    direct = np.array([np.mean(np.sum((walk[m:] - walk[:len(walk) - m]) ** 2, axis=2), axis=0)
+                       for m in range(len(walk))])
+    np.testing.assert_allclose(msd_fft(walk), direct, rtol=1e-9, atol=1e-9)
+
+
+def test_langevin_free_particles_diffuse_with_kT_over_m_gamma(rng):
+    """Zero force (epsilon = 0): MSD -> 6 D t with D = kT / (m gamma) (BAOAB is exact here up to
+    (gamma dt)^2 / 12 = 2e-4)."""
+    n, box_length, mass, temperature, friction_per_ps = 400, 30.0, 10.0, 300.0, 10.0
+    frames = Frames(positions=rng.uniform(0, box_length, (n, 3)), box=np.eye(3) * box_length, types=np.zeros(n, int),
+                    type_names=("X",), masses=np.full(n, mass))
+    free = LennardJones(["X"], epsilon_kcal_mol=0.0, sigma_A=1.0, cutoff_A=1.0, switch_width_A=0.0)
+    result = simulate(free, frames, temperature_K=temperature, timestep_fs=5.0, n_steps=3000, seed=7,
+                      save_interval_steps=10, friction_per_ps=friction_per_ps, min_distance_A=0.0, progress=False)
+    res = MSD(result.frames).run().results
+    expected = units.kT(temperature) * units.FORCE_TO_ACCEL / (mass * friction_per_ps * units.FS_TO_PS)
+    assert res.diffusion_A2_fs["all"] == pytest.approx(expected, rel=0.08)
+    assert res.diffusion_1e5_cm2_s["X"] == pytest.approx(expected * 1e4, rel=0.08)
+    assert 1400 <= res.fit_start_fs <= 1600 and 7400 <= res.fit_end_fs <= 7600
+
+
+def test_bad_input():
+    frames = Frames(positions=np.zeros((4, 2, 3)), box=np.eye(3) * 10, types=[0, 0], type_names=("A",),
+                    masses=[1.0, 1.0], time_fs=[0.0, 1.0, 3.0, 4.0])
+    with pytest.raises(ValueError, match="evenly spaced"):
+        MSD(frames).run()
+    with pytest.raises(ValueError, match="at least 3 frames"):
+        MSD(frames.select(slice(0, 2)))
+    with pytest.raises(ValueError, match="fit_start_fraction"):
+        MSD(frames, fit_start_fraction=0.6, fit_end_fraction=0.5)
