@@ -282,8 +282,12 @@ def test_hipnn_ts_learns_lennard_jones_forces(tmp_path) -> None:
     assert resolved.force_scale_kcal_mol_A == pytest.approx(np.sqrt(np.mean(train_forces**2)))
     onset = float(derive_repulsive_prior([frames.select(slice(0, 32))]).taper.min())
     assert resolved.dist_soft_min_A == pytest.approx(max(onset - 1.0, onset / 2))
-    text = (tmp_path / "resolved.yaml").read_text()
-    assert f"dist_soft_min_A: {resolved.dist_soft_min_A}" in text
+    import yaml
+
+    recorded = yaml.safe_load((tmp_path / "resolved.yaml").read_text())
+    assert recorded["config"]["dist_soft_min_A"] == resolved.dist_soft_min_A
+    assert recorded["automatic"]["cutoff_A"] == resolved.cutoff_A
+    assert recorded["automatic"]["prior_taper_A"] == [[pytest.approx(onset)]]
     # the model file: HIP-NN-TS + repulsive prior, loadable with identical forces
     loaded = load_potential(tmp_path / "model.safetensors")
     assert [t.kind for t in loaded.terms] == ["hipnn_ts", "repulsive_prior"]
@@ -377,3 +381,27 @@ def test_methanol_pipeline_loss_decreases_and_same_seed_same_weights(tmp_path) -
     second = run_train(config, tmp_path, name="again")
     a, b = load_file(first), load_file(second)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_automatic_choices_are_overridable(lj_frames: Frames) -> None:
+    from thermocg.train import resolve_train_config
+
+    auto, prior = resolve_train_config(TrainConfig(), [lj_frames])
+    given, prior_given = resolve_train_config(
+        TrainConfig(cutoff_A=6.0, dist_soft_min_A=2.5, dist_soft_max_A=5.5, force_scale_kcal_mol_A=2.0,
+                    prior_taper_A=3.3, prior_strength_kcal_mol_A=1.5), [lj_frames])
+    assert (given.cutoff_A, given.dist_soft_min_A, given.dist_soft_max_A, given.force_scale_kcal_mol_A) == (
+        6.0, 2.5, 5.5, 2.0)
+    assert prior_given.hyperparameters()["taper_A"] == [[3.3]]
+    assert prior_given.hyperparameters()["strength_kcal_mol_A"] == [[1.5]]
+    # the prior is derived from the training frames only (the first 80%), never from validation/test
+    from thermocg.potentials.priors import derive_repulsive_prior
+
+    expected = derive_repulsive_prior([lj_frames.select(slice(0, 24))]).hyperparameters()
+    assert prior.hyperparameters()["strength_kcal_mol_A"] == expected["strength_kcal_mol_A"]
+    assert prior.hyperparameters()["taper_A"] == expected["taper_A"]
+    assert auto.cutoff_A > given.cutoff_A
+    with pytest.raises(TrainError, match="larger than half"):
+        resolve_train_config(TrainConfig(cutoff_A=9.0), [lj_frames])
+    _, none = resolve_train_config(TrainConfig(prior=False), [lj_frames])
+    assert none is None

@@ -72,6 +72,7 @@ __all__ = [
     "split_indices",
     "prepare_states",
     "resolve_train_config",
+    "automatic_choices",
     "build_model",
     "force_loss",
     "force_metrics",
@@ -287,6 +288,21 @@ def resolve_train_config(config: TrainConfig, frames_list: list[Frames]) -> tupl
         # the per-pair taper and strength tables are recorded in the model description
         prior = _prior_with_overrides(prior, resolved)
     return resolved, (prior if resolved.prior else None)
+
+
+_AUTOMATIC_KEYS = ("cutoff_A", "dist_soft_min_A", "dist_soft_max_A", "force_scale_kcal_mol_A")
+
+
+def automatic_choices(config: TrainConfig, resolved: TrainConfig, potential: Potential) -> dict[str, Any]:
+    """What was chosen from the data (keys the user left at None), for ``resolved.yaml``."""
+    chosen: dict[str, Any] = {k: getattr(resolved, k) for k in _AUTOMATIC_KEYS if getattr(config, k) is None}
+    for term in getattr(potential, "terms", [potential]):
+        if term.kind == "repulsive_prior":
+            hp = term.hyperparameters()
+            chosen["prior_type_names"] = list(term.type_names)
+            chosen["prior_taper_A"] = hp["taper_A"]
+            chosen["prior_strength_kcal_mol_A"] = hp["strength_kcal_mol_A"]
+    return chosen
 
 
 def _prior_with_overrides(prior: Any, config: TrainConfig) -> Any:
@@ -510,6 +526,8 @@ class TrainResult:
     config: TrainConfig
     history: list[dict[str, float]] = field(default_factory=list)
     out_dir: Path | None = None
+    #: the choices made from the data (see :func:`automatic_choices`)
+    automatic: dict[str, Any] = field(default_factory=dict)
 
 
 _METRIC_FIELDS = ("epoch", "train_loss", "val_loss", "val_force_rmse_kcal_mol_A", "val_force_mae_kcal_mol_A",
@@ -727,15 +745,16 @@ def train_potential(train_frames: list[Frames], config: TrainConfig, out_dir: st
     from thermocg.rundir import atomic_write_text
 
     atomic_write_text(out_dir / "test_metrics.json", json.dumps(_json_safe(metrics), indent=1))
-    write_resolved(resolved, out_dir / "resolved.yaml", extra={"model": description, "seed": int(seed),
-                                                              "data_sha256": provenance["data_sha256"]})
+    automatic = automatic_choices(config, resolved, potential_cpu)
+    write_resolved(resolved, out_dir / "resolved.yaml", extra={
+        "automatic": automatic, "model": description, "seed": int(seed), "data_sha256": provenance["data_sha256"]})
     try:
         plot_learning_curve(history, out_dir / "learning_curve.png")
         plot_parity(predictions or {}, out_dir / "parity.png", metrics=test)
     except ImportError:  # pragma: no cover - matplotlib is a core dependency
         pass
     return TrainResult(model_path=model_path, metrics=metrics, potential=potential_cpu, config=resolved,
-                       history=history, out_dir=out_dir)
+                       history=history, out_dir=out_dir, automatic=automatic)
 
 
 def _json_safe(value: Any) -> Any:
@@ -854,6 +873,7 @@ def run_train(config: Any, run_dir: str | os.PathLike, *, name: str | None = Non
     from thermocg import provenance
 
     write_resolved(full, out_dir / "resolved.yaml", extra={
+        "automatic": result.automatic,
         "inputs": provenance.collect([str(p) for p in paths])["inputs"],
         "model": result.potential.describe(),
         "test_metrics": _json_safe(result.metrics["overall"]),
