@@ -206,7 +206,11 @@ def build_system(molecule: Molecule, n_molecules: int, box_A: np.ndarray, *, cut
 
 
 def select_platform(name: str = "auto", *, n_threads: int = 2) -> tuple["openmm.Platform", dict[str, str]]:
-    """The OpenMM platform and its properties: ``auto`` is CUDA when available, else CPU."""
+    """The OpenMM platform and its properties: ``auto`` is CUDA when available, else CPU.
+
+    Forces are summed deterministically, so that a seed reproduces a run on the same platform and
+    thread count (OpenMM's default thread-order summation differs in the last bits run to run).
+    """
     import openmm
 
     available = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
@@ -215,10 +219,11 @@ def select_platform(name: str = "auto", *, n_threads: int = 2) -> tuple["openmm.
     if name not in available:
         raise GenerateError(f"generate.platform: OpenMM platform {name!r} is not available here ({available})")
     properties: dict[str, str] = {}
+    # deterministic force summation: the same seed gives the same trajectory (at a small cost)
     if name == "CPU":
-        properties["Threads"] = str(int(n_threads))
+        properties.update(Threads=str(int(n_threads)), DeterministicForces="true")
     elif name in ("CUDA", "OpenCL"):
-        properties["Precision"] = "mixed"
+        properties.update(Precision="mixed", DeterministicForces="true")
     return openmm.Platform.getPlatformByName(name), properties
 
 
@@ -319,7 +324,9 @@ def generate_state(molecule: Molecule | str, state: StatePoint, *, n_molecules: 
         equilibrated volume; the written state carries both the pressure and that density)
     n_molecules : molecules in the box
     settings : timestep, lengths (ps), intervals (fs), friction, platform, threads, cutoff
-    seed : makes the run reproducible where OpenMM allows (box, integrator, barostat, velocities)
+    seed : seeds the box, the integrator, the barostat and the velocities. On the CPU platform with
+        ``n_threads=1`` a seed reproduces the run bit for bit; with more threads OpenMM's scheduling
+        changes the last bits (same statistics, another trajectory)
     out_dir : directory for the outputs
     config : the full study config, written to resolved.yaml when given
     """
@@ -426,7 +433,10 @@ def generate_state(molecule: Molecule | str, state: StatePoint, *, n_molecules: 
             mean_volume = float(tail.mean())
             densities = units.mass_density_g_cm3(total_mass, 1.0) / tail
             density_stats = {"mean": float(densities.mean()), "stderr": _block_stderr(densities),
-                             "std": float(densities.std()), "n_samples": int(len(densities))}
+                             "std": float(densities.std()), "n_samples": int(len(densities)),
+                             # the NVT box: the mean volume (its density differs from the mean density
+                             # by the tiny <1/V> - 1/<V> of the fluctuations)
+                             "at_mean_volume": units.mass_density_g_cm3(total_mass, mean_volume)}
             system.removeForce(barostat_index)
             context.reinitialize(preserveState=True)
             _rescale_to_volume(context, molecule, n_molecules, mean_volume)
