@@ -136,6 +136,46 @@ def test_missing_yaml_file():
 # OpenMM systems: forces, units and the one-bead-per-molecule force
 # --------------------------------------------------------------------------------------------------
 
+COULOMB_KCAL_MOL_A = 332.0637  # e^2 / (4 pi eps0) in kcal/mol A
+
+
+@pytest.mark.parametrize("mixing", ["lorentz-berthelot", "geometric"])
+def test_known_answer_energies_lj_and_coulomb(mixing):
+    """Two argon-like LJ sites: E(2^(1/6) sigma) = -eps, F(sigma) = 24 eps / sigma; two rigid dipoles:
+    the Coulomb energy of their four charge pairs, with PME in a large box."""
+    from thermocg.allatom.molecules import molecule_from_dict
+
+    eps_K, sigma = 119.8, 3.405
+    argon = molecule_from_dict({
+        "name": "ar", "mixing": mixing, "dispersion_correction": False,
+        "sites": [{"name": "Ar", "mass_amu": 39.948, "charge_e": 0.0, "sigma_A": sigma, "epsilon_K": eps_K,
+                   "position_A": [0, 0, 0]}]})
+    eps = eps_K * units.KB_KCAL_MOL_K
+    box = np.eye(3) * 40.0
+    for r, energy, force in ((2 ** (1 / 6) * sigma, -eps, 0.0), (sigma, 0.0, 24 * eps / sigma)):
+        positions = np.array([[10.0, 10.0, 10.0], [10.0 + r, 10.0, 10.0]])
+        e, f = energy_and_forces(make_context(build_system(argon, 2, box, cutoff_A=12.0), positions, box))
+        assert e == pytest.approx(energy, abs=1e-9)
+        np.testing.assert_allclose(f[1], [force, 0, 0], atol=1e-8)
+        np.testing.assert_allclose(f[0], -f[1], atol=1e-10)
+    dipole = molecule_from_dict({
+        "name": "dipole", "mixing": mixing,
+        "sites": [{"name": "P", "mass_amu": 10.0, "charge_e": 0.5, "sigma_A": 0.0, "epsilon_K": 0.0,
+                   "position_A": [0, 0, 0]},
+                  {"name": "N", "mass_amu": 10.0, "charge_e": -0.5, "sigma_A": 0.0, "epsilon_K": 0.0,
+                   "position_A": [1, 0, 0]}],
+        "constraints": [{"atoms": ["P", "N"], "length_A": 1.0}]})
+    box = np.eye(3) * 80.0
+    positions = np.array([[30.0, 30, 30], [31.0, 30, 30], [34.0, 30, 30], [35.0, 30, 30]])  # head to tail
+    expected = COULOMB_KCAL_MOL_A * sum(
+        dipole.sites[i % 2].charge_e * dipole.sites[j % 2].charge_e / np.linalg.norm(positions[i] - positions[j])
+        for i in (0, 1) for j in (2, 3))
+    e, _ = energy_and_forces(make_context(build_system(dipole, 2, box, cutoff_A=12.0), positions, box))
+    # periodic images of the dipoles add ~mu^2/L^3 ~ 1e-4 kcal/mol
+    assert e == pytest.approx(expected, abs=2e-3)
+    assert expected == pytest.approx(-2.767, abs=1e-3)
+
+
 @pytest.mark.parametrize("name", sorted(BUILTIN_MOLECULES))
 def test_forces_are_minus_the_energy_gradient_in_our_units(name):
     """OpenMM forces (converted to kcal/mol/A) against central differences of the energy (kcal/mol)."""
