@@ -408,14 +408,10 @@ class StudyConfig:
     rdf_tolerance: float = 0.05
     #: ... and the integrated |p_CG(theta) - p_AA(theta)| of the angle distribution is at most this
     adf_tolerance: float = 0.1
-    #: ADF neighbour shell radius; None: the first minimum of the AA RDF after its first peak
-    adf_cutoff_A: float | None = None
     #: mapped AA frames per state used for the force errors (evenly spaced); None: all
     force_eval_frames: int | None = 200
     #: force components kept per (model, state) for the parity plots
     parity_samples: int = 4000
-    #: MD frames discarded as equilibration before the CG observables are computed (fraction)
-    md_discard_fraction: float = 0.2
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -426,10 +422,8 @@ class StudyConfig:
         _positive("study.max_workers", self.max_workers)
         if not 1 <= self.threads_per_worker <= 64:
             raise ConfigError(f"study.threads_per_worker: must be in [1, 64], got {self.threads_per_worker}")
-        for key in ("rdf_tolerance", "adf_tolerance", "adf_cutoff_A", "force_eval_frames", "parity_samples"):
+        for key in ("rdf_tolerance", "adf_tolerance", "force_eval_frames", "parity_samples"):
             _positive(f"study.{key}", getattr(self, key))
-        if not 0 <= self.md_discard_fraction < 1:
-            raise ConfigError(f"study.md_discard_fraction: must be in [0, 1), got {self.md_discard_fraction}")
         for name in self.pooled:
             if not name or "/" in name or name.startswith("T"):
                 raise ConfigError(f"study.pooled.{name}: a pooled-set name must be non-empty, without '/', "
