@@ -254,6 +254,9 @@ def test_run_import_writes_generation_layout(tmp_path, system):
     cg = read_frames(run_map(config, run, progress=False)[0])
     assert cg.n_particles == N_MOL
     np.testing.assert_allclose(cg.forces.sum(1), system["forces"].sum(1), atol=1e-9)
+    assert run_import(config, run, state=[label]) == outputs
+    with pytest.raises(TrajectoryImportError, match="no trajectory declared for state"):
+        run_import(config, run, state="T1_rho1")
     with pytest.raises(TrajectoryImportError, match="declare the state point"):
         run_import(Config(imports=[ImportConfig(path=str(path), format="extxyz")]), run)
     with pytest.raises(ConfigError, match="lammps_units"):

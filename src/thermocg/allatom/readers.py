@@ -401,8 +401,10 @@ def _read_extxyz(path: Path, topology: Path | None) -> tuple[dict[str, Any], Top
 # the stage
 # --------------------------------------------------------------------------------------------------
 
-def run_import(config: "Config", run_dir: str | os.PathLike) -> list[Path]:
-    """Import every trajectory of ``config.imports`` into ``RUN_DIR/allatom/<state label>/``.
+def run_import(config: "Config", run_dir: str | os.PathLike, *,
+               state: str | list[str] | None = None) -> list[Path]:
+    """Import every trajectory of ``config.imports`` (or those whose state label is in ``state``)
+    into ``RUN_DIR/allatom/<state label>/``.
 
     Writes the same layout as generation: ``traj.h5md`` (all-atom H5MD with forces),
     ``topology.json``, ``thermo.csv`` (time_ps, volume_A3, density_g_cm3 per frame),
@@ -423,11 +425,18 @@ def run_import(config: "Config", run_dir: str | os.PathLike) -> list[Path]:
             raise TrajectoryImportError(f"imports[{k}] ({item.path}): declare the state point (state: temperature_K ...)")
         if labels.count(label) > 1:
             raise TrajectoryImportError(f"imports[{k}] ({item.path}): state {label} is imported twice")
+    if state is not None:
+        wanted = {state} if isinstance(state, str) else set(state)
+        missing = sorted(wanted - set(labels))
+        if missing:
+            raise TrajectoryImportError(f"imports: no trajectory declared for state(s) {missing} (declared: {labels})")
     outputs = []
     for item, label in zip(config.imports, labels):
-        state = item.state.to_state()
+        if state is not None and label not in wanted:
+            continue
+        point = item.state.to_state()
         frames, topo = read_trajectory(item.path, item.format, topology=item.topology,
-                                       lammps_units=item.lammps_units, state=state, molecule=item.molecule,
+                                       lammps_units=item.lammps_units, state=point, molecule=item.molecule,
                                        timestep_fs=item.timestep_fs)
         out_dir = rd.allatom(label)
         inputs = [p for p in (item.path, item.topology) if p]
@@ -439,7 +448,7 @@ def run_import(config: "Config", run_dir: str | os.PathLike) -> list[Path]:
             rows.append(f"{t:.6f},{v:.6f},{d:.6f}")
         atomic_write_text(out_dir / "thermo.csv", "\n".join(rows) + "\n")
         metadata = {
-            "state": state.to_dict(),
+            "state": point.to_dict(),
             "source": {"format": item.format, **to_dict(item)},
             "n_frames": frames.n_frames,
             "n_atoms": frames.n_particles,

@@ -235,12 +235,15 @@ def compare_rdf(result: RDFResult, reference: RDFResult) -> dict[str, dict[str, 
 
 
 def rdf_onset_A(result: RDFResult, threshold: float = 0.01) -> dict[str, float]:
-    """Per pair, the first distance where g(r) exceeds ``threshold``: the left edge of the first bin
-    with g > threshold (A). A pair never above the threshold gets ``r_max_A``."""
+    """Per pair, the first distance where g(r) exceeds ``threshold``: the centre of the first bin
+    with g > threshold (A). A pair never above the threshold gets ``r_max_A``.
+
+    This is the ``t`` of the repulsive prior (HIPNN_TS.md): the closest approach seen in the data.
+    """
     out = {}
     for pair, g in result.g.items():
-        above = np.flatnonzero(g > threshold)
-        out[pair] = float(result.edges_A[above[0]]) if len(above) else result.r_max_A
+        above = np.flatnonzero(np.asarray(g) > threshold)
+        out[pair] = float(result.r_A[above[0]]) if len(above) else result.r_max_A
     return out
 
 
