@@ -49,8 +49,18 @@ def _sum(types):
     return SumPotential([_hipnn(types), _prior(types)])
 
 
+def _pair_table(types):
+    from thermocg.potentials.pair import PairTable
+
+    sigma, eps = np.array([[3.4, 3.2], [3.2, 3.0]]), np.array([[0.2, 0.15], [0.15, 0.3]])
+    return PairTable.from_force_function(
+        types, lambda r, a, b: 24 * eps[a, b] / r * (2 * (sigma[a, b] / r) ** 12 - (sigma[a, b] / r) ** 6),
+        cutoff_A=6.0, r_min_A=2.0, spacing_A=0.1, r_sampled_min_A=[[2.9, 2.8], [2.8, 2.6]])
+
+
 #: kind -> factory(type_names) -> float64 potential. Keep this a plain dict (other kinds are added here).
 POTENTIAL_FACTORIES = {
+    "pair_table": _pair_table,
     "lennard_jones": _lennard_jones,
     "hipnn_ts": _hipnn,
     "repulsive_prior": _prior,

@@ -135,7 +135,7 @@ class PairTable(Potential):
         self.register_buffer("r_sampled_min", r_s.clamp(min=self.r_min_A, max=self.cutoff_A - 1e-6 * self.spacing_A))
 
     # ----------------------------------------------------------------------------------------------
-    def _spline(self, r: torch.Tensor, pair_type: torch.Tensor, coef: torch.Tensor, cumulative: torch.Tensor
+    def _spline(self, r: torch.Tensor, pair_type: torch.Tensor, coef: torch.Tensor, tail: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Spline energy U(r) = int_r^rc F, force F(r) and dF/dr for pairs of flat type index pair_type."""
         h = self.spacing_A
@@ -146,42 +146,43 @@ class PairTable(Potential):
         base = pair_type * (self.n_basis + 3) + k
         force = torch.zeros_like(t)
         dforce = torch.zeros_like(t)
-        partial = torch.zeros_like(t)
+        rest = torch.zeros_like(t)  # int_t^1 of the spline on this interval
         for m in range(4):
             c = coef[base + m]
             force = force + c * values[m]
             dforce = dforce + c * derivs[m]
-            partial = partial + c * integrals[m]
-        n_rows = cumulative.shape[1]
-        total = cumulative[:, -1][pair_type]
-        before = cumulative.reshape(-1)[pair_type * n_rows + k]
-        energy = h * (total - before - partial)
+            rest = rest + c * (_PIECE_INTEGRALS[m] - integrals[m])
+        # integrals of the intervals beyond k, summed from the cutoff inwards (no cancellation of the
+        # large wall coefficients in float32)
+        after = tail.reshape(-1)[pair_type * tail.shape[1] + k + 1]
+        energy = h * (after + rest)
         return energy, force, dforce / h
 
     def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded flat coefficients ((n_types^2 * (K+3)),) and cumulative interval integrals (n_types^2, K+1)."""
+        """Padded flat coefficients ((n_types^2 * (K+3)),) and the tail sums (n_types^2, K+1):
+        tail[:, k] = sum over intervals l >= k of int_{interval l} F dr / h (tail[:, K] = 0)."""
         n = len(self.type_names)
         coef = self.coefficients.reshape(n * n, self.n_basis)
         padded = torch.cat([coef, coef.new_zeros(n * n, 3)], dim=1)
         w = coef.new_tensor(_PIECE_INTEGRALS)
         per_interval = sum(padded[:, m: m + self.n_basis] * w[m] for m in range(4))
-        cumulative = torch.cat([coef.new_zeros(n * n, 1), torch.cumsum(per_interval, dim=1)], dim=1)
-        return padded.reshape(-1), cumulative
+        tail = torch.flip(torch.cumsum(torch.flip(per_interval, dims=[1]), dim=1), dims=[1])
+        return padded.reshape(-1), torch.cat([tail, coef.new_zeros(n * n, 1)], dim=1)
 
     def pair_energy_force(self, r: torch.Tensor, ti: torch.Tensor, tj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """U(r) (kcal/mol) and F(r) = -dU/dr (kcal/mol/A) for pairs of types (ti, tj); zero beyond r_c."""
         n = len(self.type_names)
-        coef, cumulative = self._tables()
+        coef, tail = self._tables()
         pair_type = ti * n + tj
         # the wall parameters of every type pair, from the spline at r_s
         all_types = torch.arange(n * n, device=r.device)
         r_s_all = self.r_sampled_min.reshape(-1).to(r.dtype)
-        u_s_all, f_s_all, df_s_all = self._spline(r_s_all, all_types, coef, cumulative)
+        u_s_all, f_s_all, df_s_all = self._spline(r_s_all, all_types, coef, tail)
         p = self.extrapolation_power
         floor = torch.clamp(f_s_all.abs(), min=1.0) / (0.9 ** (-p) - 1.0)
         a_all = torch.maximum(-df_s_all * r_s_all / p, floor)
 
-        energy, force, _ = self._spline(r, pair_type, coef, cumulative)
+        energy, force, _ = self._spline(r, pair_type, coef, tail)
         r_s, u_s, f_s, a = r_s_all[pair_type], u_s_all[pair_type], f_s_all[pair_type], a_all[pair_type]
         below = r < r_s
         r_wall = torch.where(below, r, r_s).clamp(min=1e-6)
@@ -196,6 +197,8 @@ class PairTable(Potential):
 
     def forward(self, graph: Graph) -> torch.Tensor:
         """Total energy per frame (n_frames,) kcal/mol; the graph's list is full, so each pair counts 1/2."""
+        if graph.types.numel() and (int(graph.types.max()) >= len(self.type_names) or int(graph.types.min()) < 0):
+            raise ValueError(f"pair_table: a bead type index is outside this potential's types {list(self.type_names)}")
         u, _ = self.pair_energy_force(graph.pair_dist, graph.types[graph.pair_i], graph.types[graph.pair_j])
         per_particle = torch.zeros(graph.positions.shape[0], dtype=u.dtype, device=u.device)
         per_particle = per_particle.index_add(0, graph.pair_i, 0.5 * u)
@@ -210,6 +213,31 @@ class PairTable(Potential):
             "r_sampled_min_A": self.r_sampled_min.detach().cpu().double().tolist(),
             "extrapolation_power": self.extrapolation_power,
         }
+
+    @classmethod
+    def from_force_function(cls, type_names: tuple[str, ...] | list[str], force: Any, *, cutoff_A: float,
+                            r_min_A: float, spacing_A: float = 0.1, r_sampled_min_A: Any = None,
+                            extrapolation_power: float = 12.0) -> "PairTable":
+        """Tabulate an analytic pair force onto the spline: least squares on a fine grid of [r_min, r_c).
+
+        ``force(r, a, b)`` gives F_ab(r) (kcal/mol/A, > 0 repulsive) at distances r (numpy, A) for type
+        indices a <= b. Useful to export an analytic potential through the table formats, and as a known
+        table in tests. ``r_sampled_min_A`` defaults to ``r_min_A`` (no wall above the grid start).
+        """
+        n = len(type_names)
+        n_basis = max(4, int(round((cutoff_A - r_min_A) / spacing_A)))
+        r = np.linspace(r_min_A, cutoff_A, 20 * n_basis, endpoint=False)
+        _, columns, values = bspline_basis(r, r_min_A, cutoff_A, n_basis)
+        design = np.zeros((len(r), n_basis))
+        np.add.at(design, (np.repeat(np.arange(len(r)), 4), columns.ravel()), values.ravel())
+        coef = np.zeros((n, n, n_basis))
+        for a in range(n):
+            for b in range(a, n):
+                target = np.asarray(force(r, a, b), dtype=np.float64)
+                coef[a, b] = coef[b, a] = np.linalg.lstsq(design, target, rcond=None)[0]
+        r_s = r_min_A if r_sampled_min_A is None else r_sampled_min_A
+        return cls(type_names, cutoff_A=cutoff_A, r_min_A=r_min_A, coefficients=coef, r_sampled_min_A=r_s,
+                   extrapolation_power=extrapolation_power)
 
     # ----------------------------------------------------------------------------------------------
     def type_pairs(self) -> list[tuple[int, int]]:
