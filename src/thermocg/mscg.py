@@ -15,8 +15,8 @@ min_c sum_frames |G c - f|^2 is solved from the normal equations
 
 accumulated frame by frame (memory independent of the number of frames; D takes second differences
 along each pair's coefficients, so sparse intervals are filled smoothly rather than wildly). Pairs
-come from :func:`thermocg.neighbors.neighbor_pairs` (half of the full list); the design matrix of a
-frame is assembled with one ``np.bincount`` over (pair, basis function, component).
+come from vesin's half neighbour list (the library behind :mod:`thermocg.neighbors`); the design
+matrix of a frame is assembled with one ``np.bincount`` per Cartesian component over (bead, column).
 
 The sampled range is detected per type pair: r_s is the start of the first spline interval holding at
 least ``min_pairs_per_interval`` pair distances; below it the potential continues with a repulsive
@@ -35,7 +35,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from thermocg.frames import Frames
-from thermocg.neighbors import check_cutoff_fits, neighbor_pairs
+from thermocg.neighbors import check_cutoff_fits
 
 __all__ = ["MSCGError", "MSCGWarning", "NormalEquations", "fit_pair_potential", "run_fit_pair", "force_errors"]
 
@@ -93,10 +93,7 @@ class NormalEquations:
         histograms (so call it once per frame).
         """
         n_particles = len(positions)
-        i, j, shifts = neighbor_pairs(positions, box, self.cutoff_A)
-        keep = i < j  # the full list holds each pair twice
-        i, j, shifts = i[keep], j[keep], shifts[keep]
-        vec = positions[j] - positions[i] + shifts @ box
+        i, j, vec = _half_pairs(positions, box, self.cutoff_A)
         r = np.sqrt(np.einsum("pk,pk->p", vec, vec))
         pair_type = self.pair_index[types[i], types[j]]
         if len(r) and r.min() < self.r_min_A:
@@ -113,15 +110,16 @@ class NormalEquations:
                                    minlength=self.counts.size).reshape(self.counts.shape)
         unit = vec / r[:, None]
         columns = columns + (pair_type * self.n_basis)[:, None]  # (P, 4)
-        weights = values[:, :, None] * unit[:, None, :]  # (P, 4, 3)
-        xyz = np.arange(3)
-        # F_i gets -F(r) u_ij, F_j gets +F(r) u_ij
-        index_i = (i[:, None, None] * 3 + xyz) * self.n_params + columns[:, :, None]
-        index_j = (j[:, None, None] * 3 + xyz) * self.n_params + columns[:, :, None]
-        flat = np.bincount(np.concatenate([index_i.ravel(), index_j.ravel()]),
-                           weights=np.concatenate([-weights.ravel(), weights.ravel()]),
-                           minlength=3 * n_particles * self.n_params)
-        return flat.reshape(3 * n_particles, self.n_params)
+        # F_i gets -F(r) u_ij, F_j gets +F(r) u_ij: one bincount per Cartesian component over
+        # (bead, column) bins; the (P, 4) bin indices are shared by the three components
+        bins = np.concatenate([(i[:, None] * self.n_params + columns).ravel(),
+                               (j[:, None] * self.n_params + columns).ravel()])
+        design = np.empty((n_particles, 3, self.n_params))
+        for c in range(3):
+            w = (values * unit[:, c:c + 1]).ravel()
+            design[:, c, :] = np.bincount(bins, weights=np.concatenate([-w, w]),
+                                          minlength=n_particles * self.n_params).reshape(n_particles, self.n_params)
+        return design.reshape(3 * n_particles, self.n_params)
 
     def add(self, frames: Frames) -> None:
         """Accumulate the normal equations of every frame of ``frames`` (which must carry forces)."""
@@ -276,6 +274,19 @@ class NormalEquations:
         return table
 
 
+def _half_pairs(positions: np.ndarray, box: np.ndarray, cutoff_A: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each pair within the cutoff once: i, j (P,) int64 and the vectors R_j - R_i + shift (P, 3) A.
+
+    vesin's half list directly (thermocg.neighbors keeps full lists, twice the work for a fit that
+    needs each pair once)."""
+    import vesin
+
+    nl = vesin.NeighborList(cutoff=float(cutoff_A), full_list=False)
+    i, j, vectors = nl.compute(points=np.ascontiguousarray(positions, dtype=np.float64),
+                               box=np.ascontiguousarray(box, dtype=np.float64), periodic=True, quantities="ijD")
+    return i.astype(np.int64), j.astype(np.int64), np.asarray(vectors, dtype=np.float64)
+
+
 def _union_type_names(frames_list: list[Frames]) -> tuple[str, ...]:
     names: list[str] = []
     for frames in frames_list:
@@ -319,16 +330,21 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, disable=not enabled, desc=desc, unit="frame", leave=False)
 
 
-def force_errors(potential, frames: Frames, *, batch_frames: int = 8) -> dict[str, Any]:
-    """Force errors of ``potential`` on ``frames``: RMSE, MAE (kcal/mol/A) and R^2 over all force
-    components, and per bead type. Uses engineer E's :func:`thermocg.analysis.forces.force_errors`
-    when it exists, so that the pair baseline is reported exactly like the network."""
+def force_errors(potential, frames, *, batch_frames: int = 8, frame_indices: np.ndarray | None = None) -> dict[str, Any]:
+    """Force errors of ``potential`` on ``frames`` (Frames, or an H5MD dataset with ``frame_indices``):
+    RMSE, MAE (kcal/mol/A) and R^2 over all force components, and per bead type. Delegates to
+    :func:`thermocg.analysis.forces.force_errors`, so that the pair baseline is reported exactly like
+    the network; the fallback below (same keys) serves only if that module is absent."""
     try:
         from thermocg.analysis.forces import force_errors as shared
-    except ImportError:
+    except ImportError:  # pragma: no cover - the analysis module ships with thermocg
         shared = None
     if shared is not None:
-        return shared(potential, frames)
+        return shared(potential, frames, batch_frames=batch_frames, frame_indices=frame_indices)
+    if not isinstance(frames, Frames):
+        frames = frames.read(frame_indices)
+    elif frame_indices is not None:
+        frames = frames.select(np.asarray(frame_indices))
     from thermocg.potentials.base import energy_and_forces
 
     types = potential.type_indices(frames.type_names, frames.types)
@@ -463,7 +479,7 @@ def run_fit_pair(config, run_dir: str | os.PathLike, *, name: str | None = None,
         for label, ds in datasets.items():
             test_index = splits[label][1]
             if len(test_index):
-                test_errors[label] = force_errors(table, ds.read(test_index))
+                test_errors[label] = force_errors(table, ds, frame_indices=test_index)
     finally:
         for ds in datasets.values():
             ds.close()
