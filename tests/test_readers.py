@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from thermocg import units
-from thermocg.allatom.readers import TrajectoryImportError, read_trajectory, run_import
+from thermocg.allatom.readers import TrajectoryImportError, iter_trajectory, read_trajectory, run_import
 from thermocg.frames import StatePoint
 
 N_MOL = 4
@@ -68,6 +68,23 @@ def test_extxyz_round_trip(tmp_path, system):
     assert topo.molecule_names == ["methanol"] * N_MOL
     np.testing.assert_array_equal(topo.molecule_ids, system["molecule_ids"])
     assert frames.state == STATE
+
+
+def test_blocks_of_frames_are_the_same_frames(tmp_path, system):
+    path = write_extxyz(tmp_path / "traj.extxyz", system)
+    whole, _ = read_trajectory(path, "extxyz")
+    topo, blocks = iter_trajectory(path, "extxyz", block_size=2)
+    parts = list(blocks)
+    assert [p.n_frames for p in parts] == [2, 1]
+    np.testing.assert_array_equal(np.concatenate([p.forces for p in parts]), whole.forces)
+    np.testing.assert_array_equal(np.concatenate([p.time_fs for p in parts]), whole.time_fs)
+    # a NaN in a later block is found when the iterator gets there, with its frame number
+    bad = dict(system, forces=system["forces"].copy())
+    bad["forces"][2, 7, 0] = np.inf
+    _, blocks = iter_trajectory(write_extxyz(tmp_path / "late.extxyz", bad), "extxyz", block_size=2)
+    next(blocks)
+    with pytest.raises(TrajectoryImportError, match=r"late.extxyz: forces hold NaN or inf \(frame 2, atom 7\)"):
+        next(blocks)
 
 
 def test_extxyz_bad_input(tmp_path, system):
@@ -133,6 +150,43 @@ def test_gromacs_round_trip(tmp_path, system):
     # (MDAnalysis converts in float32: agreement to float32 precision)
     np.testing.assert_allclose(frames.positions[0], raw.x * units.NM_TO_A, rtol=3e-7)
     np.testing.assert_allclose(frames.forces[0], raw.f * units.KJ_MOL_NM_TO_KCAL_MOL_A, rtol=3e-7)
+
+
+GROMACS_TOP = """[ defaults ]
+1 2 no 1.0 1.0
+
+[ atomtypes ]
+CH3 15.035 0.0 A 0.375 0.8148
+OH  15.999 0.0 A 0.302 0.7732
+HO  1.008  0.0 A 0.0 0.0
+
+[ moleculetype ]
+MOH 3
+
+[ atoms ]
+1 CH3 1 MOH CH3 1 0.265 15.035
+2 OH  1 MOH O   1 -0.700 15.999
+3 HO  1 MOH H   1 0.435 1.008
+
+[ system ]
+test
+
+[ molecules ]
+MOH 4
+"""
+
+
+def test_gromacs_top_gives_names_masses_molecules(tmp_path, system):
+    _, trr = write_gromacs(tmp_path, system)
+    top = tmp_path / "topol.top"
+    top.write_text(GROMACS_TOP)
+    frames, topo = read_trajectory(trr, "gromacs", topology=top, state=STATE)
+    assert topo.atom_names == SITES * N_MOL
+    assert topo.molecule_names == ["MOH"] * N_MOL
+    assert topo.type_names == ("CH3", "OH", "HO")
+    np.testing.assert_array_equal(topo.molecule_ids, system["molecule_ids"])
+    np.testing.assert_allclose(frames.masses, system["masses"])
+    np.testing.assert_allclose(frames.forces, system["forces"], rtol=1e-6, atol=1e-5)
 
 
 def test_gromacs_bad_input(tmp_path, system):

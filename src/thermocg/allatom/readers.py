@@ -28,11 +28,12 @@ coordinates, a missing box) raises :class:`TrajectoryImportError` naming the fil
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -43,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from thermocg.allatom.molecules import Molecule
     from thermocg.config import Config
 
-__all__ = ["TrajectoryImportError", "read_trajectory", "run_import", "FORMATS"]
+__all__ = ["TrajectoryImportError", "read_trajectory", "iter_trajectory", "run_import", "FORMATS"]
 
 FORMATS = ("lammps", "gromacs", "extxyz")
 
@@ -66,7 +67,7 @@ def read_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
                     lammps_units: str | None = None, state: StatePoint | None = None,
                     molecule: "str | Molecule | None" = None,
                     timestep_fs: float | None = None) -> tuple[Frames, Topology]:
-    """Read an all-atom trajectory with forces into internal units.
+    """Read an all-atom trajectory with forces into internal units (all frames in memory).
 
     Parameters
     ----------
@@ -84,7 +85,24 @@ def read_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
     Returns
     -------
     (Frames, Topology): positions (F, N, 3) A, forces kcal/mol/A, velocities A/fs (when present), box
-    (F, 3, 3) A, time_fs, and the matching topology.
+    (F, 3, 3) A, time_fs, and the matching topology. :func:`iter_trajectory` reads block by block.
+    """
+    topo, blocks = iter_trajectory(path, format, topology=topology, lammps_units=lammps_units, state=state,
+                                   molecule=molecule, timestep_fs=timestep_fs)
+    parts = list(blocks)
+    frames = parts[0] if len(parts) == 1 else Frames.concatenate(parts)
+    return frames, topo
+
+
+def iter_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.PathLike | None = None,
+                    lammps_units: str | None = None, state: StatePoint | None = None,
+                    molecule: "str | Molecule | None" = None, timestep_fs: float | None = None,
+                    block_size: int = 256) -> tuple[Topology, Iterator[Frames]]:
+    """The topology and an iterator over :class:`Frames` of at most ``block_size`` frames each.
+
+    Same arguments and checks as :func:`read_trajectory`; a trajectory larger than memory can be
+    converted this way (``run_import`` does). Problems in later frames (NaN, a lost box) are raised
+    when the iterator reaches them, naming the file and the frame.
     """
     path = Path(path)
     if format not in FORMATS:
@@ -93,6 +111,8 @@ def read_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
         raise TrajectoryImportError(f"{path}: no such trajectory file")
     if topology is not None and not Path(topology).is_file():
         raise TrajectoryImportError(f"{topology}: no such topology file (for {path})")
+    if block_size < 1:
+        raise ValueError(f"iter_trajectory: block_size must be >= 1, got {block_size}")
     mol = _resolve_molecule(molecule, path)
     if format == "lammps":
         if lammps_units not in _LAMMPS_UNITS:
@@ -102,14 +122,13 @@ def read_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
             )
         if topology is None:
             raise TrajectoryImportError(f"{path}: a LAMMPS dump needs its data file (topology) for masses")
-        arrays, topo = _read_lammps(path, Path(topology), lammps_units, timestep_fs)
+        topo, n_atoms, raw_blocks = _read_lammps(path, Path(topology), lammps_units, timestep_fs, block_size)
     elif format == "gromacs":
         if topology is None:
             raise TrajectoryImportError(f"{path}: a GROMACS .trr needs a topology (.tpr, .gro or .top)")
-        arrays, topo = _read_gromacs(path, Path(topology))
+        topo, n_atoms, raw_blocks = _read_gromacs(path, Path(topology), block_size)
     else:
-        arrays, topo = _read_extxyz(path, None if topology is None else Path(topology))
-    n_atoms = arrays["positions"].shape[1]
+        topo, n_atoms, raw_blocks = _read_extxyz(path, None if topology is None else Path(topology), block_size)
     topo = _apply_molecule(topo, mol, n_atoms, path)
     if topo is None:
         raise TrajectoryImportError(
@@ -121,29 +140,47 @@ def read_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
             f"{path}: {n_atoms} atoms in the trajectory but {topo.n_atoms} in the topology"
             + (f" {topology}" if topology else "")
         )
-    _check_arrays(arrays, path)
-    try:
-        frames = Frames(
-            positions=arrays["positions"], box=arrays["box"], forces=arrays["forces"],
-            velocities=arrays.get("velocities"), time_fs=arrays["time_fs"], types=topo.types,
-            type_names=topo.type_names, masses=topo.masses, molecule_ids=topo.molecule_ids, state=state,
-            metadata={"source": str(path), "format": format,
-                      **({"topology": str(topology)} if topology else {}),
-                      **({"lammps_units": lammps_units} if format == "lammps" else {})},
-        )
-    except FramesError as exc:
-        raise TrajectoryImportError(f"{path}: {exc}") from None
-    return frames, topo
+    metadata = {"source": str(path), "format": format, **({"topology": str(topology)} if topology else {}),
+                **({"lammps_units": lammps_units} if format == "lammps" else {})}
+    # the first block is read now, so that a file without forces or box fails at once
+    raw_iter = iter(raw_blocks)
+    first = next(raw_iter, None)
+    if first is None:
+        raise TrajectoryImportError(f"{path}: no frames")
+
+    def frames_of(arrays: dict[str, Any], offset: int) -> Frames:
+        _check_arrays(arrays, path, offset)
+        try:
+            return Frames(
+                positions=arrays["positions"], box=arrays["box"], forces=arrays["forces"],
+                velocities=arrays.get("velocities"), time_fs=arrays["time_fs"], types=topo.types,
+                type_names=topo.type_names, masses=topo.masses, molecule_ids=topo.molecule_ids, state=state,
+                metadata=dict(metadata),
+            )
+        except FramesError as exc:
+            raise TrajectoryImportError(f"{path}: frames {offset}..: {exc}") from None
+
+    first_frames = frames_of(first, 0)
+
+    def generate() -> Iterator[Frames]:
+        offset = first_frames.n_frames
+        yield first_frames
+        for arrays in raw_iter:
+            block = frames_of(arrays, offset)
+            if (block.velocities is None) != (first_frames.velocities is None):
+                raise TrajectoryImportError(f"{path}: velocities present in some frames only (frame {offset})")
+            offset += block.n_frames
+            yield block
+
+    return topo, generate()
 
 
 # --------------------------------------------------------------------------------------------------
 # checks and molecule definitions
 # --------------------------------------------------------------------------------------------------
 
-def _check_arrays(arrays: dict[str, Any], path: Path) -> None:
-    positions = arrays["positions"]
-    if positions.shape[0] == 0:
-        raise TrajectoryImportError(f"{path}: no frames")
+def _check_arrays(arrays: dict[str, Any], path: Path, offset: int = 0) -> None:
+    """Forces present, everything finite, a box in every frame; ``offset``: index of the first frame."""
     if arrays.get("forces") is None:
         raise TrajectoryImportError(
             f"{path}: the trajectory has no forces (LAMMPS: dump fx fy fz; GROMACS: nstfout; extxyz: a "
@@ -153,11 +190,12 @@ def _check_arrays(arrays: dict[str, Any], path: Path) -> None:
         value = arrays.get(name)
         if value is not None and not np.all(np.isfinite(value)):
             frame, atom = np.argwhere(~np.isfinite(value))[0][:2]
-            raise TrajectoryImportError(f"{path}: {name} hold NaN or inf (frame {frame}, atom {atom})")
+            raise TrajectoryImportError(f"{path}: {name} hold NaN or inf (frame {offset + frame}, atom {atom})")
     box = arrays["box"]
     if box is None or not np.all(np.isfinite(box)) or np.any(np.abs(np.linalg.det(box)) < 1e-9):
         raise TrajectoryImportError(
-            f"{path}: the box (unit cell) is missing or has zero volume in at least one frame; "
+            f"{path}: the box (unit cell) is missing or has zero volume in at least one frame "
+            f"(of frames {offset}..{offset + len(arrays['positions']) - 1}); "
             "periodic all-atom data need it"
         )
 
@@ -242,47 +280,48 @@ def _universe(topology: Path, trajectory: Path, **kwargs: Any):
             raise TrajectoryImportError(f"{trajectory}: cannot read with topology {topology} ({msg})") from None
 
 
-def _collect(universe: Any, path: Path) -> dict[str, Any]:
-    """Positions, forces, velocities, boxes and times of every frame, in MDAnalysis units."""
+def _mda_blocks(universe: Any, path: Path, block_size: int) -> Iterator[dict[str, Any]]:
+    """Positions, forces, velocities, boxes, times and steps, ``block_size`` frames at a time, in
+    MDAnalysis units (which keeps coordinates in float32: relative precision ~6e-8)."""
     from MDAnalysis.exceptions import NoDataError
     from MDAnalysis.lib.mdamath import triclinic_vectors
 
-    positions, forces, velocities, boxes, times, steps = [], [], [], [], [], []
+    n_frames = len(universe.trajectory)
     has_forces = has_velocities = True
-    try:
-        for ts in universe.trajectory:
-            positions.append(np.array(ts.positions, dtype=np.float64))
-            if has_forces:
-                try:
-                    forces.append(np.array(ts.forces, dtype=np.float64))
-                except (NoDataError, AttributeError):
-                    has_forces = False
-            if has_velocities:
-                try:
-                    velocities.append(np.array(ts.velocities, dtype=np.float64))
-                except (NoDataError, AttributeError):
-                    has_velocities = False
-            dims = ts.dimensions
-            boxes.append(None if dims is None else triclinic_vectors(np.asarray(dims, dtype=np.float64)))
-            times.append(float(ts.time))
-            steps.append(ts.data.get("step", ts.frame))
-    except (ValueError, OSError, EOFError, IndexError) as exc:
-        raise TrajectoryImportError(f"{path}: cannot read frame {len(positions)} ({exc})") from None
-    box = None if any(b is None for b in boxes) else np.array(boxes, dtype=np.float64)
-    return {
-        "positions": np.array(positions),
-        "forces": np.array(forces) if has_forces and forces else None,
-        "velocities": np.array(velocities) if has_velocities and velocities else None,
-        "box": box,
-        "time": np.array(times, dtype=np.float64),
-        "step": np.array(steps, dtype=np.float64),
-    }
+    for start in range(0, n_frames, block_size):
+        positions, forces, velocities, boxes, times, steps = [], [], [], [], [], []
+        try:
+            for ts in universe.trajectory[start:start + block_size]:
+                positions.append(np.array(ts.positions, dtype=np.float64))
+                if has_forces:
+                    try:
+                        forces.append(np.array(ts.forces, dtype=np.float64))
+                    except (NoDataError, AttributeError):
+                        has_forces = False
+                if has_velocities:
+                    try:
+                        velocities.append(np.array(ts.velocities, dtype=np.float64))
+                    except (NoDataError, AttributeError):
+                        has_velocities = False
+                dims = ts.dimensions
+                boxes.append(None if dims is None else triclinic_vectors(np.asarray(dims, dtype=np.float64)))
+                times.append(float(ts.time))
+                steps.append(ts.data.get("step", ts.frame))
+        except (ValueError, OSError, EOFError, IndexError) as exc:
+            raise TrajectoryImportError(f"{path}: cannot read frame {start + len(positions)} ({exc})") from None
+        yield {
+            "positions": np.array(positions),
+            "forces": np.array(forces) if has_forces and forces else None,
+            "velocities": np.array(velocities) if has_velocities and velocities else None,
+            "box": None if any(b is None for b in boxes) else np.array(boxes, dtype=np.float64),
+            "time": np.array(times, dtype=np.float64),
+            "step": np.array(steps, dtype=np.float64),
+        }
 
 
-def _read_lammps(path: Path, data_file: Path, unit_style: str,
-                 timestep_fs: float | None) -> tuple[dict[str, Any], Topology]:
+def _read_lammps(path: Path, data_file: Path, unit_style: str, timestep_fs: float | None,
+                 block_size: int) -> tuple[Topology, int, Iterator[dict[str, Any]]]:
     u = _universe(data_file, path, format="LAMMPSDUMP", topology_format="DATA", dt=1.0)  # times from steps
-    raw = _collect(u, path)
     conv = _LAMMPS_UNITS[unit_style]
     atoms = u.atoms
     if not hasattr(atoms, "masses") or np.any(np.asarray(atoms.masses) <= 0):
@@ -291,41 +330,45 @@ def _read_lammps(path: Path, data_file: Path, unit_style: str,
     resids = np.asarray(atoms.resids) if hasattr(atoms, "resids") else np.arange(len(atoms))
     topo = _topology_from_arrays(type_labels, resids, ["molecule"] * len(atoms), np.asarray(atoms.masses),
                                  type_labels)
-    time_fs = raw["step"] * (timestep_fs if timestep_fs is not None else 1.0)
-    arrays = {
-        "positions": raw["positions"],
-        "forces": None if raw["forces"] is None else raw["forces"] * conv["force"],
-        "velocities": None if raw["velocities"] is None else raw["velocities"] * conv["velocity"],
-        "box": raw["box"],
-        "time_fs": time_fs,
-    }
-    return arrays, topo
+
+    def blocks() -> Iterator[dict[str, Any]]:
+        for raw in _mda_blocks(u, path, block_size):
+            yield {
+                "positions": raw["positions"],
+                "forces": None if raw["forces"] is None else raw["forces"] * conv["force"],
+                "velocities": None if raw["velocities"] is None else raw["velocities"] * conv["velocity"],
+                "box": raw["box"],
+                "time_fs": raw["step"] * (timestep_fs if timestep_fs is not None else 1.0),
+            }
+
+    return topo, len(atoms), blocks()
 
 
-def _read_gromacs(path: Path, topology: Path) -> tuple[dict[str, Any], Topology | None]:
+def _read_gromacs(path: Path, topology: Path, block_size: int) -> tuple[Topology | None, int, Iterator[dict[str, Any]]]:
     kwargs: dict[str, Any] = {"format": "TRR"}
     if topology.suffix == ".top":
         kwargs["topology_format"] = "ITP"
     u = _universe(topology, path, **kwargs)
-    raw = _collect(u, path)
     atoms = u.atoms
-    # MDAnalysis base units: A, ps, kJ/mol/A, A/ps (it converts the TRR's nm on reading)
-    arrays = {
-        "positions": raw["positions"],
-        "forces": None if raw["forces"] is None else raw["forces"] * units.KJ_TO_KCAL,
-        "velocities": None if raw["velocities"] is None else raw["velocities"] * units.FS_TO_PS,
-        "box": raw["box"],
-        "time_fs": raw["time"] * units.PS_TO_FS,
-    }
-    topo = None
+    topo = None  # a .gro has names and residues but no masses: a molecule definition supplies them
     if topology.suffix in (".tpr", ".top"):
         keys = np.asarray(atoms.molnums) if hasattr(atoms, "molnums") else np.asarray(atoms.resindices)
         mol_names = [str(m) for m in atoms.moltypes] if hasattr(atoms, "moltypes") else [str(r) for r in atoms.resnames]
         types = [str(t) for t in atoms.types] if hasattr(atoms, "types") else [str(n) for n in atoms.names]
         topo = _topology_from_arrays([str(n) for n in atoms.names], keys, mol_names, np.asarray(atoms.masses), types)
-    elif topology.suffix == ".gro":
-        topo = None  # a .gro has names and residues but no masses: the molecule definition supplies them
-    return arrays, topo
+
+    def blocks() -> Iterator[dict[str, Any]]:
+        # MDAnalysis base units: A, ps, kJ/mol/A, A/ps (it converts the TRR's nm on reading)
+        for raw in _mda_blocks(u, path, block_size):
+            yield {
+                "positions": raw["positions"],
+                "forces": None if raw["forces"] is None else raw["forces"] * units.KJ_TO_KCAL,
+                "velocities": None if raw["velocities"] is None else raw["velocities"] * units.FS_TO_PS,
+                "box": raw["box"],
+                "time_fs": raw["time"] * units.PS_TO_FS,
+            }
+
+    return topo, len(atoms), blocks()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -335,22 +378,14 @@ def _read_gromacs(path: Path, topology: Path) -> tuple[dict[str, Any], Topology 
 _MOLECULE_ARRAYS = ("molecule_ids", "molecule_id", "mol_id", "mol-id", "molid")
 
 
-def _read_extxyz(path: Path, topology: Path | None) -> tuple[dict[str, Any], Topology | None]:
-    import ase.io
+def _extxyz_arrays(images: list[Any], path: Path, offset: int) -> dict[str, Any]:
     from ase import units as ase_units
 
-    try:
-        images = ase.io.read(str(path), index=":", format="extxyz")
-    except Exception as exc:  # ASE raises many kinds (XYZError, ValueError, StopIteration, ...)
-        raise TrajectoryImportError(f"{path}: not a readable extxyz file ({type(exc).__name__}: {exc})") from None
-    if not images:
-        raise TrajectoryImportError(f"{path}: no frames")
     n_atoms = len(images[0])
     for k, atoms in enumerate(images):
         if len(atoms) != n_atoms:
-            raise TrajectoryImportError(f"{path}: frame {k} has {len(atoms)} atoms, frame 0 has {n_atoms}")
-    positions = np.array([a.get_positions() for a in images], dtype=np.float64)
-    forces = []
+            raise TrajectoryImportError(f"{path}: frame {offset + k} has {len(atoms)} atoms, not {n_atoms}")
+    forces: list[np.ndarray] | None = []
     for atoms in images:
         f = None
         if atoms.calc is not None and "forces" in getattr(atoms.calc, "results", {}):
@@ -365,36 +400,67 @@ def _read_extxyz(path: Path, topology: Path | None) -> tuple[dict[str, Any], Top
     for atoms in images:
         cell = np.asarray(atoms.get_cell(), dtype=np.float64)
         boxes.append(cell if atoms.pbc.all() and abs(np.linalg.det(cell)) > 1e-9 else None)
-    box = None if any(b is None for b in boxes) else np.array(boxes)
     velocities = None
     if all("momenta" in a.arrays for a in images):
         # ASE velocity unit: A / (A sqrt(amu/eV)); ase.units.fs is one femtosecond in that time unit
         velocities = np.array([a.get_velocities() for a in images], dtype=np.float64) * ase_units.fs
-    times = [a.info.get("time_fs", a.info.get("time", k)) for k, a in enumerate(images)]
-    arrays = {
-        "positions": positions,
+    times = [a.info.get("time_fs", a.info.get("time", offset + k)) for k, a in enumerate(images)]
+    return {
+        "positions": np.array([a.get_positions() for a in images], dtype=np.float64),
         "forces": None if forces is None else np.array(forces) * units.EV_TO_KCAL_MOL,
         "velocities": velocities,
-        "box": box,
+        "box": None if any(b is None for b in boxes) else np.array(boxes),
         "time_fs": np.asarray(times, dtype=np.float64),
     }
-    first = images[0]
+
+
+def _read_extxyz(path: Path, topology: Path | None,
+                 block_size: int) -> tuple[Topology | None, int, Iterator[dict[str, Any]]]:
+    import ase.io
+
+    def read(index: Any) -> Any:
+        try:
+            return ase.io.read(str(path), index=index, format="extxyz")
+        except Exception as exc:  # ASE raises many kinds (XYZError, ValueError, StopIteration, ...)
+            raise TrajectoryImportError(f"{path}: not a readable extxyz file ({type(exc).__name__}: {exc})") from None
+
+    first = read(0)
+    n_atoms = len(first)
+
+    def blocks() -> Iterator[dict[str, Any]]:
+        images: list[Any] = []
+        offset = 0
+        try:
+            for atoms in ase.io.iread(str(path), index=":", format="extxyz"):
+                images.append(atoms)
+                if len(images) == block_size:
+                    yield _extxyz_arrays(images, path, offset)
+                    offset += len(images)
+                    images = []
+        except TrajectoryImportError:
+            raise
+        except Exception as exc:
+            raise TrajectoryImportError(
+                f"{path}: cannot read frame {offset + len(images)} ({type(exc).__name__}: {exc})"
+            ) from None
+        if images:
+            yield _extxyz_arrays(images, path, offset)
+
     if topology is not None:
         if topology.suffix != ".json":
             raise TrajectoryImportError(f"{topology}: an extxyz topology must be a thermocg topology.json")
         try:
-            topo = Topology.load(topology)
+            return Topology.load(topology), n_atoms, blocks()
         except ValueError as exc:
             raise TrajectoryImportError(str(exc)) from None
-        return arrays, topo
     key = next((k for k in _MOLECULE_ARRAYS if k in first.arrays), None)
     if key is None:
-        return arrays, None
+        return None, n_atoms, blocks()
     names = list(first.arrays["atom_names"]) if "atom_names" in first.arrays else first.get_chemical_symbols()
     mol_name = str(first.info.get("molecule", "molecule"))
     topo = _topology_from_arrays([str(n) for n in names], np.asarray(first.arrays[key]), [mol_name] * n_atoms,
                                  first.get_masses(), first.get_chemical_symbols())
-    return arrays, topo
+    return topo, n_atoms, blocks()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -413,7 +479,7 @@ def run_import(config: "Config", run_dir: str | os.PathLike, *,
     """
     from thermocg import provenance
     from thermocg.config import to_dict, write_resolved
-    from thermocg.dataset import write_frames
+    from thermocg.dataset import H5MDWriter
     from thermocg.rundir import RunDir, atomic_write_text
 
     if not config.imports:
@@ -435,24 +501,35 @@ def run_import(config: "Config", run_dir: str | os.PathLike, *,
         if state is not None and label not in wanted:
             continue
         point = item.state.to_state()
-        frames, topo = read_trajectory(item.path, item.format, topology=item.topology,
+        topo, blocks = iter_trajectory(item.path, item.format, topology=item.topology,
                                        lammps_units=item.lammps_units, state=point, molecule=item.molecule,
                                        timestep_fs=item.timestep_fs)
         out_dir = rd.allatom(label)
         inputs = [p for p in (item.path, item.topology) if p]
-        frames.metadata["provenance"] = provenance.collect(inputs)
-        trajectory = write_frames(frames, rd.allatom_trajectory(label), kind="allatom")
-        topo.save(out_dir / "topology.json")
+        prov = provenance.collect(inputs)
+        first = next(blocks)
         rows = ["time_ps,volume_A3,density_g_cm3"]
-        for t, v, d in zip(frames.time_fs * units.FS_TO_PS, frames.volume_A3, frames.density_g_cm3):
-            rows.append(f"{t:.6f},{v:.6f},{d:.6f}")
+        n_frames = 0
+        with H5MDWriter(
+            rd.allatom_trajectory(label), types=topo.types, type_names=topo.type_names, masses=topo.masses,
+            kind="allatom", state=point, has_forces=True, has_velocities=first.velocities is not None,
+            molecule_ids=topo.molecule_ids, metadata={**first.metadata, "provenance": prov},
+        ) as writer:
+            for block in itertools.chain([first], blocks):
+                writer.append(block.positions, block.box, forces=block.forces, velocities=block.velocities,
+                              time_fs=block.time_fs)
+                n_frames += block.n_frames
+                for t, v, d in zip(block.time_fs * units.FS_TO_PS, block.volume_A3, block.density_g_cm3):
+                    rows.append(f"{t:.6f},{v:.6f},{d:.6f}")
+        trajectory = rd.allatom_trajectory(label)
+        topo.save(out_dir / "topology.json")
         atomic_write_text(out_dir / "thermo.csv", "\n".join(rows) + "\n")
         metadata = {
             "state": point.to_dict(),
             "source": {"format": item.format, **to_dict(item)},
-            "n_frames": frames.n_frames,
-            "n_atoms": frames.n_particles,
-            "provenance": frames.metadata["provenance"],
+            "n_frames": n_frames,
+            "n_atoms": topo.n_atoms,
+            "provenance": prov,
         }
         atomic_write_text(out_dir / "metadata.json", json.dumps(metadata, indent=2, default=str))
         write_resolved(item, out_dir / "resolved.yaml")
