@@ -20,9 +20,9 @@ which is exact for any triclinic cell as long as every atom lies within half the
 perpendicular box width of its reference atom (a fractional component is d.n_i / w_i, with n_i the
 unit normal of the i-th cell face and w_i its width). Molecules are small; boxes are not.
 
-Everything is vectorised over frames and atoms: atoms are permuted so that each bead's atoms are
-contiguous, and per-bead sums are one ``np.add.reduceat`` over the atom axis of an
-(n_frames, n_atoms, 3) block. :func:`map_trajectory` streams blocks of frames from an all-atom H5MD
+Everything is vectorised over frames and beads: the k-th atoms of all beads are gathered and added in
+one step (k = 0 .. largest bead size - 1), so a bead's sum runs over its atoms in a fixed order and
+the CG force is bit-for-bit the plain sum of its atomic forces. :func:`map_trajectory` streams blocks of frames from an all-atom H5MD
 file to a CG H5MD file, so no trajectory is ever held in memory whole.
 """
 
