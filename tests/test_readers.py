@@ -315,3 +315,14 @@ def test_run_import_writes_generation_layout(tmp_path, system):
         run_import(Config(imports=[ImportConfig(path=str(path), format="extxyz")]), run)
     with pytest.raises(ConfigError, match="lammps_units"):
         ImportConfig(path="x", format="lammps")
+
+
+def test_molecule_definition_needs_contiguous_molecules(tmp_path, system):
+    interleaved = dict(system, molecule_ids=np.tile(np.arange(N_MOL), 3))
+    path = write_extxyz(tmp_path / "mixed.extxyz", interleaved)
+    with pytest.raises(TrajectoryImportError, match="mixed.extxyz: the atoms of each molecule .* not contiguous"):
+        read_trajectory(path, "extxyz", molecule="methanol_trappe")
+    # molecules numbered in any order but contiguous are fine
+    reordered = dict(system, molecule_ids=N_MOL - 1 - system["molecule_ids"])
+    _, topo = read_trajectory(write_extxyz(tmp_path / "rev.extxyz", reordered), "extxyz", molecule="methanol_trappe")
+    np.testing.assert_array_equal(topo.molecule_ids, system["molecule_ids"])

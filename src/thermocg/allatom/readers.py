@@ -225,10 +225,12 @@ def _apply_molecule(topo: Topology | None, molecule: "Molecule | None", n_atoms:
     type_names = molecule.type_names
     site_types = [type_names.index(s.type) for s in molecule.sites]
     if topo is not None and topo.n_atoms == n_atoms:
-        ids = topo.molecule_ids
-        # the file's molecules must be the definition's, atom after atom
+        # the file's molecules (numbered by first appearance) must be the definition's, atom after atom
+        _, first, inverse = np.unique(topo.molecule_ids, return_index=True, return_inverse=True)
+        rank = np.empty(len(first), dtype=np.int64)
+        rank[np.argsort(first)] = np.arange(len(first))
         expected = np.repeat(np.arange(n_molecules), n_sites)
-        if len(np.unique(ids)) == n_molecules and not np.array_equal(np.unique(ids, return_inverse=True)[1], expected):
+        if len(first) == n_molecules and not np.array_equal(rank[inverse.reshape(-1)], expected):
             raise TrajectoryImportError(
                 f"{path}: the atoms of each molecule in the file are not contiguous in {molecule.name}'s "
                 "site order, as a molecule definition requires"
