@@ -222,3 +222,41 @@ def test_short_hipnn_ts_run_on_cg_methanol_is_stable_with_flat_memory(rng):
     assert np.all(np.isfinite(result.thermo["total_kcal_mol"])) and 150 < temps[-4:].mean() < 600
     # a leaked graph would keep the (pairs x sensitivities x features) tensors of every step: > 1 MB each
     assert growth < 8e6, f"RSS grew by {growth / 1e6:.1f} MB"
+
+
+def test_run_simulate_stage_and_cli(rng, tmp_path):
+    """The stage reads RUN_DIR/cg/<label>.h5md, writes RUN_DIR/md/<model>/<label>/...; the CLI calls it."""
+    import json
+
+    import yaml
+
+    from thermocg.cli import main
+    from thermocg.dataset import write_frames
+    from thermocg.potentials.base import save_potential
+
+    state = StatePoint(120.0, density_g_cm3=1.0)
+    frames = argon(64, 0.01, rng)
+    run_dir = tmp_path / "run"
+    write_frames(frames, run_dir / "cg" / f"{state.label}.h5md", kind="cg")
+    model = save_potential(argon_lj(), run_dir / "models" / "lj" / "model.safetensors")
+    config = {
+        "run_dir": str(run_dir), "seed": 3,
+        "states": [{"temperature_K": 120.0, "density_g_cm3": 1.0}],
+        "simulate": {"duration_ps": 0.2, "timestep_fs": 4.0, "save_interval_fs": 40.0, "thermo_interval_fs": 20.0,
+                     "device": "cpu"},
+    }
+    config_path = tmp_path / "study.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    assert main(["simulate", str(config_path), "--model", str(model)]) == 0
+    out = run_dir / "md" / "lj" / state.label
+    traj = read_frames(out / "traj.h5md")
+    assert traj.n_frames == 6 and traj.state == state
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_steps"] == 50 and summary["blowup"] is None and summary["ns_per_day"] > 0
+    assert load_restart(out / "restart.npz")["step"] == 50
+    assert (out / "thermo.csv").exists() and (out / "resolved.yaml").exists()
+    # a state without a dataset, and a bad config key, are clear errors
+    assert main(["simulate", str(config_path), "--model", str(model), "--state", "T999_rho1"]) == 2
+    config["simulate"]["timestep"] = 1.0
+    config_path.write_text(yaml.safe_dump(config))
+    assert main(["simulate", str(config_path), "--model", str(model)]) == 2
