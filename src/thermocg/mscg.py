@@ -392,10 +392,12 @@ def _plot_pairs(table, fit_info: dict[str, Any], out_dir: Path) -> list[Path]:
             ax.axhline(0.0, color="black", lw=0.5)
             ax.set_xlabel("r (A)")
             ax.set_ylabel(label)
-            inside = r >= r_s
-            lo, hi = np.percentile(y[inside], [0, 100])
+            # zoom on the attractive well (if any); the steep wall runs off the top
+            lo, hi = float(y[r >= r_s].min()), float(y[r >= r_s].max())
+            if lo < 0:
+                hi = min(hi, -4.0 * lo)
             pad = 0.1 * (hi - lo + 1e-12)
-            ax.set_ylim(lo - pad, hi + 4 * pad)
+            ax.set_ylim(lo - pad, hi + pad)
         ax_f.legend(fontsize=8)
         fig.suptitle(f"MS-CG pair {name}")
         paths.append(atomic_savefig(fig, out_dir / f"pair_{table.type_names[a]}_{table.type_names[b]}.png", dpi=120))
