@@ -71,8 +71,9 @@ FAMILY_LABELS = {"hipnn_ts": "HIP-NN-TS", "mscg": "MS-CG"}
 _MOLAR_MASS = {"methanol_trappe": 32.042, "methanol_opls": 32.042, "water_spce": 18.015}
 
 
-class StudyError(RuntimeError):
-    """Some units of work failed; the message lists them and their errors."""
+class StudyError(ValueError):
+    """Some units of work failed; the message lists them and their errors (a ValueError, so the CLI
+    prints it as an error message)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -178,7 +179,11 @@ def plan_units(config: Config) -> list[Unit]:
         inputs = {"family": model.family, section: _section(config, section, ("name", "train_states", "n_threads",
                                                                                "progress", "device")),
                   "train_states": model.train_states, "seed": config.seed}
-        add(f"model/{model.name}", "model", tuple(f"map/{s}" for s in model.train_states), inputs, model=model)
+        deps = tuple(f"map/{s}" for s in model.train_states)
+        if model.family == "hipnn_ts" and config.train.cutoff_A is None:
+            # the automatic cutoff must fit the smallest box of every state the model will be run at
+            deps = tuple(f"map/{s}" for s in states)
+        add(f"model/{model.name}", "model", deps, inputs, model=model)
         for label in states:
             add(f"md/{model.name}/{label}", "md", (f"model/{model.name}", f"map/{label}"),
                 {"simulate": _section(config, "simulate", ("n_threads", "progress", "device", "platform")),
@@ -315,6 +320,11 @@ class Stages:
     evaluate: Callable[..., dict[str, Any]]
 
 
+def _inner_progress(config: Config) -> bool:
+    """Progress bars of the long stages: only in-process (Dask workers' bars would interleave)."""
+    return config.study.progress and config.study.max_workers == 1 and config.study.scheduler_address is None
+
+
 def _real_allatom(config: Config, run_dir: Path, label: str) -> dict[str, Any]:
     imported = {imp.state.to_state().label for imp in config.imports if imp.state is not None}
     if label in imported:
@@ -324,7 +334,9 @@ def _real_allatom(config: Config, run_dir: Path, label: str) -> dict[str, Any]:
     else:
         from thermocg.allatom.runner import run_generate
 
-        run_generate(config, run_dir, state=[label])
+        generate = dataclasses.replace(config.generate, n_threads=config.study.threads_per_worker)
+        run_generate(dataclasses.replace(config, generate=generate), run_dir, state=[label],
+                     progress=_inner_progress(config))
     rd = RunDir(run_dir)
     traj = rd.allatom_trajectory(label)
     if not traj.exists():
@@ -352,7 +364,7 @@ def _find_number(data: Any, names: tuple[str, ...]) -> float | None:
 def _real_map(config: Config, run_dir: Path, label: str) -> dict[str, Any]:
     from thermocg.mapping import run_map
 
-    run_map(config, run_dir, state=[label])
+    run_map(config, run_dir, state=[label], progress=_inner_progress(config))
     path = RunDir(run_dir).cg_dataset(label)
     if not path.exists():
         raise FileNotFoundError(f"{path}: the mapping stage did not write it")
@@ -365,13 +377,17 @@ def _real_train(config: Config, run_dir: Path, model: ModelSpec) -> Path:
         from thermocg.train import run_train
 
         train = dataclasses.replace(config.train, n_threads=threads, name=model.name,
-                                    train_states=list(model.train_states))
+                                    train_states=list(model.train_states), progress=_inner_progress(config))
+        if train.cutoff_A is None:
+            train.cutoff_A = study_cutoff_A(config, run_dir)
         path = run_train(dataclasses.replace(config, train=train), run_dir, name=model.name,
                          train_states=list(model.train_states))
     else:
         from thermocg.mscg import run_fit_pair
 
-        path = run_fit_pair(config, run_dir, name=model.name, train_states=list(model.train_states))
+        pair = dataclasses.replace(config.pair, n_threads=threads, name=model.name, progress=_inner_progress(config))
+        path = run_fit_pair(dataclasses.replace(config, pair=pair), run_dir, name=model.name,
+                            train_states=list(model.train_states))
     path = Path(path)
     if path.is_dir():
         path = path / "model.safetensors"
@@ -379,25 +395,32 @@ def _real_train(config: Config, run_dir: Path, model: ModelSpec) -> Path:
 
 
 def _real_simulate(config: Config, run_dir: Path, model: ModelSpec, model_path: Path, label: str) -> dict[str, Any]:
-    from thermocg.dataset import H5MDDataset
     from thermocg.md import run_simulate
 
-    start = time.perf_counter()
-    result = run_simulate(config, run_dir, model=str(model_path), state=[label])
-    wall = time.perf_counter() - start
+    run_simulate(config, run_dir, model=str(model_path), state=[label], progress=_inner_progress(config))
     out_dir = RunDir(run_dir).md(model.name, label)
-    traj = out_dir / "traj.h5md"
-    if not traj.exists():
-        found = sorted(RunDir(run_dir).root.glob(f"md/*/{label}/traj.h5md"), key=lambda p: p.stat().st_mtime)
-        raise FileNotFoundError(f"{traj}: the MD stage did not write it (found {[str(p) for p in found]})")
-    ns_per_day = getattr(result, "ns_per_day", None)
-    if isinstance(result, dict):
-        ns_per_day = result.get("ns_per_day", ns_per_day)
-    if ns_per_day is None:
-        with H5MDDataset(traj) as ds:
-            t = ds.read(slice(len(ds) - 1, len(ds))).time_fs
-        ns_per_day = float(t[-1]) * 1e-6 / (wall / 86400.0) if wall > 0 else None
-    return {"trajectory": str(traj), "ns_per_day": None if ns_per_day is None else float(ns_per_day), "wall_s": wall}
+    traj, summary_path = out_dir / "traj.h5md", out_dir / "summary.json"
+    if not (traj.exists() and summary_path.exists()):
+        raise FileNotFoundError(f"{out_dir}: the MD stage did not write traj.h5md and summary.json")
+    summary = json.loads(summary_path.read_text())
+    return {"trajectory": str(traj), "ns_per_day": summary.get("ns_per_day"), "blowup": summary.get("blowup"),
+            "simulated_ps": summary.get("simulated_ps"), "mean_temperature_K": summary.get("mean_temperature_K")}
+
+
+def study_cutoff_A(config: Config, run_dir: Path, *, largest_A: float = 15.0) -> float:
+    """The HIP-NN-TS cutoff when ``train.cutoff_A`` is None: min(15 A, half the shortest perpendicular
+    box width over the CG datasets of *every* state of the study), so that each model can be run at
+    each state (the trainer alone would look only at its training states' boxes)."""
+    from thermocg.dataset import H5MDDataset
+    from thermocg.neighbors import perpendicular_widths
+
+    half = largest_A
+    for label in state_points(config):
+        with H5MDDataset(RunDir(run_dir).cg_dataset(label)) as ds:
+            boxes = np.asarray(ds._box[:])  # noqa: SLF001 - the boxes alone, not the frames
+        half = min(half, min(float(perpendicular_widths(b).min()) for b in boxes) / 2.0)
+    # a hair below half the box: the minimum-image check is inclusive and NPT boxes fluctuate
+    return float(np.floor(half * 0.999 * 100) / 100)
 
 
 def default_stages() -> Stages:
@@ -411,75 +434,28 @@ def default_stages() -> Stages:
 # --------------------------------------------------------------------------------------------------
 
 def _structure(frames: Any, config: Config, *, adf_cutoff_A: float | None) -> dict[str, Any]:
-    """RDF (per pair) and ADF of CG frames, plus the diffusion coefficient where the MSD allows."""
+    """RDF (per pair), ADF (all beads) and the diffusion coefficient of CG frames.
+
+    ``adf_cutoff_A`` None: the first minimum of these frames' RDF (pooled over pairs) after its peak.
+    """
+    from thermocg.analysis.adf import ADF, rdf_first_minimum_A
+    from thermocg.analysis.msd import MSD
     from thermocg.analysis.rdf import RDF
 
     rdf = RDF(frames, r_max_A=config.rdf.r_max_A, bin_width_A=config.rdf.bin_width_A).run().results
-    out: dict[str, Any] = {"rdf": {"r_A": np.asarray(rdf.r_A).tolist(),
-                                   "g": {k: np.asarray(v).tolist() for k, v in rdf.g.items()}}}
+    r = np.asarray(rdf.r_A)
+    out: dict[str, Any] = {"rdf": {"r_A": r.tolist(), "g": {k: np.asarray(v).tolist() for k, v in rdf.g.items()}}}
     if adf_cutoff_A is None:
-        adf_cutoff_A = first_shell_A(np.asarray(rdf.r_A), {k: np.asarray(v) for k, v in rdf.g.items()})
-    out["adf_cutoff_A"] = adf_cutoff_A
-    out["adf"] = _adf(frames, adf_cutoff_A)
-    out["D_A2_fs"] = _diffusion(frames)
+        adf_cutoff_A = rdf_first_minimum_A(r, np.mean(np.stack([np.asarray(v) for v in rdf.g.values()]), axis=0))
+    out["adf_cutoff_A"] = float(adf_cutoff_A)
+    adf = ADF(frames, cutoff_A=adf_cutoff_A, bin_width_deg=config.analysis.adf_bin_width_deg).run().results
+    out["adf"] = {"theta_deg": np.asarray(adf.angle_deg).tolist(), "p": np.asarray(adf.p["all"]).tolist()}
+    out["D_A2_fs"] = None
+    if frames.n_frames >= 3:
+        msd = MSD(frames, fit_start_fraction=config.analysis.msd_fit_start_fraction,
+                  fit_end_fraction=config.analysis.msd_fit_end_fraction).run().results
+        out["D_A2_fs"] = float(msd.diffusion_A2_fs["all"])
     return out
-
-
-def first_shell_A(r_A: np.ndarray, g: dict[str, np.ndarray]) -> float:
-    """Radius of the first coordination shell: the first minimum of g(r) after its highest peak
-    (averaged over pairs), A."""
-    mean_g = np.mean(np.stack(list(g.values())), axis=0)
-    peak = int(np.argmax(mean_g))
-    tail = mean_g[peak:]
-    # smooth a little so noise does not make a false minimum
-    kernel = np.ones(5) / 5.0
-    smooth = np.convolve(tail, kernel, mode="same") if len(tail) > 5 else tail
-    dips = [k for k in range(1, len(smooth) - 1) if smooth[k] <= smooth[k - 1] and smooth[k] < smooth[k + 1]]
-    k = dips[0] if dips else int(np.argmin(smooth))
-    return float(r_A[peak + k])
-
-
-def _adf(frames: Any, cutoff_A: float) -> dict[str, Any] | None:
-    """Angle distribution p(theta) (normalised, 1/deg) of neighbour triplets within ``cutoff_A``."""
-    try:
-        from thermocg.analysis import adf as adf_module
-    except ImportError:
-        return None
-    cls = getattr(adf_module, "ADF", None) or getattr(adf_module, "AngularDistribution", None)
-    if cls is None:
-        return None
-    result = cls(frames, cutoff_A=cutoff_A).run().results
-    theta = np.asarray(getattr(result, "theta_deg", None) if hasattr(result, "theta_deg") else result.theta)
-    p = getattr(result, "p", None)
-    if p is None:
-        p = getattr(result, "adf", None)
-    if isinstance(p, dict):
-        p = np.mean(np.stack([np.asarray(v) for v in p.values()]), axis=0)
-    p = np.asarray(p, dtype=float)
-    width = np.gradient(theta) if len(theta) > 1 else np.ones_like(theta)
-    total = float(np.sum(p * width))
-    if total > 0:
-        p = p / total
-    return {"theta_deg": theta.tolist(), "p": p.tolist()}
-
-
-def _diffusion(frames: Any) -> float | None:
-    """Self-diffusion coefficient (A^2/fs) from the MSD, or None when the module cannot give it."""
-    try:
-        from thermocg.analysis import msd as msd_module
-    except ImportError:
-        return None
-    cls = getattr(msd_module, "MSD", None)
-    if cls is None:
-        return None
-    results = cls(frames).run().results
-    for name in ("diffusion_A2_fs", "D_A2_fs", "diffusion_coefficient_A2_fs", "D"):
-        value = getattr(results, name, None)
-        if isinstance(value, dict):
-            value = np.mean(list(value.values()))
-        if value is not None:
-            return float(value)
-    return None
 
 
 def _tail(frames: Any, discard_fraction: float) -> Any:
@@ -488,7 +464,11 @@ def _tail(frames: Any, discard_fraction: float) -> Any:
 
 
 def reference_observables(config: Config, run_dir: Path, label: str) -> dict[str, Any]:
-    """RDF, ADF and diffusion coefficient of the mapped AA data of state ``label``."""
+    """RDF, ADF and diffusion coefficient of the mapped AA data of state ``label``.
+
+    All frames are used (the AA run was equilibrated before production); the ADF shell is the
+    first minimum of this RDF unless ``analysis.adf_cutoff_A`` is set, and the CG runs at this state
+    use the same shell."""
     from thermocg.dataset import read_frames
 
     frames = read_frames(RunDir(run_dir).cg_dataset(label))
@@ -528,48 +508,38 @@ def evaluate_model(config: Config, run_dir: Path, model: ModelSpec, model_path: 
                    md_result: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
     """Errors of one model at one state: forces on the mapped AA frames, structure and mobility of
     its CG MD against the mapped AA reference."""
-    from thermocg.dataset import read_frames
-    from thermocg.potentials.base import energy_and_forces, load_potential
+    from thermocg.dataset import H5MDDataset, read_frames
+    from thermocg.potentials.base import load_potential
+
+    from thermocg.analysis.forces import force_errors
 
     study = config.study
     potential = load_potential(model_path)
-    aa = read_frames(RunDir(run_dir).cg_dataset(label))
-    n_eval = aa.n_frames if study.force_eval_frames is None else min(aa.n_frames, study.force_eval_frames)
-    idx = np.unique(np.linspace(0, aa.n_frames - 1, n_eval).round().astype(int))
-    subset = aa.select(idx)
-    types = potential.type_indices(subset.type_names, subset.types)
-    predicted = []
-    for k in range(0, subset.n_frames, 8):
-        _, f = energy_and_forces(potential, subset.positions[k:k + 8], subset.box[k:k + 8], types)
-        predicted.append(f.double().cpu().numpy())
-    pred = np.concatenate(predicted)
-    ref = subset.forces
-    diff = pred - ref
-    force = {"rmse": float(np.sqrt(np.mean(diff**2))), "mae": float(np.mean(np.abs(diff))),
-             "r2": float(1.0 - np.sum(diff**2) / np.sum((ref - ref.mean()) ** 2))}
-    try:  # the analysis module's numbers (per bead type too) when it is there
-        from thermocg.analysis.forces import force_errors
-
-        force = {**force, **{k: v for k, v in force_errors(potential, subset).items()}}
-    except ImportError:
-        pass
-    rng = np.random.default_rng(0)
-    flat = np.stack([ref.ravel(), pred.ravel()], axis=1)
-    pick = rng.choice(len(flat), size=min(len(flat), study.parity_samples), replace=False)
+    aa_path = RunDir(run_dir).cg_dataset(label)
+    n_total = len(H5MDDataset(aa_path))
+    n_eval = n_total if study.force_eval_frames is None else min(n_total, study.force_eval_frames)
+    idx = np.unique(np.linspace(0, n_total - 1, n_eval).round().astype(int))
+    force = force_errors(potential, aa_path, frame_indices=idx, parity_samples=study.parity_samples,
+                         batch_frames=config.analysis.force_batch_frames, seed=config.seed)
+    parity = force.pop("parity", None)
+    pairs = [] if parity is None else np.stack([np.asarray(parity["reference"]), np.asarray(parity["predicted"])], 1)
+    out: dict[str, Any] = {
+        "force": force, "parity": np.asarray(pairs).tolist(), "ns_per_day": md_result.get("ns_per_day"),
+        "blowup": md_result.get("blowup"), "rdf": None, "adf": None, "D_A2_fs": None,
+        "rdf_error": None, "adf_error": None, "d_ratio": None,
+    }
+    if md_result.get("blowup"):  # an unstable model: no structure to compare (the matrices show n/a)
+        return out
     md_frames = _tail(read_frames(md_result["trajectory"]), config.analysis.discard_fraction)
     structure = _structure(md_frames, config, adf_cutoff_A=reference.get("adf_cutoff_A"))
     d_ref, d_mod = reference.get("D_A2_fs"), structure.get("D_A2_fs")
-    return {
-        "force": force,
-        "parity": flat[pick].tolist(),
-        "rdf": structure["rdf"],
-        "adf": structure["adf"],
-        "D_A2_fs": d_mod,
+    out.update({
+        "rdf": structure["rdf"], "adf": structure["adf"], "D_A2_fs": d_mod,
         "rdf_error": rdf_error(reference["rdf"], structure["rdf"]),
         "adf_error": adf_error(reference.get("adf"), structure.get("adf")),
         "d_ratio": (d_mod / d_ref) if (d_mod is not None and d_ref) else None,
-        "ns_per_day": md_result.get("ns_per_day"),
-    }
+    })
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
