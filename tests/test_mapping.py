@@ -194,3 +194,17 @@ def test_run_map_writes_cg_datasets(tmp_path, rng):
     assert "provenance" in cg.metadata and (tmp_path / "cg" / f"{labels[0]}.resolved.yaml").exists()
     with pytest.raises(FileNotFoundError, match="T999"):
         run_map(config, tmp_path, state=["T999_rho1"], progress=False)
+
+
+def test_two_bead_opls_methanol_from_the_molecule_library():
+    from thermocg.allatom.molecules import get_molecule
+    from thermocg.allatom.runner import topology_for
+
+    topology = topology_for(get_molecule("methanol_opls"), 4)
+    config = MappingConfig(beads={"methanol_opls": [BeadConfig("CH3", ["C", "H1", "H2", "H3"]),
+                                                    BeadConfig("OH", ["O", "HO"])]})
+    mapping = build_mapping(topology, config)
+    assert mapping.bead_type_names == ("CH3", "OH")
+    np.testing.assert_allclose(mapping.bead_masses, np.tile([12.011 + 3 * 1.008, 15.999 + 1.008], 4))
+    np.testing.assert_array_equal(mapping.bead_molecule_ids, np.repeat(np.arange(4), 2))
+    np.testing.assert_array_equal(mapping.bead_of_atom, np.repeat(np.arange(8), [4, 2] * 4))
