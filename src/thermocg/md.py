@@ -690,8 +690,7 @@ def simulate(
                 energy, forces = compute(x)
                 v.add_(forces * inv_mass_accel, alpha=half_dt)
                 step += 1
-                due = [r for r in all_reporters if (step - start_step) % r.interval_steps == 0 or step == end_step
-                       and isinstance(r, RestartReporter)]
+                due = [r for r in all_reporters if (step - start_step) % r.interval_steps == 0]
                 if due or (step - start_step) % check_interval_steps == 0:
                     blowup = check(step, x, v, forces, energy, neighbors.get(x, box))
                     if blowup is not None:
@@ -712,6 +711,7 @@ def simulate(
     finally:
         wall = time.perf_counter() - wall0
         if bar is not None:
+            bar.update(max(0, (step - start_step) - bar.n))
             bar.close()
         final_snap = None
         if last_good is not None and success:
