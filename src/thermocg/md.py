@@ -37,7 +37,6 @@ holds the last good state.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
@@ -772,7 +771,6 @@ def run_simulate(config: Any, run_dir: str | os.PathLike, *, model: str | os.Pat
     Returns the run directories.
     """
     from thermocg.config import SimulateConfig, write_resolved
-    from thermocg.dataset import read_frames
     from thermocg.potentials.base import load_potential
     from thermocg.rundir import RunDir, atomic_write_text
     from thermocg import provenance
