@@ -203,3 +203,26 @@ def test_derive_prior_bad_input():
         derive_repulsive_prior([])
     with pytest.raises(ValueError, match="symmetric"):
         RepulsivePrior(["A", "B"], taper_A=[[3.0, 3.1], [3.2, 3.0]], strength_kcal_mol_A=1.0)
+
+
+def test_prior_rdf_agrees_with_the_rdf_analysis():
+    """Peer check: the prior's pooled partial RDFs and onsets equal thermocg.analysis.rdf's."""
+    from thermocg.analysis.rdf import RDF, rdf_onset_A
+    from thermocg.potentials.priors import pair_rdfs
+
+    rng = np.random.default_rng(5)
+    positions = np.stack([liquid_like(6, 0.0128, rng)[0] for _ in range(3)])
+    box = liquid_like(6, 0.0128, rng)[1]
+    types = rng.integers(0, 2, positions.shape[1])
+    frames = Frames(positions=positions, box=box, types=types, type_names=("A", "B"),
+                    masses=np.full(positions.shape[1], 32.0), forces=rng.normal(size=positions.shape))
+    r, g = pair_rdfs([frames], ("A", "B"), r_max_A=8.0, bin_width_A=0.05)
+    reference = RDF(frames, r_max_A=8.0, bin_width_A=0.05).run().results
+    np.testing.assert_allclose(r, reference.r_A, atol=1e-12)
+    onsets = rdf_onset_A(reference, threshold=0.01)
+    prior = derive_repulsive_prior([frames], r_max_A=8.0)
+    for a, name_a in enumerate("AB"):
+        for b, name_b in enumerate("AB"):
+            key = f"{name_a}-{name_b}" if f"{name_a}-{name_b}" in reference.g else f"{name_b}-{name_a}"
+            np.testing.assert_allclose(0.5 * (g[a, b] + g[b, a]), reference.g[key], atol=1e-9)
+            assert prior.taper[a, b].item() == pytest.approx(onsets[key], abs=1e-12)
