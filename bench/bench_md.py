@@ -27,8 +27,8 @@ here, every few steps with a 1 A skin at 2 fs) and its position tensor carries a
 history; its steps without a rebuild took ~4-5 s against our ~1.3 s (~3-4x). CG vs all-atom
 (TraPPE methanol, 3,000 sites, OpenMM CPU, 1 fs): 1.09 ns/day against 0.13 ns/day for the reference
 HIP-NN-TS at 2 fs (0.12x) and 0.52 ns/day for the small model (0.48x). On two CPU cores the reference
-model would need a ~16 fs timestep to break even; CG wins with a small model (r_c 8 A) at a 4-5 fs
-timestep, or on a GPU, where the network's cost per step drops far more than PME's.
+model would need a ~16 fs timestep to break even; the small model (r_c 8 A) breaks even at ~4.2 fs, so
+it wins at a 5 fs timestep if the CG dynamics stay stable there. GPUs were not measured in this session.
 
 Ends with one line of JSON (``speedup_vs_hippynn_md``, ``speedup_vs_openmm_allatom_ns_per_day`` ...).
 """
