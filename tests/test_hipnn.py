@@ -226,3 +226,46 @@ def test_prior_rdf_agrees_with_the_rdf_analysis():
             key = f"{name_a}-{name_b}" if f"{name_a}-{name_b}" in reference.g else f"{name_b}-{name_a}"
             np.testing.assert_allclose(0.5 * (g[a, b] + g[b, a]), reference.g[key], atol=1e-9)
             assert prior.taper[a, b].item() == pytest.approx(onsets[key], abs=1e-12)
+
+
+def test_sensitivity_function_first_and_second_derivatives():
+    from thermocg.potentials.hipnn import _GaussianSensitivity
+
+    rng = np.random.default_rng(3)
+    inv_d = torch.tensor(1.0 / rng.uniform(2.0, 12.0, 40), requires_grad=True)
+    inv_mu = torch.tensor(1.0 / np.linspace(2.0, 13.0, 5), requires_grad=True)
+    sigma = torch.tensor(rng.uniform(5.0, 40.0, 5), requires_grad=True)
+
+    def gauss(a, b, c):
+        return _GaussianSensitivity.apply(a, b, c, 0.7 * np.log(np.finfo(np.float64).tiny))
+
+    assert torch.autograd.gradcheck(gauss, (inv_d, inv_mu, sigma))
+    assert torch.autograd.gradgradcheck(gauss, (inv_d, inv_mu, sigma))
+
+
+@pytest.mark.usefixtures("plain_hippynn_kernels")
+def test_force_matching_gradients_match_hippynn():
+    """d(force loss)/d(weights) through create_graph forces: ours equals hippynn's (float64)."""
+    rng = np.random.default_rng(4)
+    pos, box = liquid_like(5, 0.0128, rng)
+    target = torch.as_tensor(rng.normal(size=pos.shape))
+    net, head, ours = build_pair(1, n_features=8, n_sensitivities=6, soft_min=2.0, soft_max=8.0, cutoff=9.0,
+                                 n_interaction=1, n_atom=1, seed=13)
+    types = torch.zeros(len(pos), dtype=torch.long)
+
+    def loss_of(energy_fn):
+        p = torch.tensor(pos, requires_grad=True)
+        graph = build_graph(p, torch.as_tensor(box), types, 9.0)
+        (grad,) = torch.autograd.grad(energy_fn(graph).sum(), p, create_graph=True)
+        return (-grad - target).square().mean()
+
+    loss_of(ours).backward()
+    loss_of(lambda g: head(net(torch.ones(len(pos), 1, dtype=torch.float64), g.pair_i, g.pair_j, g.pair_dist,
+                               g.pair_vec), g.batch, 1)[0]).backward()
+    theirs = net.blocks[0][0].base_layer
+    mine = ours.interactions[0]
+    torch.testing.assert_close(mine.int_weights.grad, theirs.int_weights.grad, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(mine.mu.grad, theirs.sensitivity.mu.grad.reshape(-1), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(mine.sigma.grad, theirs.sensitivity.sigma.grad.reshape(-1), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(mine.quad_scales.grad, theirs.quadscales.grad, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(ours.energy_heads[1].weight.grad, head.layers[1].weight.grad, rtol=1e-9, atol=1e-12)

@@ -98,6 +98,38 @@ def _tensor_components(vec: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
     return torch.stack([ones, x, y, z, x * x - third, x * y, x * z, y * y - third, y * z], dim=1)
 
 
+class _GaussianSensitivity(torch.autograd.Function):
+    """g[m, nu] = exp(max(-z^2 / 2, floor)),  z = sigma_nu (1/d_m - 1/mu_nu),  with an analytic backward.
+
+    Inputs: inv_d (M,) 1/A, inv_mu (n_sens,) 1/A, sigma (n_sens,) A, floor (a float). The exponent is
+    floored at ``floor`` (0.7 ln(tiny) of the dtype: -61 in float32, -496 in float64): far from its
+    centre a sensitivity is held at ~1e-27 (float32) instead of entering the denormal range, where exp
+    and every product after it run 10-40x slower on x86 CPUs (hippynn pays that); the change is below
+    1e-26 per sensitivity. The backward uses dg/dz = -z g (the floored tail's slope, ~1e-27, is kept)
+    and is itself written in differentiable torch ops on the inputs and the saved output, so forces
+    built with ``create_graph=True`` train correctly (gradgradcheck in tests/test_hipnn.py). It makes
+    about half the passes over the (M, n_sens) arrays that autograd of the plain expression makes.
+    """
+
+    @staticmethod
+    def forward(ctx, inv_d, inv_mu, sigma, floor):  # noqa: D102 - documented on the class
+        z = torch.addcmul(-(sigma * inv_mu), inv_d.unsqueeze(1), sigma)
+        gauss = torch.exp((z.square() * -0.5).clamp_(min=floor))
+        ctx.save_for_backward(inv_d, inv_mu, sigma, gauss)
+        return gauss
+
+    @staticmethod
+    def backward(ctx, grad_gauss):  # noqa: D102
+        inv_d, inv_mu, sigma, gauss = ctx.saved_tensors
+        z = torch.addcmul(-(sigma * inv_mu), inv_d.unsqueeze(1), sigma)
+        q = grad_gauss * gauss * z  # dL/dz = -q
+        column = q.sum(0)
+        grad_inv_d = -(q @ sigma)
+        grad_inv_mu = sigma * column
+        grad_sigma = inv_mu * column - inv_d @ q
+        return grad_inv_d, grad_inv_mu, grad_sigma, None
+
+
 class InteractionTS(torch.nn.Module):
     """One HIP-NN-TS interaction block: tensor-sensitivity interaction + resnet wrapper.
 
@@ -133,19 +165,11 @@ class InteractionTS(torch.nn.Module):
                 _linear_default(self.adjust, generator=generator)
 
     def sensitivities(self, dist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """s_nu(d) * mask, (M, n_sens); ``dist`` (M,) A, ``mask`` (M,) 1 for pairs, 0 for padding.
-
-        The Gaussian's exponent is floored at 0.7 ln(tiny) of the dtype (-61 in float32, -496 in
-        float64): far from its centre a sensitivity is held at ~1e-27 (float32) instead of entering
-        the denormal range, where exp and every product after it run 10-40x slower on x86 CPUs
-        (hippynn pays that). The change is below 1e-26 per sensitivity, far under float32 resolution.
-        """
+        """s_nu(d) * mask, (M, n_sens); ``dist`` (M,) A, ``mask`` (M,) 1 for pairs, 0 for padding."""
         cut = torch.cos((math.pi / (2.0 * self.cutoff_A)) * dist).square() * mask
-        # sigma (1/d - 1/mu) as one fused multiply-add over (M, n_sens)
-        scaled = torch.addcmul(-(self.sigma / self.mu), dist.reciprocal().unsqueeze(1), self.sigma)
         floor = 0.7 * math.log(torch.finfo(dist.dtype).tiny)
-        exponent = (scaled.square() * -0.5).clamp(min=floor)
-        return torch.exp(exponent) * cut.unsqueeze(1)
+        gauss = _GaussianSensitivity.apply(dist.reciprocal(), self.mu.reciprocal(), self.sigma, floor)
+        return gauss * cut.unsqueeze(1)
 
     def environment(self, features: torch.Tensor, pairs: _PaddedPairs, components: torch.Tensor) -> torch.Tensor:
         """h[i, c, o] = sum_{nu, f} A[i, c, nu, f] V[nu, o, f], (n_beads, 9, F_out)."""
