@@ -110,8 +110,11 @@ def heatmap_figure(summary: dict[str, Any], metric: str, path: Path) -> Path | N
         ax.set_title(_family(family), fontsize=10)
         for i, row in enumerate(rows):
             for j, s in enumerate(states):
+                # dark text on light cells: the upper part of viridis, the pale middle of RdBu
+                level = image.norm(shown[i, j]) if np.isfinite(shown[i, j]) else 0.0
+                light = level > 0.55 if metric != "d_ratio" else 0.25 < level < 0.75
                 ax.text(j, i, _fmt(grid[i, j], 2), ha="center", va="center", fontsize=7,
-                        color="white" if metric != "d_ratio" else "black")
+                        color="black" if light else "white")
                 if s in model_states.get((family, row), set()):
                     ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.5, ec="orange"))
     axes[0][0].set_ylabel("training set")
@@ -236,6 +239,11 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
         where = ", ".join(good) if good else "no state"
         lines.append(f"{m['name']} (trained on {', '.join(m['train_states'])}): reproduces the AA structure at "
                      f"{len(good)}/{v['n_states']} states ({where}).")
+    unstable = [f"{name} at {state}" for name, evs in summary["evaluations"].items()
+                for state, ev in evs.items() if ev.get("blowup")]
+    if unstable:
+        lines.append(f"Unstable CG runs (stopped by the blow-up checks; no structure, counted as no match): "
+                     f"{len(unstable)}: {', '.join(unstable)}.")
     fams = summary["comparison"]["families"]
     if len(fams) >= 2:
         a, b = list(fams)[:2]
@@ -296,7 +304,8 @@ h1 { border-bottom: 2px solid #444; } h2 { margin-top: 1.8em; border-bottom: 1px
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
 td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th { background: #f0f0f0; } td.home { background: #fff1d6; font-weight: bold; }
-img { max-width: 100%; border: 1px solid #ddd; margin: 0.4em 0; }
+img { max-width: 100%; border: 1px solid #ddd; margin: 0.4em 0; } img.small { max-width: 560px; }
+p.headline { font-size: 1.1em; background: #eef5ff; border-left: 4px solid #3a7bd5; padding: 0.6em 1em; }
 ul.verdict li { margin: 0.25em 0; } .note { color: #666; font-size: 0.9em; }
 """
 
@@ -354,6 +363,9 @@ def write_report(summary: dict[str, Any], out_dir: str | os.PathLike, *, run_dir
     h.append("<p class='note'>States: " + ", ".join(
         f"<b>{html.escape(s)}</b> (" + ", ".join(f"{k} = {v:g}" for k, v in summary["states"][s].items()) + ")"
         for s in states) + ". Models: " + ", ".join(html.escape(m["name"]) for m in summary["models"]) + ".</p>")
+    headline = [x for x in lines if x.startswith("Verdict:")]
+    if headline:
+        h.append(f"<p class='headline'>{html.escape(headline[0])}</p>")
     h.append("<h2>Findings</h2><ul class='verdict'>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>")
     h.append("<h2>Transferability matrices</h2><p class='note'>Rows: training set; columns: test state; "
              "highlighted: the model was trained at that state. CSV/JSON in analysis/study/.</p>")
@@ -374,7 +386,8 @@ def write_report(summary: dict[str, Any], out_dir: str | os.PathLike, *, run_dir
     h.append("<h2>Training</h2>")
     if curves:
         for name, paths in curves.items():
-            h.append(f"<p><b>{html.escape(name)}</b></p>" + "".join(f"<img src='{rel(p)}' alt='{name}'>" for p in paths))
+            h.append(f"<p><b>{html.escape(name)}</b></p>"
+                     + "".join(f"<img class='small' src='{rel(p)}' alt='{name}'>" for p in paths))
     else:
         h.append("<p class='note'>No learning curves were found.</p>")
     h.append("<h2>Speed</h2><table><tr><th>run</th><th>where</th><th>ns/day</th><th>vs AA</th></tr>")
