@@ -20,15 +20,15 @@ jittered lattice, 300 K, Langevin, float32 models on the CPU with ``--threads`` 
 
     python bench/bench_md.py [--n-beads 1000] [--steps 10] [--hippynn-steps 5] [--threads 2]
 
-Measured here (2 shared cores, load average ~10 from other jobs, so absolute rates are several times
-below an idle machine; ratios are from interleaved runs): ours 0.77 steps/s, hippynn 0.038 steps/s
-(20x). Where hippynn's time goes: its pair finder rebuilds the list by brute force (~35 s per rebuild
-here, every few steps with a 1 A skin at 2 fs) and its position tensor carries a growing autograd
-history; its steps without a rebuild took ~4-5 s against our ~1.3 s (~3-4x). CG vs all-atom
-(TraPPE methanol, 3,000 sites, OpenMM CPU, 1 fs): 1.09 ns/day against 0.13 ns/day for the reference
-HIP-NN-TS at 2 fs (0.12x) and 0.52 ns/day for the small model (0.48x). On two CPU cores the reference
-model would need a ~16 fs timestep to break even; the small model (r_c 8 A) breaks even at ~4.2 fs, so
-it wins at a 5 fs timestep if the CG dynamics stay stable there. GPUs were not measured in this session.
+Measured here (2 shared cores, other jobs running, so absolute rates are below an idle machine's;
+ratios are from interleaved runs), 3 repeats: ours 1.52 steps/s, hippynn 0.080 steps/s (19x).
+Where hippynn's time goes: its pair finder rebuilds the list by brute force (tens of seconds per
+rebuild, every few steps with a 1 A skin at 2 fs) and its position tensor carries a growing autograd
+history; even its steps without a rebuild were ~3-4x slower than ours. CG against all-atom (TraPPE
+methanol, 3,000 sites, OpenMM CPU, PME, 1 fs): 2.17 ns/day, against 0.26 ns/day for the reference
+HIP-NN-TS at 2 fs (0.12x; it would need a ~16 fs timestep to break even) and 2.10 ns/day for the
+small model (32 features, r_c 8 A) at 2 fs (0.97x): the small model wins from a ~2.1 fs timestep
+on, e.g. 2x at 4 fs if the CG dynamics stay stable there. GPUs were not measured in this session.
 
 Ends with one line of JSON (``speedup_vs_hippynn_md``, ``speedup_vs_openmm_allatom_ns_per_day`` ...).
 """
