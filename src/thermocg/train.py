@@ -662,6 +662,8 @@ def train_potential(train_frames: list[Frames], config: TrainConfig, out_dir: st
     start = time.perf_counter()
     bar = tqdm(total=resolved.max_epochs, initial=epoch, desc="train", unit="epoch", disable=not show,
                dynamic_ncols=True)
+    if epoch and show:
+        bar.write(f"train: resuming from {checkpoint_path} after epoch {epoch}")
     dtype = potential.dtype
     try:
         while not schedule.finished and epoch < resolved.max_epochs:
