@@ -50,6 +50,7 @@ def summary_with(errors: dict[str, dict[str, dict[str, float]]], *, blowup: tupl
         "models": models, "families": list(errors), "tolerances": {"rdf_error": 0.05, "adf_error": 0.1},
         "references": {s: ref for s in STATES}, "aa_ns_per_day": {s: 2.0 for s in STATES},
         "evaluations": evaluations, "matrices": matrices, "training": {},
+        "noise": {"T280_rho0.8": {"rdf_error": 0.01, "adf_error": 0.04}, "T340_rho0.75": {"rdf_error": 0.02, "adf_error": 0.06}},
     }
     summary["verdicts"] = verdicts(summary)
     summary["comparison"] = compare_families(summary)
@@ -78,6 +79,7 @@ def test_verdict_lines_known_numbers():
            "MS-CG is lower by x2." in text
     assert "HIP-NN-TS pooled model 'pooled': mean RDF error 0.03 vs 0.07" in text and "pooled model beats them" in text
     assert "MS-CG pooled model 'pooled': mean RDF error 0.2 vs 0.15" in text and "does not beat them" in text
+    assert "Noise floor (the AA data, first half vs second half, mean over states): RDF error 0.015, ADF error 0.05;" in text
     # tolerance 0.05 on RDF (ADF = RDF/2 <= 0.1 whenever RDF passes)
     assert "hipnn_ts-T280_rho0.8 (trained on T280_rho0.8): reproduces the AA structure at 1/2 states (T280_rho0.8)" in text
     assert "hipnn_ts-pooled (trained on T280_rho0.8, T340_rho0.75): reproduces the AA structure at 2/2 states" in text

@@ -233,6 +233,12 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
     tol = summary["tolerances"]
     lines = [f"Tolerance: the CG structure matches AA at a state when the RDF error <= {tol['rdf_error']:g} "
              f"and the ADF error <= {tol['adf_error']:g}."]
+    noise = summary.get("noise") or {}
+    if noise:
+        rdf_n = np.mean([v["rdf_error"] for v in noise.values()])
+        adf_n = np.mean([v["adf_error"] for v in noise.values()])
+        lines.append(f"Noise floor (the AA data, first half vs second half, mean over states): RDF error "
+                     f"{_fmt(rdf_n)}, ADF error {_fmt(adf_n)}; errors near these are statistical, not model error.")
     for m in summary["models"]:
         v = summary["verdicts"][m["name"]]
         good = v["reproduces_at"]
@@ -255,7 +261,7 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
                     better = a if va < vb else b
                     ratio = max(va, vb) / min(va, vb) if min(va, vb) > 0 else math.inf
                     lines.append(f"{what} {label} (single-state models, mean): {_family(a)} {_fmt(va)} vs "
-                                 f"{_family(b)} {_fmt(vb)}: {_family(better)} is lower by x{_fmt(ratio, 2)}.")
+                                 f"{_family(b)} {_fmt(vb)}: {_family(better)} is lower by x{_fmt(ratio, 3)}.")
         ga, gb = fams[a]["rdf_error"]["single_away"], fams[b]["rdf_error"]["single_away"]
         if math.isfinite(ga) and math.isfinite(gb):
             better = a if ga < gb else b

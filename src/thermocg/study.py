@@ -173,7 +173,8 @@ def plan_units(config: Config) -> list[Unit]:
         add(f"aa/{label}", "aa", (), inputs, state=label)
         add(f"map/{label}", "map", (f"aa/{label}",), {"mapping": config.mapping}, state=label)
         add(f"ref/{label}", "ref", (f"map/{label}",),
-            {"rdf": config.rdf, "analysis": _section(config, "analysis", ("force_batch_frames",))}, state=label)
+            {"rdf": config.rdf, "analysis": _section(config, "analysis", ("force_batch_frames",)),
+             "noise_floor": "halves"}, state=label)
     for model in plan_models(config):
         section = "train" if model.family == "hipnn_ts" else "pair"
         inputs = {"family": model.family, section: _section(config, section, ("name", "train_states", "n_threads",
@@ -473,6 +474,13 @@ def reference_observables(config: Config, run_dir: Path, label: str) -> dict[str
 
     frames = read_frames(RunDir(run_dir).cg_dataset(label))
     out = _structure(frames, config, adf_cutoff_A=config.analysis.adf_cutoff_A)
+    # the noise floor of the errors: the same AA data, first half against second half
+    half = frames.n_frames // 2
+    if half >= 2:
+        first = _structure(frames.select(slice(0, half)), config, adf_cutoff_A=out["adf_cutoff_A"])
+        second = _structure(frames.select(slice(half, None)), config, adf_cutoff_A=out["adf_cutoff_A"])
+        out["noise"] = {"rdf_error": rdf_error(first["rdf"], second["rdf"]),
+                        "adf_error": adf_error(first["adf"], second["adf"])}
     out["n_frames"] = frames.n_frames
     out["n_beads"] = frames.n_particles
     meta = RunDir(run_dir).allatom(label) / "metadata.json"
@@ -762,6 +770,9 @@ def run_study(config: Config, run_dir: str | os.PathLike | None = None, *, stage
     summary = collect_results(config, run_dir, units)
     out.report = _report_unit(config, run_dir, units, summary, out)
     out.wall_s = time.perf_counter() - t0
+    if progress:
+        print(f"thermocg study: {len(out.ran)} unit(s) run, {len(out.skipped)} up to date, {len(out.failed)} failed "
+              f"in {out.wall_s:.0f} s; report: {out.report}", file=sys.stderr)
     if out.failed:
         lines = "\n".join(f"  {name}: {msg}" for name, msg in out.failed.items())
         raise StudyError(f"{len(out.failed)} unit(s) of the study in {run_dir} failed "
@@ -823,6 +834,7 @@ def collect_results(config: Config, run_dir: Path, units: list[Unit] | None = No
         "tolerances": {"rdf_error": config.study.rdf_tolerance, "adf_error": config.study.adf_tolerance},
         "references": references,
         "aa_ns_per_day": aa_speed,
+        "noise": {s: references[s]["noise"] for s in labels if s in references and "noise" in references[s]},
         "evaluations": evaluations,
         "training": training,
         "matrices": matrices,
