@@ -72,7 +72,7 @@ def test_verdict_lines_known_numbers():
     lines = report.verdict_lines(summary_with(ERRORS))
     text = "\n".join(lines)
     # away from home: HIP-NN-TS (0.06 + 0.08) / 2 = 0.07, MS-CG (0.2 + 0.1) / 2 = 0.15
-    assert "Verdict: across the study's states, HIP-NN-TS transfers better (mean RDF error away from the " \
+    assert "Verdict (RDF): across the study's states, HIP-NN-TS transfers better (mean RDF error away from the " \
            "training state 0.07 vs 0.15)" in text
     # at home: HIP-NN-TS 0.03, MS-CG 0.015: MS-CG lower by x2
     assert "RDF error at the training state (single-state models, mean): HIP-NN-TS 0.03 vs MS-CG 0.015: " \
@@ -115,3 +115,14 @@ def test_write_report_files_and_links(tmp_path):
     md = (tmp_path / "report" / "summary.md").read_text()
     assert "| T340_rho0.75 | 0.08 | 0.02 |" in md  # the HIP-NN-TS RDF matrix row
     assert "| mscg-pooled | mean over states | 50 | 25 |" in md
+
+
+def test_no_winner_within_the_noise_floor():
+    summary = summary_with(ERRORS)
+    summary["noise"] = {s: {"rdf_error": 0.2, "adf_error": 0.01} for s in STATES}
+    text = "\n".join(report.verdict_lines(summary))
+    # RDF gap 0.08 < half of 0.2: no winner; ADF gap 0.04 > half of 0.01: HIP-NN-TS
+    assert "Verdict (RDF): neither family transfers clearly better: mean RDF error away from the training state " \
+           "HIP-NN-TS 0.07 vs MS-CG 0.15, a gap of 0.08, below half the noise floor (0.2)." in text
+    assert "Verdict (ADF): across the study's states, HIP-NN-TS transfers better (mean ADF error away from the " \
+           "training state 0.035 vs 0.075)." in text

@@ -262,19 +262,37 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
                     ratio = max(va, vb) / min(va, vb) if min(va, vb) > 0 else math.inf
                     lines.append(f"{what} {label} (single-state models, mean): {_family(a)} {_fmt(va)} vs "
                                  f"{_family(b)} {_fmt(vb)}: {_family(better)} is lower by x{_fmt(ratio, 3)}.")
-        ga, gb = fams[a]["rdf_error"]["single_away"], fams[b]["rdf_error"]["single_away"]
-        if math.isfinite(ga) and math.isfinite(gb):
-            better = a if ga < gb else b
-            lines.append(f"Verdict: across the study's states, {_family(better)} transfers better "
-                         f"(mean RDF error away from the training state {_fmt(min(ga, gb))} vs {_fmt(max(ga, gb))}).")
+        for metric, what in (("rdf_error", "RDF"), ("adf_error", "ADF")):
+            ga, gb = fams[a][metric]["single_away"], fams[b][metric]["single_away"]
+            if not (math.isfinite(ga) and math.isfinite(gb)):
+                continue
+            better, worse = (a, b) if ga < gb else (b, a)
+            floor = noise_floor(summary, metric)
+            # a winner only when the gap is at least half the noise floor of the metric
+            if math.isfinite(floor) and abs(ga - gb) < 0.5 * floor:
+                lines.append(f"Verdict ({what}): neither family transfers clearly better: mean {what} error away from "
+                             f"the training state {_family(a)} {_fmt(ga)} vs {_family(b)} {_fmt(gb)}, a gap of "
+                             f"{_fmt(abs(ga - gb))}, below half the noise floor ({_fmt(floor)}).")
+            else:
+                lines.append(f"Verdict ({what}): across the study's states, {_family(better)} transfers better "
+                             f"(mean {what} error away from the training state {_fmt(min(ga, gb))} vs "
+                             f"{_fmt(max(ga, gb))}).")
     for family, cmp in summary["comparison"]["pooled_vs_single"].items():
         for name, c in cmp.items():
-            p, s = c["pooled_rdf_error"], c["single_away_rdf_error"]
-            if math.isfinite(p) and math.isfinite(s):
-                lines.append(f"{_family(family)} pooled model '{name}': mean RDF error {_fmt(p)} vs {_fmt(s)} for "
-                             f"single-state models away from their training state: the pooled model "
-                             f"{'beats' if p < s else 'does not beat'} them.")
+            for metric, what in (("rdf", "RDF"), ("adf", "ADF")):
+                p, s_ = c.get(f"pooled_{metric}_error", math.nan), c.get(f"single_away_{metric}_error", math.nan)
+                if math.isfinite(p) and math.isfinite(s_):
+                    lines.append(f"{_family(family)} pooled model '{name}': mean {what} error {_fmt(p)} vs {_fmt(s_)} "
+                                 f"for single-state models away from their training state: the pooled model "
+                                 f"{'beats' if p < s_ else 'does not beat'} them.")
     return lines
+
+
+def noise_floor(summary: dict[str, Any], metric: str) -> float:
+    """Mean over states of the AA first-half vs second-half error of ``metric`` (NaN if unknown)."""
+    values = [v.get(metric) for v in (summary.get("noise") or {}).values()]
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(values)) if values else math.nan
 
 
 def _matrix_md(summary: dict[str, Any], metric: str, family: str) -> str:
@@ -369,9 +387,9 @@ def write_report(summary: dict[str, Any], out_dir: str | os.PathLike, *, run_dir
     h.append("<p class='note'>States: " + ", ".join(
         f"<b>{html.escape(s)}</b> (" + ", ".join(f"{k} = {v:g}" for k, v in summary["states"][s].items()) + ")"
         for s in states) + ". Models: " + ", ".join(html.escape(m["name"]) for m in summary["models"]) + ".</p>")
-    headline = [x for x in lines if x.startswith("Verdict:")]
+    headline = [x for x in lines if x.startswith("Verdict")]
     if headline:
-        h.append(f"<p class='headline'>{html.escape(headline[0])}</p>")
+        h.append("<p class='headline'>" + "<br>".join(html.escape(x) for x in headline) + "</p>")
     h.append("<h2>Findings</h2><ul class='verdict'>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>")
     h.append("<h2>Transferability matrices</h2><p class='note'>Rows: training set; columns: test state; "
              "highlighted: the model was trained at that state. CSV/JSON in analysis/study/.</p>")

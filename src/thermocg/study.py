@@ -889,14 +889,17 @@ def compare_families(summary: dict[str, Any]) -> dict[str, Any]:
         out["families"][family] = fam
         cmp = {}
         for m in pooled:
-            table = summary["matrices"]["rdf_error"][family]
-            pooled_err, single_err = [], []
-            for s in summary["states"]:
-                away = [table[x["train_set"]][s] for x in singles if s not in x["train_states"]]
-                if away:
-                    pooled_err.append(table[m["train_set"]][s])
-                    single_err.append(_mean(away))
-            cmp[m["train_set"]] = {"pooled_rdf_error": _mean(pooled_err), "single_away_rdf_error": _mean(single_err)}
+            cmp[m["train_set"]] = {}
+            for metric in ("rdf_error", "adf_error"):
+                table = summary["matrices"][metric][family]
+                pooled_err, single_err = [], []
+                for s in summary["states"]:
+                    away = [table[x["train_set"]][s] for x in singles if s not in x["train_states"]]
+                    if away:
+                        pooled_err.append(table[m["train_set"]][s])
+                        single_err.append(_mean(away))
+                cmp[m["train_set"]][f"pooled_{metric}"] = _mean(pooled_err)
+                cmp[m["train_set"]][f"single_away_{metric}"] = _mean(single_err)
         out["pooled_vs_single"][family] = cmp
     return out
 
