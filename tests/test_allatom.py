@@ -39,6 +39,16 @@ def small_box(name: str, n_molecules: int = 27, seed: int = 0):
     return molecule, positions, box, cutoff
 
 
+def test_cutoff_capped_only_when_not_requested():
+    molecule = get_molecule("methanol_trappe")
+    box = np.diag([20.0, 20.0, 20.0])
+    with pytest.warns(UserWarning, match="using 9.00 A"):
+        assert resolve_cutoff_A(molecule, box) == pytest.approx(9.0)
+    assert resolve_cutoff_A(molecule, box, 8.5) == 8.5
+    with pytest.raises(GenerateError, match=r"requested non-bonded cutoff 12 A does not fit the 20.00 A box \(at most 9.00 A"):
+        resolve_cutoff_A(molecule, box, 12.0)
+
+
 # --------------------------------------------------------------------------------------------------
 # molecule definitions
 # --------------------------------------------------------------------------------------------------

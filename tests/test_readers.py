@@ -315,6 +315,19 @@ def test_run_import_writes_generation_layout(tmp_path, system):
         run_import(Config(imports=[ImportConfig(path=str(path), format="extxyz")]), run)
     with pytest.raises(ConfigError, match="lammps_units"):
         ImportConfig(path="x", format="lammps")
+    # the same through the command line, restricted to one state
+    import yaml
+
+    from thermocg.cli import main
+
+    config_path = tmp_path / "import.yaml"
+    config_path.write_text(yaml.safe_dump({"imports": [{
+        "path": str(path), "format": "extxyz",
+        "state": {"temperature_K": 310.0, "density_g_cm3": 0.77}}]}))
+    assert main(["import", str(config_path), "--run-dir", str(tmp_path / "cli"), "--state", label]) == 0
+    assert (tmp_path / "cli" / "allatom" / label / "traj.h5md").exists()
+    assert main(["import", str(config_path), "--run-dir", str(tmp_path / "cli2"), "--state", "T1_rho1"]) == 2
+    assert not (tmp_path / "cli2" / "allatom").exists() or not list((tmp_path / "cli2" / "allatom").iterdir())
 
 
 def test_molecule_definition_needs_contiguous_molecules(tmp_path, system):

@@ -79,9 +79,10 @@ class GenerateError(ValueError):
 def resolve_cutoff_A(molecule: Molecule, box_A: np.ndarray, requested_A: float | None = None) -> float:
     """The non-bonded cutoff: the requested one, else the force field's, capped at 0.45 box edges.
 
-    A box too small for the prescribed cutoff (a tiny test box) gets a shorter cutoff, with a warning;
-    the long-range dispersion correction and PME keep the error modest, but such data is not the
-    force field's reference.
+    A box too small for the force field's own cutoff (a tiny test box, the demo) gets a shorter
+    cutoff, with a warning; the long-range dispersion correction and PME keep the error modest, but
+    such data is not the force field's reference. A cutoff the user asked for that does not fit the
+    box is an error.
     """
     cutoff = float(requested_A if requested_A is not None else molecule.cutoff_A)
     box_A = np.asarray(box_A, dtype=np.float64)
@@ -89,6 +90,11 @@ def resolve_cutoff_A(molecule: Molecule, box_A: np.ndarray, requested_A: float |
     # shortest perpendicular width of a (possibly triclinic) cell
     widths = [volume / np.linalg.norm(np.cross(box_A[(i + 1) % 3], box_A[(i + 2) % 3])) for i in range(3)]
     limit = MAX_CUTOFF_FRACTION * min(widths)
+    if cutoff > limit and requested_A is not None:
+        raise GenerateError(
+            f"{molecule.name}: the requested non-bonded cutoff {cutoff:g} A does not fit the "
+            f"{min(widths):.2f} A box (at most {limit:.2f} A, 0.45 of its shortest width); lower "
+            f"generate.nonbonded_cutoff_A or use more molecules")
     if cutoff > limit:
         warnings.warn(
             f"{molecule.name}: cutoff {cutoff:g} A does not fit the {min(widths):.2f} A box; using "
