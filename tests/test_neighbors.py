@@ -11,7 +11,6 @@ from thermocg.neighbors import NeighborList, build_graph, check_cutoff_fits, nei
 
 def brute_force(positions, box, cutoff):
     pairs = {}
-    n = len(positions)
     for s in itertools.product(range(-2, 3), repeat=3):
         shift = np.array(s) @ box
         d = positions[None, :, :] - positions[:, None, :] + shift

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,6 +204,16 @@ class Frames:
         )
 
 
+def merged_type_names(frames_list: "list[Frames] | tuple[Frames, ...]") -> tuple[str, ...]:
+    """The bead types of several frame sets (state points), in order of first appearance."""
+    names: list[str] = []
+    for frames in frames_list:
+        for name in frames.type_names:
+            if name not in names:
+                names.append(name)
+    return tuple(names)
+
+
 @dataclass
 class Topology:
     """Who is who in an all-atom system: what mapping needs beyond the coordinates.
@@ -254,11 +265,10 @@ class Topology:
     def from_dict(cls, data: dict[str, Any]) -> "Topology":
         return cls(**{k: data[k] for k in ("atom_names", "molecule_ids", "molecule_names", "masses", "type_names", "types")})
 
-    def save(self, path: "str | Path") -> None:
+    def save(self, path: str | Path) -> None:
         """Write as JSON (atomically)."""
         import json
         import os
-        from pathlib import Path
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -267,9 +277,8 @@ class Topology:
         os.replace(partial, path)
 
     @classmethod
-    def load(cls, path: "str | Path") -> "Topology":
+    def load(cls, path: str | Path) -> "Topology":
         import json
-        from pathlib import Path
 
         path = Path(path)
         try:

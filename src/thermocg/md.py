@@ -211,19 +211,34 @@ class H5MDReporter:
             self._writer.close(success=success)
 
 
-class ExtXYZReporter:
-    """Trajectory as extended XYZ for ASE users (``ase.io.read(path, ":")``).
-
-    Beads carry the dummy element ``X``; their bead type names are in the per-atom array
-    ``bead_type`` and masses in ``masses``. Positions are wrapped, in A; the cell is the box.
-    Written to ``NAME.partial`` and renamed on close.
-    """
+class _TextFileReporter:
+    """A reporter writing one text file at ``path``: to ``NAME.partial`` while running, renamed on a
+    successful close, removed on a failed one."""
 
     def __init__(self, path: str | os.PathLike, interval_steps: int) -> None:
         self.path = Path(path)
         self.interval_steps = int(interval_steps)
         self._partial = self.path.with_name(self.path.name + ".partial")
         self._handle = None
+
+    def close(self, *, success: bool = True) -> None:
+        if self._handle is None:
+            return
+        self._handle.close()
+        self._handle = None
+        if success:
+            os.replace(self._partial, self.path)
+        else:
+            self._partial.unlink(missing_ok=True)
+
+
+class ExtXYZReporter(_TextFileReporter):
+    """Trajectory as extended XYZ for ASE users (``ase.io.read(path, ":")``).
+
+    Beads carry the dummy element ``X``; their bead type names are in the per-atom array
+    ``bead_type`` and masses in ``masses``. Positions are wrapped, in A; the cell is the box.
+    Written to ``NAME.partial`` and renamed on close.
+    """
 
     def __call__(self, snap: Snapshot) -> None:
         import ase
@@ -241,28 +256,15 @@ class ExtXYZReporter:
         ase.io.write(self._handle, atoms, format="extxyz")
         self._handle.flush()
 
-    def close(self, *, success: bool = True) -> None:
-        if self._handle is None:
-            return
-        self._handle.close()
-        self._handle = None
-        if success:
-            os.replace(self._partial, self.path)
-        else:
-            self._partial.unlink(missing_ok=True)
-
 
 THERMO_COLUMNS = ("step", "time_ps", "temperature_K", "potential_kcal_mol", "kinetic_kcal_mol", "total_kcal_mol")
 
 
-class ThermoCSVReporter:
+class ThermoCSVReporter(_TextFileReporter):
     """Thermo log: step, time_ps, temperature_K, potential/kinetic/total energy in kcal/mol."""
 
     def __init__(self, path: str | os.PathLike, interval_steps: int) -> None:
-        self.path = Path(path)
-        self.interval_steps = int(interval_steps)
-        self._partial = self.path.with_name(self.path.name + ".partial")
-        self._handle = None
+        super().__init__(path, interval_steps)
         self._writer = None
 
     def __call__(self, snap: Snapshot) -> None:
@@ -273,16 +275,6 @@ class ThermoCSVReporter:
             self._writer.writerow(THERMO_COLUMNS)
         self._writer.writerow(_thermo_row(snap))
         self._handle.flush()
-
-    def close(self, *, success: bool = True) -> None:
-        if self._handle is None:
-            return
-        self._handle.close()
-        self._handle = None
-        if success:
-            os.replace(self._partial, self.path)
-        else:
-            self._partial.unlink(missing_ok=True)
 
 
 def _thermo_row(snap: Snapshot) -> list[Any]:
@@ -546,7 +538,7 @@ def simulate(
     elif initial_velocities != "maxwell":
         raise MDInputError(f"initial_velocities must be 'maxwell' or 'frame', got {initial_velocities!r}")
     try:
-        check_cutoff_fits(potential.cutoff_A, box_np, what=f"the potential's cutoff")
+        check_cutoff_fits(potential.cutoff_A, box_np, what="the potential's cutoff")
     except ValueError as exc:
         raise MDInputError(f"box too small: {exc}") from None
 

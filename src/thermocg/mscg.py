@@ -34,7 +34,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from thermocg.frames import Frames
+from thermocg.frames import Frames, merged_type_names
 from thermocg.neighbors import check_cutoff_fits
 
 __all__ = ["MSCGError", "MSCGWarning", "NormalEquations", "fit_pair_potential", "run_fit_pair", "force_errors"]
@@ -287,13 +287,6 @@ def _half_pairs(positions: np.ndarray, box: np.ndarray, cutoff_A: float) -> tupl
     return i.astype(np.int64), j.astype(np.int64), np.asarray(vectors, dtype=np.float64)
 
 
-def _union_type_names(frames_list: list[Frames]) -> tuple[str, ...]:
-    names: list[str] = []
-    for frames in frames_list:
-        for t in frames.type_names:
-            if t not in names:
-                names.append(t)
-    return tuple(names)
 
 
 def fit_pair_potential(frames_list: list[Frames] | Frames, config=None, *, progress: bool = False):
@@ -310,7 +303,7 @@ def fit_pair_potential(frames_list: list[Frames] | Frames, config=None, *, progr
         frames_list = [frames_list]
     if not frames_list:
         raise MSCGError("MS-CG: no frames to fit")
-    eq = NormalEquations(_union_type_names(frames_list), cutoff_A=config.cutoff_A, r_min_A=config.r_min_A,
+    eq = NormalEquations(merged_type_names(frames_list), cutoff_A=config.cutoff_A, r_min_A=config.r_min_A,
                          spacing_A=config.spacing_A)
     bar = _progress(sum(f.n_frames for f in frames_list), progress, "MS-CG frames")
     for frames in frames_list:

@@ -61,7 +61,7 @@ import numpy as np
 import torch
 
 from thermocg.config import ConfigError, TrainConfig, to_dict
-from thermocg.frames import Frames
+from thermocg.frames import Frames, merged_type_names
 from thermocg.neighbors import check_cutoff_fits, perpendicular_widths
 from thermocg.potentials.base import Potential, energy_and_forces, save_potential
 
@@ -189,12 +189,7 @@ def _check_frames(frames: Frames, where: str) -> None:
 
 def model_type_names(frames_list: list[Frames]) -> tuple[str, ...]:
     """Bead types of all states, in order of first appearance."""
-    names: list[str] = []
-    for frames in frames_list:
-        for name in frames.type_names:
-            if name not in names:
-                names.append(name)
-    return tuple(names)
+    return merged_type_names(frames_list)
 
 
 def prepare_states(frames_list: list[Frames], config: TrainConfig, type_names: tuple[str, ...]) -> list[StateData]:

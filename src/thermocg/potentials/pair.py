@@ -305,7 +305,7 @@ def export_lammps(table: PairTable, out_dir: str | os.PathLike, *, n_points: int
     out_dir.mkdir(parents=True, exist_ok=True)
     r = np.linspace(r_in, table.cutoff_A, n_points)
     lines = [
-        f"# thermocg pair_table (MS-CG) for LAMMPS units real: r A, U kcal/mol, F = -dU/dr kcal/mol/A",
+        "# thermocg pair_table (MS-CG) for LAMMPS units real: r A, U kcal/mol, F = -dU/dr kcal/mol/A",
         f"# bead types: {' '.join(f'{i + 1}={n}' for i, n in enumerate(table.type_names))}",
         "",
     ]
@@ -321,7 +321,7 @@ def export_lammps(table: PairTable, out_dir: str | os.PathLike, *, n_points: int
     table_path = out_dir / f"{file_stem}.table"
     _atomic_text(table_path, "\n".join(lines) + "\n")
     include = [
-        f"# thermocg pair_table: include after read_data (units real); types "
+        "# thermocg pair_table: include after read_data (units real); types "
         + " ".join(f"{i + 1}={n}" for i, n in enumerate(table.type_names)),
         f"pair_style table {style} {n_points}",
         *coeff_lines,

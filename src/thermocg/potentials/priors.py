@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from thermocg.frames import Frames
+from thermocg.frames import Frames, merged_type_names
 from thermocg.neighbors import Graph, check_cutoff_fits, neighbor_pairs
 from thermocg.potentials.base import Potential, register
 
@@ -129,13 +129,6 @@ class RepulsivePrior(Potential):
         }
 
 
-def _merged_type_names(frames_list: Sequence[Frames]) -> tuple[str, ...]:
-    names: list[str] = []
-    for frames in frames_list:
-        for name in frames.type_names:
-            if name not in names:
-                names.append(name)
-    return tuple(names)
 
 
 def pair_rdfs(frames_list: Sequence[Frames], type_names: Sequence[str], *, r_max_A: float,
@@ -186,7 +179,7 @@ def derive_repulsive_prior(frames_list: Sequence[Frames], *, threshold: float = 
     """
     if not frames_list:
         raise PriorDataError("derive_repulsive_prior: no frames given")
-    type_names = _merged_type_names(frames_list)
+    type_names = merged_type_names(frames_list)
     n_types = len(type_names)
     force_sum = np.zeros(n_types)
     force_count = np.zeros(n_types)
