@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from thermocg.neighbors import NeighborList, build_graph, check_cutoff_fits, neighbor_pairs, perpendicular_widths
+from thermocg.neighbors import (
+    NeighborList,
+    PairIndex,
+    build_graph,
+    check_cutoff_fits,
+    neighbor_pairs,
+    pair_index,
+    perpendicular_widths,
+)
 
 
 def brute_force(positions, box, cutoff):
@@ -47,6 +55,26 @@ def test_graph_distances_differentiable(rng):
     rhat = (g.pair_vec / g.pair_dist[:, None]).detach()
     expected.index_add_(0, g.pair_i, -2 * rhat)
     assert torch.allclose(pos.grad, expected, atol=1e-12)
+
+
+def test_batched_pairs_grouped_by_frame_sorted_by_i_and_vectors_right(rng):
+    box = torch.tensor([[[11.0, 0, 0], [2.0, 12.0, 0], [-1.5, 1.0, 13.0]], [[10.0, 0, 0], [0, 10.0, 0], [0, 0, 10.0]],
+                        [[12.0, 0, 0], [0, 12.5, 0], [3.0, 0, 11.0]]], dtype=torch.float64)
+    pos = torch.tensor(rng.uniform(0, 10, (3, 25, 3)))
+    pairs = pair_index(pos, box, 4.5)
+    assert sum(pairs.frame_sizes) == len(pairs.pair_i)
+    assert torch.equal(pairs.pair_frame, torch.arange(3).repeat_interleave(torch.tensor(pairs.frame_sizes)))
+    assert bool((pairs.pair_i[1:] >= pairs.pair_i[:-1]).all())  # grouped by frame, then sorted by i
+    fast = build_graph(pos, box, torch.zeros(25, dtype=torch.long), 4.5, pairs=pairs)
+    # the same list without the frame grouping takes the general (gathered-box) path
+    general = PairIndex(pairs.pair_i, pairs.pair_j, pairs.shifts, pairs.pair_frame)
+    slow = build_graph(pos, box, torch.zeros(25, dtype=torch.long), 4.5, pairs=general)
+    assert torch.allclose(fast.pair_vec, slow.pair_vec, atol=1e-12)
+    for f in range(3):  # and each frame's distances are those of the one-frame search
+        i, j, s = neighbor_pairs(pos[f].numpy(), box[f].numpy(), 4.5)
+        ref = np.sort(np.linalg.norm(pos[f].numpy()[j] - pos[f].numpy()[i] + s @ box[f].numpy(), axis=1))
+        mine = np.sort(fast.pair_dist[pairs.pair_frame == f].numpy())
+        np.testing.assert_allclose(mine, ref, atol=1e-12)
 
 
 def test_skin_list_reused_then_rebuilt(rng):

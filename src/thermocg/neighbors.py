@@ -105,16 +105,24 @@ class PairIndex:
     pair_j: torch.Tensor
     shifts: torch.Tensor  # (P, 3) integer cell shifts, as the positions' dtype
     pair_frame: torch.Tensor  # (P,) frame index of each pair
+    #: pairs per frame when the pairs are grouped frame by frame (as :func:`pair_index` makes them)
+    frame_sizes: tuple[int, ...] | None = None
 
 
 def pair_index(positions: torch.Tensor, box: torch.Tensor, cutoff_A: float) -> PairIndex:
-    """Neighbour pairs of every frame of a batch, indices offset into the flattened particles."""
+    """Neighbour pairs of every frame of a batch, indices offset into the flattened particles.
+
+    Pairs are grouped frame by frame and, within a frame, sorted by ``i`` (stable), the layout the
+    models' per-bead pair blocks want; sorting once here spares them a sort per evaluation.
+    """
     n_frames, n_particles, _ = positions.shape
     pos_np = positions.detach().cpu().to(torch.float64).numpy()
     box_np = box.detach().cpu().to(torch.float64).numpy()
     parts_i, parts_j, parts_s, parts_f = [], [], [], []
     for f in range(n_frames):
         i, j, s = neighbor_pairs(pos_np[f], box_np[f], cutoff_A)
+        order = np.argsort(i, kind="stable")
+        i, j, s = i[order], j[order], s[order]
         parts_i.append(i + f * n_particles)
         parts_j.append(j + f * n_particles)
         parts_s.append(s)
@@ -125,6 +133,7 @@ def pair_index(positions: torch.Tensor, box: torch.Tensor, cutoff_A: float) -> P
         pair_j=torch.from_numpy(np.concatenate(parts_j)).to(device),
         shifts=torch.from_numpy(np.concatenate(parts_s)).to(device=device, dtype=positions.dtype),
         pair_frame=torch.from_numpy(np.concatenate(parts_f)).to(device),
+        frame_sizes=tuple(len(part) for part in parts_i),
     )
 
 
@@ -144,7 +153,12 @@ def build_graph(positions: torch.Tensor, box: torch.Tensor, types: torch.Tensor,
     if pairs is None:
         pairs = pair_index(positions, box, cutoff_A)
     flat = positions.reshape(n_frames * n_particles, 3)
-    shift_cart = torch.einsum("pk,pkl->pl", pairs.shifts.to(positions.dtype), box[pairs.pair_frame])
+    shifts = pairs.shifts.to(positions.dtype)
+    if pairs.frame_sizes is not None and len(pairs.frame_sizes) == n_frames:
+        # one small matmul per frame instead of a (P, 3, 3) gather of the boxes
+        shift_cart = torch.cat([block @ box[f] for f, block in enumerate(shifts.split(list(pairs.frame_sizes)))])
+    else:
+        shift_cart = torch.einsum("pk,pkl->pl", shifts, box[pairs.pair_frame])
     vec = flat[pairs.pair_j] - flat[pairs.pair_i] + shift_cart
     dist = torch.linalg.vector_norm(vec, dim=1)
     types = types.to(device=positions.device, dtype=torch.long)
