@@ -235,12 +235,23 @@ def test_sensitivity_function_first_and_second_derivatives():
     inv_d = torch.tensor(1.0 / rng.uniform(2.0, 12.0, 40), requires_grad=True)
     inv_mu = torch.tensor(1.0 / np.linspace(2.0, 13.0, 5), requires_grad=True)
     sigma = torch.tensor(rng.uniform(5.0, 40.0, 5), requires_grad=True)
+    cut = torch.tensor(rng.uniform(0.05, 1.0, 40), requires_grad=True)
 
-    def gauss(a, b, c):
-        return _GaussianSensitivity.apply(a, b, c, 0.7 * np.log(np.finfo(np.float64).tiny))
+    def sens(a, c, b, s):
+        return _GaussianSensitivity.apply(a, c, b, s, 0.7 * np.log(np.finfo(np.float64).tiny))
 
-    assert torch.autograd.gradcheck(gauss, (inv_d, inv_mu, sigma))
-    assert torch.autograd.gradgradcheck(gauss, (inv_d, inv_mu, sigma))
+    assert torch.autograd.gradcheck(sens, (inv_d, cut, inv_mu, sigma))
+    assert torch.autograd.gradgradcheck(sens, (inv_d, cut, inv_mu, sigma))
+    # the plain expression, for the values
+    z = sigma * (inv_d[:, None] - inv_mu)
+    plain = torch.exp(-0.5 * z.square()) * cut[:, None]
+    torch.testing.assert_close(sens(inv_d, cut, inv_mu, sigma), plain, rtol=1e-12, atol=0)
+    # a padding row (cut = 0, constant) gives zeros and no NaN anywhere in the gradients
+    cut0 = torch.cat([cut.detach()[:-1], torch.zeros(1)])
+    out = sens(inv_d, cut0, inv_mu, sigma)
+    assert torch.all(out[-1] == 0)
+    grads = torch.autograd.grad(out.square().sum(), (inv_d, inv_mu, sigma))
+    assert all(torch.isfinite(g).all() for g in grads)
 
 
 @pytest.mark.usefixtures("plain_hippynn_kernels")

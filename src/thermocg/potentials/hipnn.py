@@ -99,35 +99,43 @@ def _tensor_components(vec: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
 
 
 class _GaussianSensitivity(torch.autograd.Function):
-    """g[m, nu] = exp(max(-z^2 / 2, floor)),  z = sigma_nu (1/d_m - 1/mu_nu),  with an analytic backward.
+    """s[m, nu] = exp(max(-z^2 / 2, floor)) c[m],  z = sigma_nu (1/d_m - 1/mu_nu),  with an analytic backward.
 
-    Inputs: inv_d (M,) 1/A, inv_mu (n_sens,) 1/A, sigma (n_sens,) A, floor (a float). The exponent is
-    floored at ``floor`` (0.7 ln(tiny) of the dtype: -61 in float32, -496 in float64): far from its
-    centre a sensitivity is held at ~1e-27 (float32) instead of entering the denormal range, where exp
-    and every product after it run 10-40x slower on x86 CPUs (hippynn pays that); the change is below
-    1e-26 per sensitivity. The backward uses dg/dz = -z g (the floored tail's slope, ~1e-27, is kept)
-    and is itself written in differentiable torch ops on the inputs and the saved output, so forces
-    built with ``create_graph=True`` train correctly (gradgradcheck in tests/test_hipnn.py). It makes
-    about half the passes over the (M, n_sens) arrays that autograd of the plain expression makes.
+    Inputs: inv_d (M,) 1/A, cut (M,) the cutoff function times the padding mask, inv_mu (n_sens,) 1/A,
+    sigma (n_sens,) A, floor (a float). The exponent is floored at ``floor`` (0.7 ln(tiny) of the
+    dtype: -61 in float32, -496 in float64): far from its centre a sensitivity is held at ~1e-27
+    (float32) instead of entering the denormal range, where exp and every product after it run 10-40x
+    slower on x86 CPUs (hippynn pays that); the change is below 1e-26 per sensitivity.
+
+    The backward works from the saved output s alone: dL/dz = -G s z (the floored tail's slope, ~1e-27,
+    is kept) and dL/dc = sum_nu G s / c (c > 0 for every real pair: pairs at or beyond the cutoff are
+    dropped before, and padding rows have no gradient path). It is written in differentiable torch
+    ops on the inputs and the saved output, so forces built with ``create_graph=True`` train correctly
+    (gradgradcheck in tests/test_hipnn.py), and makes about two thirds of the passes over the
+    (M, n_sens) arrays that autograd of the plain expression (exp, then times the cutoff) makes.
     """
 
     @staticmethod
-    def forward(ctx, inv_d, inv_mu, sigma, floor):  # noqa: D102 - documented on the class
+    def forward(ctx, inv_d, cut, inv_mu, sigma, floor):  # noqa: D102 - documented on the class
         z = torch.addcmul(-(sigma * inv_mu), inv_d.unsqueeze(1), sigma)
-        gauss = torch.exp((z.square() * -0.5).clamp_(min=floor))
-        ctx.save_for_backward(inv_d, inv_mu, sigma, gauss)
-        return gauss
+        sens = z.square_().mul_(-0.5).clamp_(min=floor).exp_().mul_(cut.unsqueeze(1))
+        ctx.save_for_backward(inv_d, cut, inv_mu, sigma, sens)
+        return sens
 
     @staticmethod
-    def backward(ctx, grad_gauss):  # noqa: D102
-        inv_d, inv_mu, sigma, gauss = ctx.saved_tensors
-        z = torch.addcmul(-(sigma * inv_mu), inv_d.unsqueeze(1), sigma)
-        q = grad_gauss * gauss * z  # dL/dz = -q
+    def backward(ctx, grad_sens):  # noqa: D102
+        inv_d, cut, inv_mu, sigma, sens = ctx.saved_tensors
+        weighted = grad_sens * sens
+        grad_cut = None
+        if ctx.needs_input_grad[1]:
+            positive = cut > 0
+            grad_cut = torch.where(positive, weighted.sum(1) / torch.where(positive, cut, 1.0), 0.0)
+        q = weighted * torch.addcmul(-(sigma * inv_mu), inv_d.unsqueeze(1), sigma)  # dL/dz = -q
         column = q.sum(0)
         grad_inv_d = -(q @ sigma)
         grad_inv_mu = sigma * column
         grad_sigma = inv_mu * column - inv_d @ q
-        return grad_inv_d, grad_inv_mu, grad_sigma, None
+        return grad_inv_d, grad_cut, grad_inv_mu, grad_sigma, None
 
 
 class InteractionTS(torch.nn.Module):
@@ -168,8 +176,7 @@ class InteractionTS(torch.nn.Module):
         """s_nu(d) * mask, (M, n_sens); ``dist`` (M,) A, ``mask`` (M,) 1 for pairs, 0 for padding."""
         cut = torch.cos((math.pi / (2.0 * self.cutoff_A)) * dist).square() * mask
         floor = 0.7 * math.log(torch.finfo(dist.dtype).tiny)
-        gauss = _GaussianSensitivity.apply(dist.reciprocal(), self.mu.reciprocal(), self.sigma, floor)
-        return gauss * cut.unsqueeze(1)
+        return _GaussianSensitivity.apply(dist.reciprocal(), cut, self.mu.reciprocal(), self.sigma, floor)
 
     def environment(self, features: torch.Tensor, pairs: _PaddedPairs, components: torch.Tensor) -> torch.Tensor:
         """h[i, c, o] = sum_{nu, f} A[i, c, nu, f] V[nu, o, f], (n_beads, 9, F_out)."""
