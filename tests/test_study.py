@@ -321,15 +321,38 @@ def test_rdf_and_adf_error_known_answers():
 
 # ---------------------------------------------------------------------------- shipped configs
 
-@pytest.mark.parametrize("name", ["demo.yaml", "methanol.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "methanol.yaml", "methanol_cpu.yaml"])
 def test_shipped_configs_validate(name):
     config = load_config(ROOT / "configs" / name)
     states = st.validate_study(config)
     temperatures = {s.temperature_K for s in states.values()}
     assert len(temperatures) >= (3 if name == "demo.yaml" else 5)
-    if name == "methanol.yaml":
+    assert Path(config.run_dir) == ROOT / "runs" / Path(name).stem
+    if name != "demo.yaml":
         densities = {s.density_g_cm3 for s in states.values()} | {s.pressure_bar for s in states.values()}
         assert len(densities - {None}) >= 3
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
+    import yaml
+
+    folder = tmp_path / "project" / "configs"
+    folder.mkdir(parents=True)
+    (folder / "study.yaml").write_text(yaml.safe_dump({
+        "run_dir": "../runs/x",
+        "system": {"molecule": "molecules/mine.yaml"},
+        "imports": [{"path": "../data/traj.extxyz", "format": "extxyz", "molecule": "methanol_trappe"},
+                    {"path": "/abs/traj.trr", "format": "gromacs", "topology": "../data/conf.gro"}],
+    }))
+    monkeypatch.chdir(tmp_path)  # somewhere else
+    config = load_config("project/configs/study.yaml")
+    project = (tmp_path / "project").resolve()
+    assert config.run_dir == str(project / "runs" / "x")
+    assert config.system.molecule == str(project / "configs" / "molecules" / "mine.yaml")
+    assert config.imports[0].path == str(project / "data" / "traj.extxyz")
+    assert config.imports[0].molecule == "methanol_trappe"  # a built-in name stays a name
+    assert config.imports[1].path == "/abs/traj.trr"
+    assert config.imports[1].topology == str(project / "data" / "conf.gro")
 
 
 # ---------------------------------------------------------------------------- the real stages

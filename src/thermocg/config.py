@@ -623,9 +623,28 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
         config = from_dict(Config, data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    if not Path(config.run_dir).is_absolute():
-        config.run_dir = str((path.parent / config.run_dir).resolve())
+    # relative file paths in a config are relative to the config file, wherever it is run from
+    base = path.parent
+    config.run_dir = _relative_to(base, config.run_dir)
+    config.system.molecule = _molecule_path(base, config.system.molecule)
+    for item in config.imports:
+        item.path = _relative_to(base, item.path)
+        if item.topology is not None:
+            item.topology = _relative_to(base, item.topology)
+        if item.molecule is not None:
+            item.molecule = _molecule_path(base, item.molecule)
     return config
+
+
+def _relative_to(base: Path, value: str) -> str:
+    return value if Path(value).is_absolute() else str((base / value).resolve())
+
+
+def _molecule_path(base: Path, value: str) -> str:
+    """A molecule YAML path made absolute; a built-in molecule name is left as it is."""
+    if value.endswith((".yaml", ".yml")) or os.sep in value:
+        return _relative_to(base, value)
+    return value
 
 
 def write_resolved(config: Any, path: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
