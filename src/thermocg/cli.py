@@ -59,7 +59,13 @@ COMMANDS: tuple[Command, ...] = (
 def build_parser() -> argparse.ArgumentParser:
     from thermocg import __version__
 
-    parser = argparse.ArgumentParser(prog="thermocg", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="thermocg",
+        description="Coarse-grained force fields for molecular liquids (HIP-NN-TS and MS-CG, by force "
+                    "matching) and their transferability across state points. Every command but export "
+                    "reads one YAML config; configs/demo.yaml comments every key.",
+        epilog="example: thermocg study configs/demo.yaml --run-dir runs/demo",
+    )
     parser.add_argument("--version", action="version", version=f"thermocg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for cmd in COMMANDS:
