@@ -20,15 +20,16 @@ jittered lattice, 300 K, Langevin, float32 models on the CPU with ``--threads`` 
 
     python bench/bench_md.py [--n-beads 1000] [--steps 10] [--hippynn-steps 5] [--threads 2]
 
-Measured here (2 shared cores, other jobs running, so absolute rates are below an idle machine's;
-ratios are from interleaved runs), 3 repeats: ours 1.52 steps/s, hippynn 0.080 steps/s (19x).
+Measured here, 2 threads, 3 repeats, ratios from interleaved runs:
+- 2026-12-01, machine otherwise idle: ours 8.86 steps/s, hippynn 0.32 steps/s (27.5x). All-atom
+  TraPPE methanol (3,000 sites, OpenMM CPU, PME, 1 fs) 8.98 ns/day; the reference HIP-NN-TS at 2 fs
+  1.53 ns/day (0.17x: it breaks even at an 11.7 fs timestep); the small model (32 features, r_c 8 A)
+  5.85 ns/day at 2 fs (0.65x: it wins from about 3 fs on).
+- an earlier version, 2 shared cores with other jobs running: ours 1.52 steps/s, hippynn 0.080 (19x);
+  all-atom 2.17 ns/day, reference CG 0.26 ns/day, small model 2.10 ns/day.
 Where hippynn's time goes: its pair finder rebuilds the list by brute force (tens of seconds per
 rebuild, every few steps with a 1 A skin at 2 fs) and its position tensor carries a growing autograd
-history; even its steps without a rebuild were ~3-4x slower than ours. CG against all-atom (TraPPE
-methanol, 3,000 sites, OpenMM CPU, PME, 1 fs): 2.17 ns/day, against 0.26 ns/day for the reference
-HIP-NN-TS at 2 fs (0.12x; it would need a ~16 fs timestep to break even) and 2.10 ns/day for the
-small model (32 features, r_c 8 A) at 2 fs (0.97x): the small model wins from a ~2.1 fs timestep
-on, e.g. 2x at 4 fs if the CG dynamics stay stable there. GPUs were not measured in this session.
+history; even its steps without a rebuild were ~3-4x slower than ours. GPUs were not measured.
 
 Ends with one line of JSON (``speedup_vs_hippynn_md``, ``speedup_vs_openmm_allatom_ns_per_day`` ...).
 """
