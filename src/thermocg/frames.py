@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -204,7 +204,7 @@ class Frames:
         )
 
 
-def merged_type_names(frames_list: "list[Frames] | tuple[Frames, ...]") -> tuple[str, ...]:
+def merged_type_names(frames_list: Sequence[Frames]) -> tuple[str, ...]:
     """The bead types of several frame sets (state points), in order of first appearance."""
     names: list[str] = []
     for frames in frames_list:

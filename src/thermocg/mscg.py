@@ -287,8 +287,6 @@ def _half_pairs(positions: np.ndarray, box: np.ndarray, cutoff_A: float) -> tupl
     return i.astype(np.int64), j.astype(np.int64), np.asarray(vectors, dtype=np.float64)
 
 
-
-
 def fit_pair_potential(frames_list: list[Frames] | Frames, config=None, *, progress: bool = False):
     """Fit an MS-CG :class:`~thermocg.potentials.pair.PairTable` to CG frames with forces.
 

@@ -187,11 +187,6 @@ def _check_frames(frames: Frames, where: str) -> None:
         raise TrainError(f"{where}: at least two beads are needed, got {frames.n_particles}")
 
 
-def model_type_names(frames_list: list[Frames]) -> tuple[str, ...]:
-    """Bead types of all states, in order of first appearance."""
-    return merged_type_names(frames_list)
-
-
 def prepare_states(frames_list: list[Frames], config: TrainConfig, type_names: tuple[str, ...]) -> list[StateData]:
     """Validate each state's frames, apply ``frame_stride`` and split by time blocks."""
     if not frames_list:
@@ -601,7 +596,7 @@ def train_potential(train_frames: list[Frames], config: TrainConfig, out_dir: st
     # ---- the model and the resolved choices
     if potential is None:
         resolved, prior = resolve_train_config(config, train_frames)
-        type_names = prior.type_names if prior is not None else model_type_names(train_frames)
+        type_names = prior.type_names if prior is not None else merged_type_names(train_frames)
         potential = build_model(resolved, tuple(type_names), seed=seed, prior=prior)
     else:
         resolved = copy.deepcopy(config)

@@ -129,8 +129,6 @@ class RepulsivePrior(Potential):
         }
 
 
-
-
 def pair_rdfs(frames_list: Sequence[Frames], type_names: Sequence[str], *, r_max_A: float,
               bin_width_A: float = 0.05, max_frames: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """Partial RDFs g_ab(r) with N/V normalisation, pooled over the frames.
