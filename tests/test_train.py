@@ -355,8 +355,13 @@ def test_cli_train_reads_run_dir(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_methanol_pipeline_loss_decreases_and_same_seed_same_weights(tmp_path) -> None:
-    """All-atom TraPPE methanol (OpenMM) -> one-bead CG -> HIP-NN-TS: the validation loss falls, and
-    training twice with one seed gives identical weights."""
+    """All-atom TraPPE methanol (OpenMM) -> one-bead CG -> HIP-NN-TS: the validation loss falls, the
+    trained network explains part of the held-out mapped forces (R^2 > 0; a zero or random force does
+    not), and training twice with one seed gives identical weights.
+
+    The all-atom data differ from machine to machine (OpenMM's CPU kernels follow the SIMD width), so
+    the bounds leave room: on six seeds here the best validation loss was 6-12% below the first
+    epoch's and the test R^2 0.13-0.26 (CG forces of methanol are mostly the noise of the eliminated atoms)."""
     from safetensors.torch import load_file
 
     from thermocg.allatom.runner import run_generate
@@ -368,16 +373,18 @@ def test_methanol_pipeline_loss_decreases_and_same_seed_same_weights(tmp_path) -
         "run_dir": str(tmp_path), "seed": 1,
         "system": {"molecule": "methanol_trappe", "n_molecules": 64},
         "states": [{"temperature_K": 298.0, "density_g_cm3": 0.786}],
-        "generate": {"platform": "CPU", "n_threads": 2, "equilibration_ps": 2.0, "production_ps": 4.0,
+        "generate": {"platform": "CPU", "n_threads": 2, "equilibration_ps": 2.0, "production_ps": 6.0,
                      "save_interval_fs": 100.0, "thermo_interval_fs": 100.0},
         "train": {"n_features": 16, "n_sensitivities": 10, "n_atom_layers": 2, "batch_size": 4,
-                  "max_epochs": 4, "learning_rate": 3e-3, "progress": False},
+                  "max_epochs": 8, "learning_rate": 3e-3, "progress": False},
     })
     run_generate(config, tmp_path, progress=False)
     run_map(config, tmp_path, progress=False)
     first = run_train(config, tmp_path)
     losses = np.loadtxt(first.parent / "metrics.csv", delimiter=",", skiprows=1, usecols=2)
-    assert losses[-1] < 0.95 * losses[0], losses  # mapped forces are noisy: R^2 of CG methanol stays well below 1
+    assert len(losses) == 8 and losses.min() < 0.98 * losses[0], losses  # the best model is the one kept
+    test_r2 = json.loads((first.parent / "test_metrics.json").read_text())["overall"]["r2"]
+    assert 0.05 < test_r2 < 0.6, test_r2
     second = run_train(config, tmp_path, name="again")
     a, b = load_file(first), load_file(second)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
