@@ -33,6 +33,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("import", "thermocg.allatom.readers:run_import",
             "import all-atom trajectories with forces (LAMMPS, GROMACS, extxyz) listed in the config",
             (_STATE,)),
+    Command("export-allatom", "thermocg.allatom.gromacs:run_export_allatom",
+            "write GROMACS inputs (.gro, .top, .mdp) of the all-atom system at each state point", (
+                _STATE, (("--output",), {"help": "output directory (default: RUN_DIR/gromacs)"}))),
     Command("map", "thermocg.mapping:run_map", "map all-atom trajectories to CG bead datasets", (_STATE,)),
     Command("rdf", "thermocg.analysis.rdf:run_rdf", "RDFs per bead-type pair of the CG datasets", (_STATE,)),
     Command("train", "thermocg.train:run_train", "train HIP-NN-TS by force matching",

@@ -531,12 +531,8 @@ def _state_seed(seed: int, label: str) -> int:
     return int(np.random.SeedSequence([int(seed), zlib.crc32(label.encode())]).generate_state(1)[0])
 
 
-def run_generate(config: "Config", run_dir: str | Path, *, state: str | list[str] | None = None,
-                 progress: bool = True) -> list[Path]:
-    """Generate all-atom data for every state point of ``config`` (or those labelled ``state``).
-
-    Writes ``RunDir(run_dir).allatom(label)/...`` per state point; returns the traj.h5md paths.
-    """
+def selected_states(config: "Config", state: str | list[str] | None = None) -> list[StatePoint]:
+    """The config's state points, or those labelled ``state`` (an unknown label is a ConfigError)."""
     states = config.state_points()
     if not states:
         raise ConfigError("states: no state points to generate (give 'states' or 'state_grid')")
@@ -548,6 +544,16 @@ def run_generate(config: "Config", run_dir: str | Path, *, state: str | list[str
         if unknown:
             raise ConfigError(f"--state: unknown state label(s) {unknown}; the config has {known}")
         points = [p for p in points if p.label in wanted]
+    return points
+
+
+def run_generate(config: "Config", run_dir: str | Path, *, state: str | list[str] | None = None,
+                 progress: bool = True) -> list[Path]:
+    """Generate all-atom data for every state point of ``config`` (or those labelled ``state``).
+
+    Writes ``RunDir(run_dir).allatom(label)/...`` per state point; returns the traj.h5md paths.
+    """
+    points = selected_states(config, state)
     molecule = get_molecule(config.system.molecule)
     rundir = RunDir(run_dir)
     paths = []

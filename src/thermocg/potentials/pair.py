@@ -338,6 +338,10 @@ def export_gromacs(table: PairTable, out_dir: str | os.PathLike, *, spacing_nm: 
     Columns: r (nm), f, -f', g, -g', h, -h' with V(r) = q_i q_j f + C6 g + C12 h. The pair potential is
     put in h (kJ/mol; -h' its force, kJ/mol/nm) and f = g = 0, so use it with ``C6 = 0, C12 = 1`` for the
     pair and ``cutoff-scheme = group``, ``vdwtype = user``, ``energygrp_table`` naming the groups A B.
+
+    For GROMACS 2019 and earlier only: user tables for non-bonded interactions need the group cut-off
+    scheme, which GROMACS 2020 removed (GROMACS 2022's grompp, run here, refuses both ``cutoff-scheme =
+    group`` and ``vdwtype = user`` with the Verlet scheme). For a current engine use the LAMMPS export.
     Rows run from r = 0 every ``spacing_nm`` to r_c + ``extension_nm`` (zeros beyond r_c); below
     ``r_inner_A`` (default half the smallest sampled distance) the energy continues linearly with the
     force at r_inner (a finite cap; beads never get that close in practice).
@@ -427,7 +431,8 @@ def run_export(model: str | os.PathLike, format: str = "lammps", output: str | o
         print(f"wrote {path} and {path.with_suffix('.table')}")
     elif format == "gromacs":
         paths = export_gromacs(table, out_dir, **options)
-        print(f"wrote {len(paths)} GROMACS tables to {out_dir}")
+        print(f"wrote {len(paths)} GROMACS tables to {out_dir} (GROMACS 2019 or earlier: tabulated non-bonded "
+              "interactions need the group cut-off scheme, removed in GROMACS 2020)")
     else:
         raise ExportError(f"unknown export format {format!r}; use 'lammps' or 'gromacs'")
     return out_dir

@@ -1,0 +1,220 @@
+"""GROMACS inputs of the all-atom systems (thermocg.allatom.gromacs), refereed by GROMACS itself.
+
+With GROMACS installed (``.ci/run`` installs the Debian package), GROMACS evaluates the exported
+force field on a configuration and its forces, read back through ``thermocg import``'s GROMACS
+reader (.trr + .tpr), must equal OpenMM's forces from ``build_system`` at the same positions:
+TraPPE-UA methanol (Lorentz-Berthelot, constraints, an angle), OPLS-AA methanol (geometric mixing,
+flexible bonds, torsions, scaled 1-4 pairs) and SPC/E water. PME is tightened on both sides so the
+comparison tests the force field, not the Ewald accuracy. Without GROMACS those tests are skipped;
+the file-format tests run everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from thermocg import units
+from thermocg.allatom.gromacs import (
+    GromacsExportError,
+    gro_text,
+    gromacs_topology,
+    write_gromacs_inputs,
+)
+from thermocg.allatom.molecules import get_molecule
+from thermocg.cli import main
+
+GMX = shutil.which("gmx_d") or shutil.which("gmx")  # double precision when the package has it
+needs_gmx = pytest.mark.skipif(GMX is None, reason="GROMACS (gmx) is not installed")
+
+
+def _config(tmp_path: Path, molecule: str, n_molecules: int, cutoff_A: float, states: list[dict]) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({
+        "run_dir": str(tmp_path / "run"), "seed": 4,
+        "system": {"molecule": molecule, "n_molecules": n_molecules},
+        "states": states,
+        "generate": {"platform": "CPU", "n_threads": 2, "nonbonded_cutoff_A": cutoff_A, "timestep_fs": 1.0,
+                     "equilibration_ps": 0.0, "production_ps": 0.02, "save_interval_fs": 10.0,
+                     "npt_equilibration_ps": 0.02},
+    }))
+    return path
+
+
+def _gmx(args: list[str], cwd: Path, stdin: str | None = None) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GMX_MAXBACKUP": "-1"}
+    if args[0] == "mdrun":
+        args = [*args, "-ntmpi", "1", "-ntomp", "1"]
+    run = subprocess.run([GMX, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env, check=False,
+                         input=stdin)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.stdout + run.stderr
+
+
+def _mdp_set(text: str, **values) -> str:
+    lines = []
+    for line in text.splitlines():
+        key = line.split("=")[0].strip().replace("_", "-")
+        if key in values:
+            line = f"{key} = {values.pop(key)}"
+        lines.append(line)
+    return "\n".join(lines + [f"{k} = {v}" for k, v in values.items()]) + "\n"
+
+
+# ------------------------------------------------------------------------------------ file formats
+
+def test_topology_sections_and_units() -> None:
+    trappe = gromacs_topology(get_molecule("methanol_trappe"), 10)
+    assert "\n  1        2          yes        0      0" in trappe  # Lorentz-Berthelot, no 1-4 pairs
+    assert "0.37500000  0.81481734" in trappe  # CH3: 3.75 A, 98 K -> nm, kJ/mol
+    assert "1  2  1  0.14300000" in trappe and "[ pairs ]" not in trappe and "[ bonds ]" not in trappe
+    assert "methanol_trappe  10" in trappe
+    opls = gromacs_topology(get_molecule("methanol_opls"), 3)
+    assert "\n  1        3          yes        0.5      0.5" in opls  # geometric mixing, 1-4 scaled by 0.5
+    # three H-C-O-HO 1-4 pairs; bond k 2 x 320 kcal/mol/A^2 -> 267776 kJ/mol/nm^2; V3/2 = 0.225 kcal/mol
+    pairs = opls.split("[ pairs ]")[1].split("[")[0]
+    assert len([ln for ln in pairs.splitlines() if ln.strip() and not ln.startswith(";")]) == 3
+    assert "0.14100000  267776.000000" in opls and "9  0.000000  0.94140000  3" in opls
+
+
+def test_gro_round_trip_through_mdanalysis(tmp_path: Path) -> None:
+    import MDAnalysis as mda
+
+    molecule = get_molecule("methanol_trappe")
+    rng = np.random.default_rng(0)
+    positions = rng.uniform(0.0, 20.0, (12, 3))
+    box = np.diag([20.0, 21.0, 22.0])
+    velocities = rng.normal(0.0, 0.005, (12, 3))  # A/fs
+    path = tmp_path / "conf.gro"
+    path.write_text(gro_text(molecule, 4, positions, box, velocities_A_fs=velocities))
+    u = mda.Universe(str(path))
+    assert list(u.atoms.names[:3]) == ["CH3", "O", "H"] and u.atoms.n_residues == 4
+    np.testing.assert_allclose(u.atoms.positions, positions, atol=0.0051)  # nm with 3 decimals
+    np.testing.assert_allclose(u.dimensions[:3], [20.0, 21.0, 22.0], atol=1e-4)
+    np.testing.assert_allclose(u.atoms.velocities, velocities * 1000.0, atol=0.0051)  # A/ps, 4 decimals of nm/ps
+
+
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
+    molecule = get_molecule("water_spce")
+    positions = np.zeros((6, 3))
+    with pytest.raises(GromacsExportError, match="below half the box width"):
+        write_gromacs_inputs(molecule, 2, positions, np.eye(3) * 10.0, tmp_path / "a", cutoff_A=6.0,
+                             temperature_K=300.0)
+    with pytest.raises(GromacsExportError, match="expected \\(6, 3\\)"):
+        write_gromacs_inputs(molecule, 2, positions[:5], np.eye(3) * 20.0, tmp_path / "b", cutoff_A=6.0,
+                             temperature_K=300.0)
+    upper = np.array([[20.0, 1.0, 0.0], [0.0, 20.0, 0.0], [0.0, 0.0, 20.0]])
+    with pytest.raises(GromacsExportError, match="lower-triangular"):
+        write_gromacs_inputs(molecule, 2, positions, upper, tmp_path / "c", cutoff_A=6.0, temperature_K=300.0)
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_cli_writes_inputs_per_state(tmp_path: Path) -> None:
+    config = _config(tmp_path, "water_spce", 64, 5.0, [{"temperature_K": 300.0, "density_g_cm3": 1.0},
+                                                       {"temperature_K": 320.0, "pressure_bar": 500.0}])
+    assert main(["export-allatom", str(config)]) == 0
+    root = tmp_path / "run" / "gromacs"
+    nvt, npt = root / "T300_rho1", root / "T320_P500"
+    assert sorted(p.name for p in nvt.iterdir()) == ["conf.gro", "nvt.mdp", "run.sh", "topol.top"]
+    assert sorted(p.name for p in npt.iterdir()) == ["conf.gro", "npt.mdp", "nvt.mdp", "run.sh", "topol.top"]
+    mdp = (npt / "npt.mdp").read_text()
+    assert "pcoupl                   = C-rescale" in mdp and "ref-p                    = 500" in mdp
+    assert "ref-t                    = 320" in mdp and "rvdw                     = 0.5" in mdp
+    assert "continuation             = yes" in (npt / "nvt.mdp").read_text()
+    assert "nsteps                   = 20" in (nvt / "nvt.mdp").read_text()  # 0.02 ps at 1 fs
+    assert "gmx grompp -f nvt.mdp -c npt.gro -t npt.cpt" in (npt / "run.sh").read_text()
+    # an unknown state label is a clear error (exit code 2), and nothing new is written
+    assert main(["export-allatom", str(config), "--state", "T999", "--output", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------- refereed by GROMACS
+
+@needs_gmx
+@pytest.mark.parametrize(("molecule", "n_molecules", "density", "cutoff_A"), [
+    ("methanol_trappe", 128, 0.786, 9.0), ("methanol_opls", 100, 0.786, 8.0), ("water_spce", 216, 1.0, 8.0)])
+def test_gromacs_forces_equal_openmm_forces(tmp_path: Path, molecule: str, n_molecules: int, density: float,
+                                            cutoff_A: float) -> None:
+    from thermocg.allatom.readers import read_trajectory
+    from thermocg.allatom.runner import build_system, energy_and_forces, make_context
+    from thermocg.mapping import make_whole
+
+    config = _config(tmp_path, molecule, n_molecules, cutoff_A, [{"temperature_K": 300.0, "density_g_cm3": density}])
+    out = tmp_path / "gmx"
+    assert main(["export-allatom", str(config), "--output", str(out)]) == 0
+    (work,) = out.iterdir()
+    mol = get_molecule(molecule)
+    # move the minimised atoms off their minimum so that every term carries force
+    import MDAnalysis as mda
+
+    u = mda.Universe(str(work / "conf.gro"))
+    rng = np.random.default_rng(1)
+    positions = u.atoms.positions.astype(np.float64) + rng.normal(0.0, 0.05, (u.atoms.n_atoms, 3))
+    box = np.diag(u.dimensions[:3]).astype(np.float64)
+    (work / "conf.gro").write_text(gro_text(mol, n_molecules, positions, box))
+    # a single-point evaluation with the exported settings, PME tightened (as on the OpenMM side)
+    mdp = _mdp_set((work / "nvt.mdp").read_text(), integrator="md", nsteps=0, nstxout=1, nstfout=1,
+                   nstvout=0, fourierspacing=0.06, **{"pme-order": 6, "ewald-rtol": "1e-7"})
+    (work / "rerun.mdp").write_text(mdp)
+    _gmx(["grompp", "-f", "rerun.mdp", "-c", "conf.gro", "-p", "topol.top", "-o", "rerun.tpr", "-maxwarn", "0"], work)
+    _gmx(["mdrun", "-s", "rerun.tpr", "-rerun", "conf.gro", "-deffnm", "rerun"], work)
+
+    frames, topology = read_trajectory(work / "rerun.trr", "gromacs", topology=work / "rerun.tpr")
+    assert frames.n_frames == 1 and topology is not None
+    np.testing.assert_allclose(topology.masses[: mol.n_sites], mol.masses_amu, rtol=1e-6)
+    assert list(topology.atom_names[: mol.n_sites]) == mol.site_names
+    np.testing.assert_array_equal(topology.molecule_ids, np.repeat(np.arange(n_molecules), mol.n_sites))
+    # GROMACS put atoms in the box: make molecules whole for OpenMM's non-periodic bonded terms
+    first = np.repeat(np.arange(0, mol.n_sites * n_molecules, mol.n_sites), mol.n_sites)
+    pos = make_whole(frames.positions[:1], frames.box[:1], first)[0]
+    system = build_system(mol, n_molecules, frames.box[0], cutoff_A=cutoff_A)
+    for force in system.getForces():
+        if hasattr(force, "setEwaldErrorTolerance"):
+            force.setEwaldErrorTolerance(1e-7)
+    energy, reference = energy_and_forces(make_context(system, pos, frames.box[0], platform="Reference"))
+    gromacs = frames.forces[0]  # kcal/mol/A: converted by thermocg's reader
+    rms = np.sqrt(np.mean(reference**2))
+    rms_diff, max_diff = np.sqrt(np.mean((gromacs - reference) ** 2)), np.abs(gromacs - reference).max()
+    print(f"{molecule}: rms F {rms:.3f}, rms diff {rms_diff:.2e}, max diff {max_diff:.2e} kcal/mol/A")
+    assert rms > 5.0  # displaced atoms: every term is loaded
+    assert rms_diff < 2e-4 * rms and max_diff < 2e-3 * rms
+    # the potential energy too (GROMACS's dispersion correction averages C6 slightly differently)
+    _gmx(["energy", "-f", "rerun.edr", "-o", "energy.xvg"], work, stdin="Potential\n0\n")
+    rows = [ln.split() for ln in (work / "energy.xvg").read_text().splitlines() if ln and ln[0] not in "#@"]
+    gromacs_energy = float(rows[0][1]) * units.KJ_TO_KCAL
+    print(f"{molecule}: potential energy GROMACS {gromacs_energy:.4f}, OpenMM {energy:.4f} kcal/mol")
+    assert abs(gromacs_energy - energy) < 1e-4 * abs(energy) + 0.05
+
+
+@needs_gmx
+def test_exported_run_imports_and_maps(tmp_path: Path) -> None:
+    """The exported inputs as they are (SD integrator, NVT) run in GROMACS without warnings, and the
+    .trr they write goes through ``thermocg import`` (with the .tpr or the .top) and ``thermocg map``:
+    CG forces are the summed atomic forces of GROMACS's frames."""
+    from thermocg.allatom.readers import read_trajectory
+    from thermocg.mapping import build_mapping
+
+    config = _config(tmp_path, "methanol_trappe", 128, 9.0, [{"temperature_K": 300.0, "density_g_cm3": 0.786}])
+    out = tmp_path / "gmx"
+    assert main(["export-allatom", str(config), "--output", str(out)]) == 0
+    work = out / "T300_rho0.786"
+    _gmx(["grompp", "-f", "nvt.mdp", "-c", "conf.gro", "-p", "topol.top", "-o", "nvt.tpr", "-maxwarn", "0"], work)
+    _gmx(["mdrun", "-deffnm", "nvt"], work)
+    frames, topology = read_trajectory(work / "nvt.trr", "gromacs", topology=work / "nvt.tpr")
+    assert frames.n_frames == 3  # 20 steps of 1 fs, saved every 10 fs (frames at 0, 10, 20 fs)
+    np.testing.assert_allclose(np.diff(frames.time_fs), 10.0, atol=1e-6)
+    assert np.all(np.isfinite(frames.forces)) and np.abs(frames.forces).max() > 1.0
+    same, top_topology = read_trajectory(work / "nvt.trr", "gromacs", topology=work / "topol.top")
+    np.testing.assert_array_equal(same.forces, frames.forces)
+    np.testing.assert_allclose(top_topology.masses, topology.masses, rtol=1e-6)
+    np.testing.assert_array_equal(top_topology.molecule_ids, topology.molecule_ids)
+    mapping = build_mapping(topology)
+    cg = mapping.apply(frames)
+    summed = frames.forces.reshape(frames.n_frames, 128, 3, 3).sum(axis=2)
+    np.testing.assert_allclose(cg.forces, summed, rtol=1e-12, atol=1e-9)
