@@ -19,7 +19,8 @@ field that ``thermocg generate`` runs with OpenMM:
 
 Units are converted at this edge: A -> nm, kcal/mol -> kJ/mol, fs -> ps. ``tests/test_gromacs.py``
 runs GROMACS on these files and checks that its forces equal OpenMM's for the same configuration
-(TraPPE-UA and OPLS-AA methanol, SPC/E water).
+(TraPPE-UA and OPLS-AA methanol, SPC/E water), and that GROMACS's own ``oplsaa.ff`` methanol and SPC/E
+give the forces of our built-in definitions.
 """
 
 from __future__ import annotations
