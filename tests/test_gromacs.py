@@ -34,14 +34,15 @@ GMX = shutil.which("gmx_d") or shutil.which("gmx")  # double precision when the 
 needs_gmx = pytest.mark.skipif(GMX is None, reason="GROMACS (gmx) is not installed")
 
 
-def _config(tmp_path: Path, molecule: str, n_molecules: int, cutoff_A: float, states: list[dict]) -> Path:
+def _config(tmp_path: Path, molecule: str, n_molecules: int, cutoff_A: float, states: list[dict], *,
+            equilibration_ps: float = 0.0) -> Path:
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump({
         "run_dir": str(tmp_path / "run"), "seed": 4,
         "system": {"molecule": molecule, "n_molecules": n_molecules},
         "states": states,
         "generate": {"platform": "CPU", "n_threads": 2, "nonbonded_cutoff_A": cutoff_A, "timestep_fs": 1.0,
-                     "equilibration_ps": 0.0, "production_ps": 0.02, "save_interval_fs": 10.0,
+                     "equilibration_ps": equilibration_ps, "production_ps": 0.02, "save_interval_fs": 10.0,
                      "npt_equilibration_ps": 0.02},
     }))
     return path
@@ -128,18 +129,27 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
 
 def test_cli_writes_inputs_per_state(tmp_path: Path) -> None:
     config = _config(tmp_path, "water_spce", 64, 5.0, [{"temperature_K": 300.0, "density_g_cm3": 1.0},
-                                                       {"temperature_K": 320.0, "pressure_bar": 500.0}])
+                                                       {"temperature_K": 320.0, "pressure_bar": 500.0}],
+                     equilibration_ps=0.01)
     assert main(["export-allatom", str(config)]) == 0
     root = tmp_path / "run" / "gromacs"
     nvt, npt = root / "T300_rho1", root / "T320_P500"
-    assert sorted(p.name for p in nvt.iterdir()) == ["conf.gro", "nvt.mdp", "run.sh", "topol.top"]
-    assert sorted(p.name for p in npt.iterdir()) == ["conf.gro", "npt.mdp", "nvt.mdp", "run.sh", "topol.top"]
+    assert sorted(p.name for p in nvt.iterdir()) == ["conf.gro", "eq.mdp", "nvt.mdp", "run.sh", "topol.top"]
+    assert sorted(p.name for p in npt.iterdir()) == ["conf.gro", "eq.mdp", "npt.mdp", "nvt.mdp", "run.sh",
+                                                     "topol.top"]
     mdp = (npt / "npt.mdp").read_text()
     assert "pcoupl                   = C-rescale" in mdp and "ref-p                    = 500" in mdp
     assert "ref-t                    = 320" in mdp and "rvdw                     = 0.5" in mdp
-    assert "continuation             = yes" in (npt / "nvt.mdp").read_text()
-    assert "nsteps                   = 20" in (nvt / "nvt.mdp").read_text()  # 0.02 ps at 1 fs
-    assert "gmx grompp -f nvt.mdp -c npt.gro -t npt.cpt" in (npt / "run.sh").read_text()
+    assert "gen-vel                  = yes" in mdp and "nstfout                  = 0" in mdp  # no frames
+    eq, production = (npt / "eq.mdp").read_text(), (npt / "nvt.mdp").read_text()
+    assert "continuation             = yes" in eq and "nstfout                  = 0" in eq and "pcoupl" not in eq
+    assert "continuation             = yes" in production and "nstfout                  = 10" in production
+    assert "nsteps                   = 20" in production and "nsteps                   = 10" in eq  # 1 fs steps
+    script = (npt / "run.sh").read_text()
+    assert '"$GMX" grompp -f eq.mdp -c npt.gro -t npt.cpt' in script
+    assert '"$GMX" grompp -f nvt.mdp -c eq.gro -t eq.cpt' in script
+    assert '"$GMX" grompp -f eq.mdp -c conf.gro' in (nvt / "run.sh").read_text()
+    assert "gen-vel                  = yes" in (nvt / "eq.mdp").read_text()
     # an unknown state label is a clear error (exit code 2), and nothing new is written
     assert main(["export-allatom", str(config), "--state", "T999", "--output", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
@@ -198,21 +208,27 @@ def test_gromacs_forces_equal_openmm_forces(tmp_path: Path, molecule: str, n_mol
 
 @needs_gmx
 def test_exported_run_imports_and_maps(tmp_path: Path) -> None:
-    """The exported inputs as they are (SD integrator, NVT) run in GROMACS without warnings, and the
-    .trr they write goes through ``thermocg import`` (with the .tpr or the .top) and ``thermocg map``:
-    CG forces are the summed atomic forces of GROMACS's frames."""
+    """The exported inputs as they are (NPT, NVT equilibration, NVT production, chained by run.sh) run
+    in GROMACS without a grompp warning, and the .trr of the production goes through ``thermocg
+    import`` (with the .tpr or the .top) and the mapping: CG forces are the summed atomic forces."""
     from thermocg.allatom.readers import read_trajectory
     from thermocg.mapping import build_mapping
 
-    config = _config(tmp_path, "methanol_trappe", 128, 9.0, [{"temperature_K": 300.0, "density_g_cm3": 0.786}])
+    config = _config(tmp_path, "methanol_trappe", 128, 9.0, [{"temperature_K": 300.0, "pressure_bar": 1.0}],
+                     equilibration_ps=0.01)
     out = tmp_path / "gmx"
     assert main(["export-allatom", str(config), "--output", str(out)]) == 0
-    work = out / "T300_rho0.786"
-    _gmx(["grompp", "-f", "nvt.mdp", "-c", "conf.gro", "-p", "topol.top", "-o", "nvt.tpr", "-maxwarn", "0"], work)
-    _gmx(["mdrun", "-deffnm", "nvt"], work)
+    work = out / "T300_P1"
+    env = {**os.environ, "GMX": GMX, "MDRUN_FLAGS": "-ntmpi 1 -ntomp 1", "OMP_NUM_THREADS": "1",
+           "GMX_MAXBACKUP": "-1"}
+    run = subprocess.run(["sh", str(work / "run.sh")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "WARNING" not in run.stderr
+    assert not (work / "npt.trr").exists() and not (work / "eq.trr").exists()  # equilibration writes no frames
     frames, topology = read_trajectory(work / "nvt.trr", "gromacs", topology=work / "nvt.tpr")
-    assert frames.n_frames == 3  # 20 steps of 1 fs, saved every 10 fs (frames at 0, 10, 20 fs)
-    np.testing.assert_allclose(np.diff(frames.time_fs), 10.0, atol=1e-6)
+    assert frames.n_frames == 3  # 20 steps of 1 fs, saved every 10 fs; the production's clock starts at 0
+    np.testing.assert_allclose(frames.time_fs, [0.0, 10.0, 20.0], atol=1e-5)
     assert np.all(np.isfinite(frames.forces)) and np.abs(frames.forces).max() > 1.0
     same, top_topology = read_trajectory(work / "nvt.trr", "gromacs", topology=work / "topol.top")
     np.testing.assert_array_equal(same.forces, frames.forces)

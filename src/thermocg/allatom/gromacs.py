@@ -11,11 +11,14 @@ field that ``thermocg generate`` runs with OpenMM:
                  and masses, [constraints] (type 1, which also generate exclusions), harmonic [bonds]
                  (type 1) and [angles] (type 1), periodic [dihedrals] (type 9), [pairs] for the 1-4
                  pairs when they are scaled rather than excluded; nrexcl 3
-- ``nvt.mdp``    stochastic dynamics (GROMACS's Langevin integrator, tau-t = 1 / friction) at the
-                 state's temperature, PME, plain LJ and Coulomb cutoffs as the force field prescribes,
-                 DispCorr EnerPres, positions, velocities and **forces** written every save interval
-                 to the .trr that ``thermocg import`` reads back (format ``gromacs``, topology the .tpr)
-- ``npt.mdp``    for a pressure state point: the NPT equilibration before it (C-rescale barostat)
+- ``nvt.mdp``    NVT production: stochastic dynamics (GROMACS's Langevin integrator, tau-t =
+                 1 / friction) at the state's temperature, PME, plain LJ and Coulomb cutoffs as the
+                 force field prescribes, DispCorr EnerPres, positions, velocities and **forces**
+                 written every save interval to the .trr that ``thermocg import`` reads back (format
+                 ``gromacs``, topology the .tpr)
+- ``npt.mdp``    for a pressure state point, the NPT equilibration first (C-rescale barostat), and
+  ``eq.mdp``     the NVT equilibration (when ``generate.equilibration_ps`` > 0); neither writes frames
+- ``run.sh``     the gmx commands, each stage continuing from the previous one's checkpoint
 
 Units are converted at this edge: A -> nm, kcal/mol -> kJ/mol, fs -> ps. ``tests/test_gromacs.py``
 runs GROMACS on these files and checks that its forces equal OpenMM's for the same configuration
@@ -162,9 +165,14 @@ def gro_text(molecule: Molecule, n_molecules: int, positions_A: np.ndarray, box_
 
 def mdp_text(molecule: Molecule, *, cutoff_A: float, temperature_K: float, timestep_fs: float,
              n_steps: int, save_interval_fs: float, friction_per_ps: float, seed: int,
-             pressure_bar: float | None = None, generate_velocities: bool = True) -> str:
-    """The run parameters: SD (Langevin) NVT, or NPT with C-rescale when ``pressure_bar`` is given."""
+             pressure_bar: float | None = None, generate_velocities: bool = True,
+             write_frames: bool = True) -> str:
+    """The run parameters: SD (Langevin) NVT, or NPT with C-rescale when ``pressure_bar`` is given.
+
+    ``write_frames``: positions, velocities and forces to the .trr every save interval (production);
+    otherwise only energies (equilibration stages)."""
     save_steps = max(1, round(save_interval_fs / timestep_fs))
+    frame_steps = save_steps if write_frames else 0
     cutoff_nm = cutoff_A * units.A_TO_NM
     lines = [
         f"; thermocg: {molecule.name} at {temperature_K:g} K"
@@ -180,9 +188,9 @@ def mdp_text(molecule: Molecule, *, cutoff_A: float, temperature_K: float, times
         f"gen-temp                 = {temperature_K:.6g}",
         f"gen-seed                 = {int(seed)}",
         f"continuation             = {'no' if generate_velocities else 'yes'}",
-        f"nstxout                  = {save_steps}",
-        f"nstvout                  = {save_steps}",
-        f"nstfout                  = {save_steps}",
+        f"nstxout                  = {frame_steps}",
+        f"nstvout                  = {frame_steps}",
+        f"nstfout                  = {frame_steps}",
         f"nstenergy                = {save_steps}",
         f"nstlog                   = {save_steps}",
         "pbc                      = xyz",
@@ -212,11 +220,16 @@ def write_gromacs_inputs(molecule: Molecule | str, n_molecules: int, positions_A
                          out_dir: str | os.PathLike, *, cutoff_A: float, temperature_K: float,
                          timestep_fs: float = 1.0, production_ps: float = 100.0, save_interval_fs: float = 100.0,
                          friction_per_ps: float = 1.0, seed: int = 0, pressure_bar: float | None = None,
-                         npt_equilibration_ps: float = 100.0, title: str = "thermocg") -> dict[str, Path]:
-    """Write conf.gro, topol.top, nvt.mdp (and npt.mdp for a pressure state) to ``out_dir``.
+                         npt_equilibration_ps: float = 100.0, equilibration_ps: float = 0.0,
+                         title: str = "thermocg") -> dict[str, Path]:
+    """Write conf.gro, topol.top, the .mdp of each stage and run.sh to ``out_dir``.
 
-    Every file is written to a temporary name and renamed, so a failure leaves no partial input.
-    Returns {"gro", "top", "nvt_mdp"(, "npt_mdp")} -> path.
+    The stages follow ``thermocg generate``: ``npt.mdp`` (pressure states: NPT for
+    ``npt_equilibration_ps``), ``eq.mdp`` (NVT for ``equilibration_ps``, when > 0), ``nvt.mdp`` (NVT
+    production for ``production_ps``, the only stage that writes frames). Each stage after the first
+    continues from the previous one's checkpoint. Unlike ``generate``, a pressure state's NVT runs
+    in the last NPT box, not in the box of the mean volume. Every file is written to a temporary name
+    and renamed, so a failure leaves no partial input. Returns {"gro", "top", "run", "<stage>_mdp"} -> path.
     """
     if isinstance(molecule, str):
         molecule = get_molecule(molecule)
@@ -228,28 +241,38 @@ def write_gromacs_inputs(molecule: Molecule | str, n_molecules: int, positions_A
              "gro": ("conf.gro", gro_text(molecule, n_molecules, positions_A, box, title=title))}
     common = {"cutoff_A": cutoff_A, "temperature_K": temperature_K, "timestep_fs": timestep_fs,
               "save_interval_fs": save_interval_fs, "friction_per_ps": friction_per_ps, "seed": seed}
-    n_prod = round(production_ps * units.PS_TO_FS / timestep_fs)
+    stages = []  # (name, length ps, pressure, writes frames)
     if pressure_bar is not None:
-        n_npt = round(npt_equilibration_ps * units.PS_TO_FS / timestep_fs)
-        texts["npt_mdp"] = ("npt.mdp", mdp_text(molecule, n_steps=n_npt, pressure_bar=pressure_bar, **common))
-        texts["nvt_mdp"] = ("nvt.mdp", mdp_text(molecule, n_steps=n_prod, generate_velocities=False, **common))
-    else:
-        texts["nvt_mdp"] = ("nvt.mdp", mdp_text(molecule, n_steps=n_prod, **common))
+        stages.append(("npt", npt_equilibration_ps, pressure_bar, False))
+    if equilibration_ps > 0:
+        stages.append(("eq", equilibration_ps, None, False))
+    stages.append(("nvt", production_ps, None, True))
+    for k, (name, length_ps, pressure, frames) in enumerate(stages):
+        n_steps = round(length_ps * units.PS_TO_FS / timestep_fs)
+        texts[f"{name}_mdp"] = (f"{name}.mdp", mdp_text(molecule, n_steps=n_steps, pressure_bar=pressure,
+                                                          generate_velocities=(k == 0), write_frames=frames,
+                                                          **common))
+    texts["run"] = ("run.sh", _run_script([name for name, *_ in stages]))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return {key: atomic_write_text(out / name, text) for key, (name, text) in texts.items()}
+    paths = {key: atomic_write_text(out / name, text) for key, (name, text) in texts.items()}
+    paths["run"].chmod(0o755)
+    return paths
 
 
-def _run_script(has_npt: bool) -> str:
-    steps = []
-    if has_npt:
-        steps += ["gmx grompp -f npt.mdp -c conf.gro -p topol.top -o npt.tpr",
-                  "gmx mdrun -deffnm npt",
-                  "gmx grompp -f nvt.mdp -c npt.gro -t npt.cpt -p topol.top -o nvt.tpr"]
-    else:
-        steps += ["gmx grompp -f nvt.mdp -c conf.gro -p topol.top -o nvt.tpr"]
-    steps += ["gmx mdrun -deffnm nvt   # writes nvt.trr with positions, velocities and forces"]
-    return "#!/bin/sh\n# run the all-atom reference in GROMACS, then import nvt.trr with topology nvt.tpr\nset -e\n" + "\n".join(steps) + "\n"
+def _run_script(stages: list[str]) -> str:
+    lines = ["#!/bin/sh",
+             "# The all-atom reference in GROMACS; then `thermocg import` nvt.trr (format gromacs, topology nvt.tpr).",
+             "# GMX picks the binary (gmx, gmx_d, gmx_mpi), MDRUN_FLAGS adds mdrun options (e.g. '-ntmpi 1 -ntomp 8').",
+             "set -e", 'GMX="${GMX:-gmx}"', 'cd "$(dirname "$0")"']
+    previous = None
+    for name in stages:
+        start = "-c conf.gro" if previous is None else f"-c {previous}.gro -t {previous}.cpt"
+        lines.append(f'"$GMX" grompp -f {name}.mdp {start} -p topol.top -o {name}.tpr')
+        lines.append(f'"$GMX" mdrun -deffnm {name} ${{MDRUN_FLAGS:-}}'
+                     + ("   # nvt.trr: positions, velocities and forces" if name == "nvt" else ""))
+        previous = name
+    return "\n".join(lines) + "\n"
 
 
 def run_export_allatom(config: Config, run_dir: str | os.PathLike, *,
@@ -258,8 +281,8 @@ def run_export_allatom(config: Config, run_dir: str | os.PathLike, *,
     """``thermocg export-allatom CONFIG [--state LABEL] [--output DIR]``: GROMACS inputs per state point.
 
     The box of each state is built and minimised exactly as ``thermocg generate`` does it (same seed,
-    same cutoff), then written with :func:`write_gromacs_inputs` and a ``run.sh`` giving the gmx
-    commands. Output: ``DIR/<state label>/`` (default DIR: RUN_DIR/gromacs). For a pressure state the
+    same cutoff), then written with :func:`write_gromacs_inputs` (with ``run.sh`` giving the gmx
+    commands). Output: ``DIR/<state label>/`` (default DIR: RUN_DIR/gromacs). For a pressure state the
     box starts at the molecule's density guess and npt.mdp equilibrates it.
     """
     import openmm
@@ -298,14 +321,12 @@ def run_export_allatom(config: Config, run_dir: str | os.PathLike, *,
         paths = write_gromacs_inputs(
             molecule, config.system.n_molecules, positions, box, out, cutoff_A=cutoff_A,
             temperature_K=st.temperature_K, timestep_fs=settings.timestep_fs,
-            production_ps=settings.equilibration_ps + settings.production_ps,
+            production_ps=settings.production_ps, equilibration_ps=settings.equilibration_ps,
             save_interval_fs=settings.save_interval_fs, friction_per_ps=settings.friction_per_ps,
             seed=seed % (2**31 - 1), pressure_bar=st.pressure_bar, npt_equilibration_ps=settings.npt_equilibration_ps,
             title=f"thermocg {molecule.name} {st.label}")
-        script = atomic_write_text(out / "run.sh", _run_script(st.pressure_bar is not None))
-        script.chmod(0o755)
         if progress:
             print(f"thermocg export-allatom: {molecule.name} x {config.system.n_molecules} at {st.label} -> {out} "
-                  f"({', '.join(p.name for p in paths.values())}, run.sh; cutoff {cutoff_A:.2f} A)")
+                  f"({', '.join(p.name for p in paths.values())}; cutoff {cutoff_A:.2f} A)")
         written.append(out)
     return written
