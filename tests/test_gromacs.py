@@ -110,6 +110,12 @@ def test_gro_round_trip_through_mdanalysis(tmp_path: Path) -> None:
     np.testing.assert_allclose(u.atoms.positions, positions, atol=0.0051)  # nm with 3 decimals
     np.testing.assert_allclose(u.dimensions[:3], [20.0, 21.0, 22.0], atol=1e-4)
     np.testing.assert_allclose(u.atoms.velocities, velocities * 1000.0, atol=0.0051)  # A/ps, 4 decimals of nm/ps
+    # a triclinic (lower-triangular) box: GROMACS's nine-number box line
+    from MDAnalysis.lib.mdamath import triclinic_box
+
+    tric = np.array([[20.0, 0.0, 0.0], [5.0, 19.0, 0.0], [-3.0, 4.0, 18.0]])
+    path.write_text(gro_text(molecule, 4, positions, tric))
+    np.testing.assert_allclose(mda.Universe(str(path)).dimensions, triclinic_box(*tric), atol=1e-3)
 
 
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
