@@ -154,6 +154,9 @@ def test_cli_writes_inputs_per_state(tmp_path: Path) -> None:
     assert "continuation             = yes" in eq and "nstfout                  = 0" in eq and "pcoupl" not in eq
     assert "continuation             = yes" in production and "nstfout                  = 10" in production
     assert "nsteps                   = 20" in production and "nsteps                   = 10" in eq  # 1 fs steps
+    seeds = {name: [ln for ln in (npt / f"{name}.mdp").read_text().splitlines() if ln.startswith("ld-seed")]
+             for name in ("npt", "eq", "nvt")}
+    assert len({tuple(v) for v in seeds.values()}) == 3  # each stage its own random stream
     script = (npt / "run.sh").read_text()
     assert '"$GMX" grompp -f eq.mdp -c npt.gro -t npt.cpt' in script
     assert '"$GMX" grompp -f nvt.mdp -c eq.gro -t eq.cpt' in script

@@ -249,9 +249,12 @@ def write_gromacs_inputs(molecule: Molecule | str, n_molecules: int, positions_A
     stages.append(("nvt", production_ps, None, True))
     for k, (name, length_ps, pressure, frames) in enumerate(stages):
         n_steps = round(length_ps * units.PS_TO_FS / timestep_fs)
+        # GROMACS's SD noise is keyed on (seed, step) and every stage starts at step 0: a seed per
+        # stage, or the stages would repeat one another's random forces
+        stage = {**common, "seed": (common["seed"] + k) % (2**31 - 1)}
         texts[f"{name}_mdp"] = (f"{name}.mdp", mdp_text(molecule, n_steps=n_steps, pressure_bar=pressure,
                                                           generate_velocities=(k == 0), write_frames=frames,
-                                                          **common))
+                                                          **stage))
     texts["run"] = ("run.sh", _run_script([name for name, *_ in stages]))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
