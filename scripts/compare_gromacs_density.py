@@ -30,15 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from thermocg.allatom.gromacs import run_export_allatom
-from thermocg.allatom.runner import generate_state
+from thermocg.allatom.runner import block_stderr, generate_state
 from thermocg.config import Config, from_dict
 from thermocg.frames import StatePoint
-
-
-def block_mean(values: np.ndarray, n_blocks: int = 5) -> tuple[float, float]:
-    blocks = np.array_split(np.asarray(values, dtype=np.float64), n_blocks)
-    means = np.array([b.mean() for b in blocks])
-    return float(values.mean()), float(means.std(ddof=1) / np.sqrt(n_blocks))
 
 
 def run_gmx(gmx: str, args: list[str], cwd: Path, threads: int, stdin: str | None = None) -> None:
@@ -90,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = np.array([[float(v) for v in ln.split()[:2]] for ln in (work / "density.xvg").read_text().splitlines()
                      if ln and ln[0] not in "#@"])
     second_half = rows[rows[:, 0] >= rows[-1, 0] / 2, 1] / 1000.0  # kg/m^3 -> g/cm^3
-    gmx_density, gmx_error = block_mean(second_half)
+    gmx_density, gmx_error = float(second_half.mean()), block_stderr(second_half)  # as generate_state does
     results.update(gromacs_density_g_cm3=gmx_density, gromacs_error=gmx_error, gromacs_seconds=gmx_seconds)
     print(f"GROMACS : {gmx_density:.4f} +- {gmx_error:.4f} g/cm^3 ({gmx_seconds:.0f} s)")
 

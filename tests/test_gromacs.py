@@ -82,6 +82,33 @@ def _displace(work: Path, molecule: str, n_molecules: int, seed: int = 1) -> Non
     (work / "conf.gro").write_text(gro_text(get_molecule(molecule), n_molecules, positions, box))
 
 
+def _single_point(work: Path, topology: str, *, maxwarn: int = 0) -> None:
+    """GROMACS forces of work/conf.gro (rerun.trr): the exported settings, PME tightened as on the
+    OpenMM side (:func:`_openmm_forces`)."""
+    mdp = _mdp_set((work / "nvt.mdp").read_text(), integrator="md", nsteps=0, nstxout=1, nstfout=1,
+                   nstvout=0, fourierspacing=0.06, **{"pme-order": 6, "ewald-rtol": "1e-7"})
+    (work / "rerun.mdp").write_text(mdp)
+    _gmx(["grompp", "-f", "rerun.mdp", "-c", "conf.gro", "-p", topology, "-o", "rerun.tpr", "-maxwarn",
+          str(maxwarn)], work)
+    _gmx(["mdrun", "-s", "rerun.tpr", "-rerun", "conf.gro", "-deffnm", "rerun"], work)
+
+
+def _openmm_forces(frames, molecule: str, n_molecules: int, cutoff_A: float) -> tuple[float, np.ndarray]:
+    """OpenMM's energy and forces (CPU platform, tight PME) at the first frame's positions."""
+    from thermocg.allatom.runner import build_system, energy_and_forces, make_context
+    from thermocg.mapping import make_whole
+
+    mol = get_molecule(molecule)
+    # GROMACS put atoms in the box: make molecules whole for OpenMM's non-periodic bonded terms
+    first = np.repeat(np.arange(0, mol.n_sites * n_molecules, mol.n_sites), mol.n_sites)
+    pos = make_whole(frames.positions[:1], frames.box[:1], first)[0]
+    system = build_system(mol, n_molecules, frames.box[0], cutoff_A=cutoff_A)
+    for force in system.getForces():
+        if hasattr(force, "setEwaldErrorTolerance"):
+            force.setEwaldErrorTolerance(1e-7)
+    return energy_and_forces(make_context(system, pos, frames.box[0], platform="CPU", n_threads=1))
+
+
 # ------------------------------------------------------------------------------------ file formats
 
 def test_topology_sections_and_units() -> None:
@@ -175,8 +202,6 @@ def test_cli_writes_inputs_per_state(tmp_path: Path) -> None:
 def test_gromacs_forces_equal_openmm_forces(tmp_path: Path, molecule: str, n_molecules: int, density: float,
                                             cutoff_A: float) -> None:
     from thermocg.allatom.readers import read_trajectory
-    from thermocg.allatom.runner import build_system, energy_and_forces, make_context
-    from thermocg.mapping import make_whole
 
     config = _config(tmp_path, molecule, n_molecules, cutoff_A, [{"temperature_K": 300.0, "density_g_cm3": density}])
     out = tmp_path / "gmx"
@@ -184,26 +209,13 @@ def test_gromacs_forces_equal_openmm_forces(tmp_path: Path, molecule: str, n_mol
     (work,) = out.iterdir()
     mol = get_molecule(molecule)
     _displace(work, molecule, n_molecules)
-    # a single-point evaluation with the exported settings, PME tightened (as on the OpenMM side)
-    mdp = _mdp_set((work / "nvt.mdp").read_text(), integrator="md", nsteps=0, nstxout=1, nstfout=1,
-                   nstvout=0, fourierspacing=0.06, **{"pme-order": 6, "ewald-rtol": "1e-7"})
-    (work / "rerun.mdp").write_text(mdp)
-    _gmx(["grompp", "-f", "rerun.mdp", "-c", "conf.gro", "-p", "topol.top", "-o", "rerun.tpr", "-maxwarn", "0"], work)
-    _gmx(["mdrun", "-s", "rerun.tpr", "-rerun", "conf.gro", "-deffnm", "rerun"], work)
-
+    _single_point(work, "topol.top")
     frames, topology = read_trajectory(work / "rerun.trr", "gromacs", topology=work / "rerun.tpr")
     assert frames.n_frames == 1 and topology is not None
     np.testing.assert_allclose(topology.masses[: mol.n_sites], mol.masses_amu, rtol=1e-6)
     assert list(topology.atom_names[: mol.n_sites]) == mol.site_names
     np.testing.assert_array_equal(topology.molecule_ids, np.repeat(np.arange(n_molecules), mol.n_sites))
-    # GROMACS put atoms in the box: make molecules whole for OpenMM's non-periodic bonded terms
-    first = np.repeat(np.arange(0, mol.n_sites * n_molecules, mol.n_sites), mol.n_sites)
-    pos = make_whole(frames.positions[:1], frames.box[:1], first)[0]
-    system = build_system(mol, n_molecules, frames.box[0], cutoff_A=cutoff_A)
-    for force in system.getForces():
-        if hasattr(force, "setEwaldErrorTolerance"):
-            force.setEwaldErrorTolerance(1e-7)
-    energy, reference = energy_and_forces(make_context(system, pos, frames.box[0], platform="CPU", n_threads=1))
+    energy, reference = _openmm_forces(frames, molecule, n_molecules, cutoff_A)
     gromacs = frames.forces[0]  # kcal/mol/A: converted by thermocg's reader
     rms = np.sqrt(np.mean(reference**2))
     rms_diff, max_diff = np.sqrt(np.mean((gromacs - reference) ** 2)), np.abs(gromacs - reference).max()
@@ -266,8 +278,6 @@ def test_builtin_parameters_match_gromacs_distribution(tmp_path: Path, molecule:
     """Our built-in OPLS-AA methanol and SPC/E water against the definitions GROMACS ships in
     ``oplsaa.ff`` (its own parameter tables, not a topology we wrote): same configuration, same forces."""
     from thermocg.allatom.readers import read_trajectory
-    from thermocg.allatom.runner import build_system, energy_and_forces, make_context
-    from thermocg.mapping import make_whole
 
     config = _config(tmp_path, molecule, n_molecules, 8.0, [{"temperature_K": 300.0, "density_g_cm3": density}])
     out = tmp_path / "gmx"
@@ -277,22 +287,10 @@ def test_builtin_parameters_match_gromacs_distribution(tmp_path: Path, molecule:
     (work / "dist.top").write_text("\n".join([
         '#include "oplsaa.ff/forcefield.itp"', f'#include "oplsaa.ff/{itp}"', "",
         "[ system ]", "  GROMACS's own definition", "", "[ molecules ]", f"  {name}  {n_molecules}", ""]))
-    mdp = _mdp_set((work / "nvt.mdp").read_text(), integrator="md", nsteps=0, nstxout=1, nstfout=1,
-                   nstvout=0, fourierspacing=0.06, **{"pme-order": 6, "ewald-rtol": "1e-7"})
-    (work / "rerun.mdp").write_text(mdp)
     # atom names differ from GROMACS's (H1/H2/H3 vs H, O vs OA): that is grompp's only warning
-    _gmx(["grompp", "-f", "rerun.mdp", "-c", "conf.gro", "-p", "dist.top", "-o", "rerun.tpr", "-maxwarn",
-          "1" if molecule == "methanol_opls" else "0"], work)
-    _gmx(["mdrun", "-s", "rerun.tpr", "-rerun", "conf.gro", "-deffnm", "rerun"], work)
+    _single_point(work, "dist.top", maxwarn=1 if molecule == "methanol_opls" else 0)
     frames, _ = read_trajectory(work / "rerun.trr", "gromacs", topology=work / "rerun.tpr")
-    mol = get_molecule(molecule)
-    first = np.repeat(np.arange(0, mol.n_sites * n_molecules, mol.n_sites), mol.n_sites)
-    pos = make_whole(frames.positions[:1], frames.box[:1], first)[0]
-    system = build_system(mol, n_molecules, frames.box[0], cutoff_A=8.0)
-    for force in system.getForces():
-        if hasattr(force, "setEwaldErrorTolerance"):
-            force.setEwaldErrorTolerance(1e-7)
-    _, reference = energy_and_forces(make_context(system, pos, frames.box[0], platform="CPU", n_threads=1))
+    _, reference = _openmm_forces(frames, molecule, n_molecules, 8.0)
     rms = np.sqrt(np.mean(reference**2))
     rms_diff = np.sqrt(np.mean((frames.forces[0] - reference) ** 2))
     print(f"{molecule} vs oplsaa.ff/{itp}: rms F {rms:.3f}, rms diff {rms_diff:.2e} kcal/mol/A")

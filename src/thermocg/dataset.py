@@ -36,6 +36,7 @@ import numpy as np
 
 from thermocg import __version__
 from thermocg.frames import Frames, FramesError, StatePoint
+from thermocg.rundir import finish_partial
 
 FORMAT_VERSION = 1
 _GROUP = "particles/trajectory"  # the group name MDAnalysis looks for
@@ -162,10 +163,7 @@ class H5MDWriter:
             return
         self._file.close()
         self._file = None
-        if success:
-            os.replace(self._partial, self.path)
-        else:
-            self._partial.unlink(missing_ok=True)
+        finish_partial(self._partial, self.path, success=success)
 
     def __enter__(self) -> "H5MDWriter":
         return self

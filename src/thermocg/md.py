@@ -52,6 +52,7 @@ from thermocg import units
 from thermocg.frames import Frames, StatePoint
 from thermocg.neighbors import NeighborList, check_cutoff_fits
 from thermocg.potentials.base import Potential, energy_and_forces
+from thermocg.rundir import finish_partial
 
 __all__ = [
     "MDInputError",
@@ -226,10 +227,7 @@ class _TextFileReporter:
             return
         self._handle.close()
         self._handle = None
-        if success:
-            os.replace(self._partial, self.path)
-        else:
-            self._partial.unlink(missing_ok=True)
+        finish_partial(self._partial, self.path, success=success)
 
 
 class ExtXYZReporter(_TextFileReporter):

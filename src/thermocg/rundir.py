@@ -59,6 +59,14 @@ class RunDir:
         return sorted((self.root / "cg").glob("*.h5md"))
 
 
+def finish_partial(partial: Path, path: Path, *, success: bool) -> None:
+    """End a file written under a temporary name: rename it to ``path`` on success, else remove it."""
+    if success:
+        os.replace(partial, path)
+    else:
+        partial.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write text to ``path`` through a temporary name, so no half-written file is ever seen."""
     path = Path(path)

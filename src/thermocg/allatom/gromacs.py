@@ -36,6 +36,7 @@ import numpy as np
 
 from thermocg import units
 from thermocg.allatom.molecules import Molecule, get_molecule
+from thermocg.neighbors import perpendicular_widths
 from thermocg.rundir import atomic_write_text
 
 if TYPE_CHECKING:
@@ -234,9 +235,9 @@ def write_gromacs_inputs(molecule: Molecule | str, n_molecules: int, positions_A
     if isinstance(molecule, str):
         molecule = get_molecule(molecule)
     box = np.asarray(box_A, dtype=np.float64)
-    widths = np.abs(np.linalg.det(box)) / np.linalg.norm(np.cross(box[[1, 2, 0]], box[[2, 0, 1]]), axis=1)
-    if not 0 < cutoff_A < 0.5 * widths.min():
-        raise GromacsExportError(f"cutoff {cutoff_A:g} A must be below half the box width ({0.5 * widths.min():.2f} A)")
+    half_width = 0.5 * perpendicular_widths(box).min()
+    if not 0 < cutoff_A < half_width:
+        raise GromacsExportError(f"cutoff {cutoff_A:g} A must be below half the box width ({half_width:.2f} A)")
     texts = {"top": ("topol.top", gromacs_topology(molecule, n_molecules, system_name=title)),
              "gro": ("conf.gro", gro_text(molecule, n_molecules, positions_A, box, title=title))}
     common = {"cutoff_A": cutoff_A, "temperature_K": temperature_K, "timestep_fs": timestep_fs,

@@ -304,7 +304,7 @@ def _steps(interval_fs: float, timestep_fs: float, key: str) -> int:
     return int(n)
 
 
-def _block_stderr(values: np.ndarray, n_blocks: int = 5) -> float:
+def block_stderr(values: np.ndarray, n_blocks: int = 5) -> float:
     """Standard error of the mean from ``n_blocks`` contiguous block averages (correlated samples)."""
     if len(values) < 2 * n_blocks:
         return float(np.std(values) / math.sqrt(max(len(values) - 1, 1)))
@@ -438,7 +438,7 @@ def generate_state(molecule: Molecule | str, state: StatePoint, *, n_molecules: 
                     s.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer)) * units.NM_TO_A))])
             mean_volume = float(tail.mean())
             densities = units.mass_density_g_cm3(total_mass, 1.0) / tail
-            density_stats = {"mean": float(densities.mean()), "stderr": _block_stderr(densities),
+            density_stats = {"mean": float(densities.mean()), "stderr": block_stderr(densities),
                              "std": float(densities.std()), "n_samples": int(len(densities)),
                              # the NVT box: the mean volume (its density differs from the mean density
                              # by the tiny <1/V> - 1/<V> of the fluctuations)
