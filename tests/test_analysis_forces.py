@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import lj_fluid
+from helpers import lj_fluid
 from thermocg.analysis.forces import force_errors
 from thermocg.dataset import write_frames
 from thermocg.frames import Frames

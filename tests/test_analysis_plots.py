@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import lj_fluid
+from helpers import lj_fluid
 from thermocg.analysis.plots import compare_to_reference
 from thermocg.dataset import read_frames
 from thermocg.frames import Frames, StatePoint

@@ -9,7 +9,7 @@ pytest.importorskip("ase")
 from ase import units as ase_units  # noqa: E402
 from ase.calculators.fd import calculate_numerical_forces  # noqa: E402
 
-from conftest import lj_fluid  # noqa: E402
+from helpers import lj_fluid  # noqa: E402
 from thermocg import units  # noqa: E402
 from thermocg.ase_calculator import ThermoCGCalculator, atoms_from_frames  # noqa: E402
 from thermocg.frames import Frames  # noqa: E402

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import lj_fluid
+from helpers import lj_fluid
 from thermocg.potentials.base import energy_and_forces
 from thermocg.potentials.pair import PairTable, export_gromacs, export_lammps, write_lammps_data
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import lj_fluid
+from helpers import lj_fluid
 from thermocg import units
 from thermocg.dataset import read_frames
 from thermocg.frames import Frames, StatePoint

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import lj_fluid
+from helpers import lj_fluid
 from thermocg.config import Config, PairConfig, StateConfig
 from thermocg.dataset import write_frames
 from thermocg.frames import Frames, StatePoint

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import lj_fluid
+from helpers import lj_fluid
 from thermocg.potentials.base import energy_and_forces, load_potential, save_potential
 from thermocg.potentials.pair import PairTable, bspline_basis, run_export
 

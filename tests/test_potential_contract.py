@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import lj_fluid
+from helpers import lj_fluid
 from thermocg.neighbors import build_graph, pair_index
 from thermocg.potentials import ModelFileError, SumPotential, energy_and_forces, load_potential, save_potential
 from thermocg.potentials.base import _REGISTRY_MODULES

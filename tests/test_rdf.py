@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import lj_fluid
+from helpers import lj_fluid
 from thermocg.analysis.rdf import RDF, RDFResult, compare_rdf, first_peak, plot_rdfs, rdf_onset_A, run_rdf
 from thermocg.frames import Frames, StatePoint
 

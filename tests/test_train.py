@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import lj_fluid
+from helpers import lj_fluid
 from thermocg.config import ConfigError, TrainConfig, from_dict
 from thermocg.frames import Frames, StatePoint
 from thermocg.neighbors import Graph

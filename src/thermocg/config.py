@@ -140,6 +140,39 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+#: field metadata of a key that does not change any result (threads, devices, progress bars, names,
+#: evaluation batch sizes): cache keys and resume checks leave these out (:func:`result_dict`)
+NO_EFFECT = {"affects_results": False}
+
+
+def no_effect(default: Any) -> Any:
+    """A config field that does not change results (see :data:`NO_EFFECT`)."""
+    return field(default=default, metadata=NO_EFFECT)
+
+
+def affects_results(cls_or_obj: Any, name: str) -> bool:
+    """Whether field ``name`` of a config section can change a result."""
+    for f in dataclasses.fields(cls_or_obj):
+        if f.name == name:
+            return f.metadata.get("affects_results", True)
+    raise KeyError(name)
+
+
+def result_dict(obj: Any, *, drop: tuple[str, ...] = ()) -> Any:
+    """A config section as plain data without the keys that do not change results (nor ``drop``).
+
+    The one definition of "the inputs that matter" behind the study's cache keys and the trainer's
+    resume check: a change to any other key makes a new key."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: result_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if f.metadata.get("affects_results", True) and f.name not in drop}
+    if isinstance(obj, (list, tuple)):
+        return [result_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: result_dict(v) for k, v in obj.items()}
+    return to_dict(obj)
+
+
 def _positive(where: str, value: float | int | None, *, allow_zero: bool = False) -> None:
     if value is None:
         return
@@ -203,8 +236,8 @@ class StateGridConfig:
 class GenerateConfig:
     """All-atom MD with OpenMM."""
 
-    platform: Literal["auto", "CPU", "CUDA", "Reference", "OpenCL"] = "auto"
-    n_threads: int = 2
+    platform: Literal["auto", "CPU", "CUDA", "Reference", "OpenCL"] = no_effect("auto")
+    n_threads: int = no_effect(2)
     timestep_fs: float = 1.0
     friction_per_ps: float = 1.0
     #: NPT equilibration length for pressure state points (then NVT at the mean volume)
@@ -297,7 +330,7 @@ class TrainConfig:
     """
 
     #: model directory name under RUN_DIR/models
-    name: str = "hipnn_ts"
+    name: str = no_effect("hipnn_ts")
     #: state labels to train on (None: every CG dataset in RUN_DIR/cg)
     train_states: list[str] | None = None
     # -- architecture
@@ -344,11 +377,11 @@ class TrainConfig:
     early_stopping_epochs: int = 20
     max_epochs: int = 200
     #: frames per batch when evaluating (no effect on results)
-    eval_batch_size: int = 8
-    device: str = "cpu"
+    eval_batch_size: int = no_effect(8)
+    device: str = no_effect("cpu")
     #: torch threads (set by run_train only)
-    n_threads: int = 2
-    progress: bool = True
+    n_threads: int = no_effect(2)
+    progress: bool = no_effect(True)
 
     def __post_init__(self) -> None:
         for key in ("n_features", "n_sensitivities", "n_interaction_layers", "n_blocks", "frame_stride",
@@ -398,11 +431,11 @@ class StudyConfig:
     #: pooled training sets: name -> state labels; an empty list means every state point
     pooled: dict[str, list[str]] = field(default_factory=lambda: {"pooled": []})
     #: parallel units of work (worker processes); 1: in-process, no cluster
-    max_workers: int = 1
+    max_workers: int = no_effect(1)
     #: torch/OpenMM threads per unit of work (1-2 on a small machine)
-    threads_per_worker: int = 1
+    threads_per_worker: int = no_effect(1)
     #: address of a running Dask scheduler (e.g. one started by dask-jobqueue); None: a LocalCluster
-    scheduler_address: str | None = None
+    scheduler_address: str | None = no_effect(None)
     #: a model "reproduces the AA structure" at a state when the mean |g_CG(r) - g_AA(r)| (over r
     #: and bead-type pairs) is at most this ...
     rdf_tolerance: float = 0.05
@@ -412,7 +445,7 @@ class StudyConfig:
     force_eval_frames: int | None = 200
     #: force components kept per (model, state) for the parity plots
     parity_samples: int = 4000
-    progress: bool = True
+    progress: bool = no_effect(True)
 
     def __post_init__(self) -> None:
         if not self.families:
@@ -453,7 +486,7 @@ class SimulateConfig:
     #: neighbour-list skin: rebuilt when a bead moved more than skin/2
     skin_A: float = 1.0
     #: ``auto``: CUDA when available, else CPU
-    device: str = "auto"
+    device: str = no_effect("auto")
     #: blow-up checks (every check_interval_steps and at every saved frame)
     check_interval_steps: int = 10
     max_temperature_factor: float = 5.0
@@ -497,8 +530,8 @@ class AnalysisConfig:
     #: MSD fit window, as fractions of the longest lag
     msd_fit_start_fraction: float = 0.1
     msd_fit_end_fraction: float = 0.5
-    #: frames per batch in force-error evaluation (bounds memory)
-    force_batch_frames: int = 8
+    #: frames per batch in force-error evaluation (bounds memory; no effect on results)
+    force_batch_frames: int = no_effect(8)
     #: fraction of MD frames discarded as equilibration
     discard_fraction: float = 0.2
 
@@ -517,7 +550,7 @@ class PairConfig:
     """The MS-CG pair-potential baseline (force matching onto a cubic B-spline of the pair force)."""
 
     #: model name under RUN_DIR/models/
-    name: str = "mscg"
+    name: str = no_effect("mscg")
     #: pair cutoff; the fitted force goes smoothly to zero at it
     cutoff_A: float = 15.0
     #: start of the spline grid; every sampled pair distance must be above it
@@ -545,8 +578,8 @@ class PairConfig:
     block_frames: int = 32
     #: LAMMPS table points written next to the model (0: no export)
     lammps_table_points: int = 5000
-    n_threads: int = 2
-    progress: bool = True
+    n_threads: int = no_effect(2)
+    progress: bool = no_effect(True)
 
     def __post_init__(self) -> None:
         for key in ("cutoff_A", "r_min_A", "spacing_A", "min_pairs_per_interval", "frame_stride",
@@ -650,13 +683,9 @@ def _molecule_path(base: Path, value: str) -> str:
 def write_resolved(config: Any, path: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
     """Write a resolved config (dataclass or dict) plus provenance as YAML, atomically."""
     from thermocg import provenance
+    from thermocg.rundir import atomic_write_text
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {"config": to_dict(config), "provenance": provenance.collect()}
     if extra:
         data.update(to_dict(extra))
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False))
-    os.replace(partial, path)
-    return path
+    return atomic_write_text(path, yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False))

@@ -36,7 +36,7 @@ import numpy as np
 
 from thermocg import __version__
 from thermocg.frames import Frames, FramesError, StatePoint
-from thermocg.rundir import finish_partial
+from thermocg.rundir import finish_partial, partial_path
 
 FORMAT_VERSION = 1
 _GROUP = "particles/trajectory"  # the group name MDAnalysis looks for
@@ -90,7 +90,7 @@ class H5MDWriter:
                  molecule_ids: np.ndarray | None = None, metadata: dict[str, Any] | None = None,
                  dtype: Any = np.float64, compression: str | None = None) -> None:
         self.path = Path(path)
-        self._partial = self.path.with_name(self.path.name + ".partial")
+        self._partial = partial_path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         n = len(types)
         self.n_particles = n

@@ -268,13 +268,10 @@ class Topology:
     def save(self, path: str | Path) -> None:
         """Write as JSON (atomically)."""
         import json
-        import os
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(self.to_dict()))
-        os.replace(partial, path)
+        from thermocg.rundir import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict()))
 
     @classmethod
     def load(cls, path: str | Path) -> "Topology":

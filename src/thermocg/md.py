@@ -52,7 +52,7 @@ from thermocg import units
 from thermocg.frames import Frames, StatePoint
 from thermocg.neighbors import NeighborList, check_cutoff_fits
 from thermocg.potentials.base import Potential, energy_and_forces
-from thermocg.rundir import finish_partial
+from thermocg.rundir import atomic_path, finish_partial, partial_path
 
 __all__ = [
     "MDInputError",
@@ -219,7 +219,7 @@ class _TextFileReporter:
     def __init__(self, path: str | os.PathLike, interval_steps: int) -> None:
         self.path = Path(path)
         self.interval_steps = int(interval_steps)
-        self._partial = self.path.with_name(self.path.name + ".partial")
+        self._partial = partial_path(self.path)
         self._handle = None
 
     def close(self, *, success: bool = True) -> None:
@@ -294,9 +294,6 @@ class RestartReporter:
 
 def write_restart(path: str | os.PathLike, snap: Snapshot) -> Path:
     """Write a restart file atomically (``NAME.partial`` then rename). No pickle: plain arrays only."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
     arrays = {
         "format": np.array(RESTART_FORMAT),
         "format_version": np.array(RESTART_VERSION),
@@ -311,10 +308,9 @@ def write_restart(path: str | os.PathLike, snap: Snapshot) -> Path:
     }
     if snap.rng_state is not None:
         arrays["rng_state"] = snap.rng_state
-    with open(partial, "wb") as handle:  # a handle: np.savez would append ".npz" to a name
+    with atomic_path(path) as partial, open(partial, "wb") as handle:  # np.savez would append ".npz" to a name
         np.savez(handle, **arrays)
-    os.replace(partial, path)
-    return path
+    return Path(path)
 
 
 def load_restart(path: str | os.PathLike) -> dict[str, Any]:

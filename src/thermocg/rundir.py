@@ -19,7 +19,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,29 +61,58 @@ class RunDir:
         return sorted((self.root / "cg").glob("*.h5md"))
 
 
+def partial_path(path: str | os.PathLike) -> Path:
+    """The temporary name a file is written under before it takes ``path``: ``NAME.partial``, or
+    ``STEM.partial.SUFFIX`` where the writer infers the format from the suffix (matplotlib)."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
 def finish_partial(partial: Path, path: Path, *, success: bool) -> None:
     """End a file written under a temporary name: rename it to ``path`` on success, else remove it."""
     if success:
         os.replace(partial, path)
     else:
+        Path(partial).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = False) -> Iterator[Path]:
+    """The one atomic write of thermocg: yield a temporary path to write ``path`` through.
+
+    The caller writes the whole file to the yielded path (with any library: h5py, torch.save,
+    safetensors, matplotlib, numpy); when the ``with`` block ends without an exception it is renamed
+    to ``path`` (an atomic replace on POSIX), otherwise it is removed. A reader therefore sees the old
+    file or the new one, never half of one. ``keep_suffix`` puts ``.partial`` before the suffix for
+    writers that infer the format from it. The parent directory is created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.stem + ".partial" + path.suffix) if keep_suffix else partial_path(path)
+    try:
+        yield partial
+    except BaseException:
         partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write text to ``path`` through a temporary name, so no half-written file is ever seen."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-    return path
+    with atomic_path(path) as partial:
+        partial.write_text(text)
+    return Path(path)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write bytes to ``path`` through a temporary name (see :func:`atomic_path`)."""
+    with atomic_path(path) as partial:
+        partial.write_bytes(data)
+    return Path(path)
 
 
 def atomic_savefig(fig, path: str | os.PathLike, **kwargs) -> Path:
     """Save a matplotlib figure atomically (PNG unless the suffix says otherwise)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.stem + ".partial" + path.suffix)
-    fig.savefig(partial, **kwargs)
-    os.replace(partial, path)
-    return path
+    with atomic_path(path, keep_suffix=True) as partial:
+        fig.savefig(partial, **kwargs)
+    return Path(path)

@@ -53,7 +53,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from thermocg.config import Config, ConfigError, StateConfig, to_dict
+from thermocg.config import Config, ConfigError, StateConfig, result_dict, to_dict
 from thermocg.rundir import RunDir, atomic_write_text
 
 #: bump when the meaning of a unit's outputs changes, so old manifests are not trusted
@@ -118,13 +118,6 @@ def _hash(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _section(config: Config, name: str, drop: tuple[str, ...] = ()) -> Any:
-    data = to_dict(getattr(config, name, None))
-    if isinstance(data, dict):
-        data = {k: v for k, v in data.items() if k not in drop}
-    return data
-
-
 def state_points(config: Config) -> dict[str, StateConfig]:
     """label -> state point, for every generated and imported state point of the config."""
     out: dict[str, StateConfig] = {}
@@ -168,17 +161,17 @@ def plan_units(config: Config) -> list[Unit]:
             stat = Path(imp.path).stat() if Path(imp.path).exists() else None
             inputs = {"import": imp, "size": stat.st_size if stat else None, "mtime": stat.st_mtime if stat else None}
         else:
-            inputs = {"system": config.system, "generate": _section(config, "generate", ("n_threads", "platform")),
+            inputs = {"system": config.system, "generate": result_dict(config.generate),
                       "state": state, "seed": config.seed}
         add(f"aa/{label}", "aa", (), inputs, state=label)
         add(f"map/{label}", "map", (f"aa/{label}",), {"mapping": config.mapping}, state=label)
         add(f"ref/{label}", "ref", (f"map/{label}",),
-            {"rdf": config.rdf, "analysis": _section(config, "analysis", ("force_batch_frames",)),
+            {"rdf": config.rdf, "analysis": result_dict(config.analysis),
              "noise_floor": "halves"}, state=label)
     for model in plan_models(config):
         section = "train" if model.family == "hipnn_ts" else "pair"
-        inputs = {"family": model.family, section: _section(config, section, ("name", "train_states", "n_threads",
-                                                                               "progress", "device")),
+        # (the training states enter through train_states below)
+        inputs = {"family": model.family, section: result_dict(getattr(config, section), drop=("train_states",)),
                   "train_states": model.train_states, "seed": config.seed}
         deps = tuple(f"map/{s}" for s in model.train_states)
         if model.family == "hipnn_ts" and config.train.cutoff_A is None:
@@ -187,11 +180,11 @@ def plan_units(config: Config) -> list[Unit]:
         add(f"model/{model.name}", "model", deps, inputs, model=model)
         for label in states:
             add(f"md/{model.name}/{label}", "md", (f"model/{model.name}", f"map/{label}"),
-                {"simulate": _section(config, "simulate", ("n_threads", "progress", "device", "platform")),
+                {"simulate": result_dict(config.simulate),
                  "seed": config.seed}, state=label, model=model)
             add(f"eval/{model.name}/{label}", "eval", (f"md/{model.name}/{label}", f"ref/{label}"),
                 {"study": {k: getattr(config.study, k) for k in ("force_eval_frames", "parity_samples")},
-                 "rdf": config.rdf, "analysis": _section(config, "analysis")}, state=label, model=model)
+                 "rdf": config.rdf, "analysis": result_dict(config.analysis)}, state=label, model=model)
     return units
 
 

@@ -60,10 +60,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from thermocg.config import ConfigError, TrainConfig, to_dict
+from thermocg.config import ConfigError, TrainConfig, result_dict, to_dict
 from thermocg.frames import Frames, merged_type_names
 from thermocg.neighbors import check_cutoff_fits, perpendicular_widths
 from thermocg.potentials.base import Potential, energy_and_forces, save_potential
+from thermocg.rundir import atomic_path
 
 __all__ = [
     "TrainError",
@@ -87,8 +88,9 @@ REFERENCE_CUTOFF_A = 15.0
 SOFT_MAX_FRACTION = 13.0 / 15.0
 CHECKPOINT_FORMAT = "thermocg-train-checkpoint"
 CHECKPOINT_VERSION = 1
-#: config keys that may change between a run and its resumption
-_RESUMABLE_KEYS = ("max_epochs", "progress", "device", "eval_batch_size", "n_threads", "name", "train_states")
+#: keys that may change between a run and its resumption besides those without effect on results
+#: (config.NO_EFFECT): a longer max_epochs continues training; the training data enter by their hash
+_RESUMABLE_KEYS = ("max_epochs", "train_states")
 
 
 class TrainError(ValueError):
@@ -476,15 +478,14 @@ class _Schedule:
 
 
 def _fingerprint(config: TrainConfig, states: list[StateData], seed: int, description: dict[str, Any]) -> str:
-    cfg = {k: v for k, v in to_dict(config).items() if k not in _RESUMABLE_KEYS}
+    cfg = result_dict(config, drop=_RESUMABLE_KEYS)
     payload = {"config": cfg, "seed": seed, "data": [(s.label, s.sha256) for s in states], "model": description}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        torch.save(payload, partial)
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:

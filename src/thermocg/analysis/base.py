@@ -17,6 +17,7 @@ import numpy as np
 
 from thermocg.dataset import H5MDDataset
 from thermocg.frames import Frames
+from thermocg.rundir import atomic_write_text
 
 
 class AnalysisResults:
@@ -37,12 +38,7 @@ class AnalysisResults:
         return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def save_json(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(partial, path)
-        return path
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
 
 
 class AnalysisBase:

@@ -206,8 +206,9 @@ def save_potential(potential: Potential, path: str | os.PathLike, *, provenance:
     """Save weights + readable description to a ``.safetensors`` file, atomically."""
     from safetensors.torch import save_file
 
+    from thermocg.rundir import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     description = potential.describe()
     header = {
         "format": "thermocg-potential",
@@ -217,9 +218,8 @@ def save_potential(potential: Potential, path: str | os.PathLike, *, provenance:
         "provenance": json.dumps(provenance or {}, indent=1),
     }
     tensors = {k: v.detach().contiguous().cpu() for k, v in potential.state_dict().items()}
-    partial = path.with_name(path.name + ".partial")
-    save_file(tensors, str(partial), metadata=header)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        save_file(tensors, str(partial), metadata=header)
     return path
 
 
