@@ -244,6 +244,12 @@ class H5MDDataset:
     def __len__(self) -> int:
         return int(self._position.shape[0])
 
+    def boxes(self, index: int | slice | np.ndarray | None = None) -> np.ndarray:
+        """The boxes (F, 3, 3) A (rows are cell vectors) of the frames picked by ``index`` (all when
+        None), read without the positions."""
+        boxes = np.asarray(self._box[:], dtype=np.float64)
+        return boxes if index is None else boxes[index]
+
     def read(self, index: int | slice | np.ndarray | None = None) -> Frames:
         """Frames picked by ``index`` (all when None)."""
         if index is None:

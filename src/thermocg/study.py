@@ -411,7 +411,7 @@ def study_cutoff_A(config: Config, run_dir: Path, *, largest_A: float = 15.0) ->
     half = largest_A
     for label in state_points(config):
         with H5MDDataset(RunDir(run_dir).cg_dataset(label)) as ds:
-            boxes = np.asarray(ds._box[:])  # noqa: SLF001 - the boxes alone, not the frames
+            boxes = ds.boxes()
         half = min(half, min(float(perpendicular_widths(b).min()) for b in boxes) / 2.0)
     # a hair below half the box: the minimum-image check is inclusive and NPT boxes fluctuate
     return float(np.floor(half * 0.999 * 100) / 100)

@@ -155,7 +155,7 @@ class ADF(AnalysisBase):
             cutoff_A = self._cutoff_from_rdf(rdf_reference)
         if not (np.isfinite(cutoff_A) and cutoff_A > 0):
             raise ValueError(f"ADF: cutoff_A must be positive, got {cutoff_A}")
-        boxes = self.frames.box if isinstance(self.frames, Frames) else np.asarray(self.frames._box[:])  # noqa: SLF001
+        boxes = self.frames.box if isinstance(self.frames, Frames) else self.frames.boxes()
         try:
             check_cutoff_fits(cutoff_A, boxes[self.frame_indices], what="ADF cutoff_A")
         except ValueError as exc:

@@ -92,8 +92,7 @@ class RDFResult(AnalysisResults):
 def _all_boxes(frames: Frames | H5MDDataset, indices: np.ndarray) -> np.ndarray:
     if isinstance(frames, Frames):
         return frames.box[indices]
-    # only the (F, 3, 3) box dataset is read, not the positions
-    return np.asarray(frames._box[:], dtype=np.float64)[indices]  # noqa: SLF001
+    return frames.boxes(indices)  # only the (F, 3, 3) box dataset is read, not the positions
 
 
 class RDF(AnalysisBase):
