@@ -306,6 +306,95 @@ def test_changed_config_reruns_only_what_depends_on_it(study_copy):
     assert "report" in out.ran
 
 
+def write_methanol_extxyz(path: Path, rng: np.random.Generator, *, n_molecules: int = 4, n_frames: int = 3) -> Path:
+    """A small all-atom extxyz trajectory with forces: ``n_molecules`` three-site methanols in a 20 A box."""
+    import ase
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from thermocg import units
+
+    n_atoms = 3 * n_molecules
+    images = []
+    for _ in range(n_frames):
+        atoms = ase.Atoms(symbols=["C", "O", "H"] * n_molecules, positions=rng.uniform(1, 19, (n_atoms, 3)),
+                          cell=np.eye(3) * 20.0, pbc=True, masses=np.tile([15.035, 15.999, 1.008], n_molecules))
+        atoms.arrays["mol_id"] = np.repeat(np.arange(n_molecules), 3)
+        atoms.arrays["atom_names"] = np.array(["CH3", "O", "H"] * n_molecules)
+        atoms.calc = SinglePointCalculator(atoms, forces=rng.normal(size=(n_atoms, 3)) / units.EV_TO_KCAL_MOL,
+                                           energy=0.0)
+        images.append(atoms)
+    ase.io.write(path, images, format="extxyz")
+    return path
+
+
+def test_each_imported_trajectory_is_imported_once(tmp_path, monkeypatch, rng):
+    """Two imported states: each import unit imports its own trajectory and no other (the importer
+    used to be called without the state, so every unit re-imported every file)."""
+    from thermocg.allatom import readers
+
+    run_dir = tmp_path / "run"
+    imports = [{"path": str(write_methanol_extxyz(tmp_path / f"T{t}.extxyz", rng)), "format": "extxyz",
+                "state": {"temperature_K": t, "density_g_cm3": 0.75}} for t in (300, 400)]
+    config = from_dict(Config, {"run_dir": str(run_dir), "system": {"molecule": "methanol_trappe", "n_molecules": 64},
+                                "imports": imports, "pair": {"cutoff_A": 6.5}, "study": {"progress": False}})
+    imported: list[str] = []
+    real_import = readers.run_import
+
+    def spy(*args, **kwargs):
+        written = real_import(*args, **kwargs)
+        imported.extend(Path(p).parent.name for p in written)
+        return written
+
+    monkeypatch.setattr(readers, "run_import", spy)
+    stages = dataclasses.replace(STAND_INS, allatom=st.stages.generate_or_import)
+    st.run_study(config, run_dir, stages=stages)
+    assert sorted(imported) == ["T300_rho0.75", "T400_rho0.75"]
+    for unit in st.plan_units(config):
+        if unit.kind == "aa":
+            result = st.read_manifest(run_dir, unit).result
+            assert result == st.AllAtomResult(unit.state, RunDir(run_dir).allatom_trajectory(unit.state), None)
+            assert result.trajectory.exists()
+
+
+def test_manifests_give_back_the_typed_results(finished_study, study_copy):
+    """Every manifest reads back as the typed object its stage returned; a rerun hands the typed
+    upstream results to the stages (the stand-ins assert their types)."""
+    run_dir, _ = finished_study
+    config = tiny_config(run_dir)
+    kinds = {}
+    for unit in st.plan_units(config):
+        manifest = st.read_manifest(run_dir, unit)
+        assert manifest.unit == unit.name and manifest.key == unit.key
+        assert isinstance(manifest.result, st.result_type(unit.kind))
+        kinds[unit.kind] = manifest.result
+    assert kinds["model"].model_path == RunDir(run_dir).model(kinds["model"].name) / "model.safetensors"
+    assert isinstance(kinds["ref"].rdf, RDFResult) and isinstance(kinds["eval"].adf, ADFResult)
+    md = st.read_manifest(run_dir, next(u for u in st.plan_units(config) if u.name == "md/mscg-pooled/T400_rho0.75"))
+    assert md.result.ns_per_day == 100.0 and md.result.trajectory.name == "traj.h5md"
+    ev = st.read_manifest(run_dir, next(u for u in st.plan_units(config) if u.name == "eval/mscg-pooled/T400_rho0.75"))
+    np.testing.assert_array_equal(ev.result.parity, [[1.0, 1.1], [-2.0, -1.8]])
+    assert ev.result.rdf_error == pytest.approx(0.055) and ev.result.force["rmse"] == pytest.approx(0.55)
+    # a rerun of the evaluations only: they receive the ModelSummary, MDRunSummary and ReferenceResult
+    for unit in st.plan_units(config):
+        if unit.kind == "eval":
+            st.manifest_path(study_copy, unit).unlink()
+    out = st.run_study(tiny_config(study_copy), study_copy, stages=STAND_INS)
+    assert sorted(out.ran) == sorted(u.name for u in st.plan_units(config) if u.kind == "eval")
+    assert st.collect_results(config, run_dir)["matrices"] == st.collect_results(config, study_copy)["matrices"]
+
+
+def test_a_stage_returning_the_wrong_type_fails_its_unit(tmp_path):
+    run_dir = tmp_path / "run"
+
+    def untyped_map(config, run_dir, label):
+        fake_map(config, run_dir, label)
+        return {"dataset": str(RunDir(run_dir).cg_dataset(label))}
+
+    with pytest.raises(st.StudyError, match=r"map/T300_rho0.75: TypeError: the map stage returned dict, not a MapResult"):
+        st.run_study(tiny_config(run_dir), run_dir, stages=dataclasses.replace(STAND_INS, map=untyped_map))
+
+
 @pytest.mark.slow
 def test_dask_local_cluster_gives_the_same_results(tmp_path):
     pytest.importorskip("distributed")
