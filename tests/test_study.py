@@ -365,7 +365,7 @@ def test_manifests_give_back_the_typed_results(finished_study, study_copy):
     kinds = {}
     for unit in st.plan_units(config):
         manifest = st.read_manifest(run_dir, unit)
-        assert manifest.unit == unit.name and manifest.key == unit.key
+        assert manifest.unit == unit.name and manifest.key == unit.key and manifest.model == unit.model
         assert isinstance(manifest.result, st.result_type(unit.kind))
         kinds[unit.kind] = manifest.result
     assert kinds["model"].model_path == RunDir(run_dir).model(kinds["model"].name) / "model.safetensors"

@@ -23,11 +23,9 @@ The ADF error, defined once here (:func:`adf_error`, used by the study's matrice
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,6 +53,8 @@ class ADFResult(AnalysisResults):
     mean_neighbors  mean number of neighbours per bead within the cutoff
     """
 
+    what = "ADF result"
+
     angle_deg: np.ndarray
     edges_deg: np.ndarray
     p: dict[str, np.ndarray]
@@ -76,14 +76,6 @@ class ADFResult(AnalysisResults):
             mean_neighbors=float(data.get("mean_neighbors", 0.0)),
             metadata=dict(data.get("metadata", {})),
         )
-
-    @classmethod
-    def load_json(cls, path: str | os.PathLike) -> "ADFResult":
-        path = Path(path)
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError, KeyError) as exc:
-            raise ValueError(f"{path}: not a readable ADF result ({exc})") from None
 
 
 def rdf_first_minimum_A(r_A: np.ndarray, g: np.ndarray, *, smooth_bins: int = 5) -> float:

@@ -29,7 +29,11 @@ from thermocg.rundir import atomic_write_text
 
 
 class AnalysisResults:
-    """Mixin for result dataclasses: JSON-ready dict and atomic save."""
+    """Mixin for result dataclasses: JSON-ready dict, atomic save, and loading back for the results
+    that define ``from_dict``."""
+
+    #: what the results are, for error messages
+    what = "analysis result"
 
     def to_dict(self) -> dict[str, Any]:
         def plain(v: Any) -> Any:
@@ -47,6 +51,15 @@ class AnalysisResults:
 
     def save_json(self, path: str | os.PathLike) -> Path:
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load_json(cls, path: str | os.PathLike) -> Any:
+        """The result saved by :meth:`save_json` (a ValueError naming the file if it is not one)."""
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"{path}: not a readable {cls.what} ({exc})") from None
 
 
 class AnalysisBase:

@@ -23,7 +23,6 @@ The RDF error, defined once here (:func:`rdf_error`, used by the study's matrice
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -59,6 +58,8 @@ class RDFResult(AnalysisResults):
     mean_volume_A3  mean box volume over the frames
     """
 
+    what = "RDF result"
+
     r_A: np.ndarray
     edges_A: np.ndarray
     g: dict[str, np.ndarray]
@@ -86,14 +87,6 @@ class RDFResult(AnalysisResults):
             n_per_type={k: int(v) for k, v in data.get("n_per_type", {}).items()},
             mean_volume_A3=float(data.get("mean_volume_A3", 0.0)),
         )
-
-    @classmethod
-    def load_json(cls, path: str | os.PathLike) -> "RDFResult":
-        path = Path(path)
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError, KeyError) as exc:
-            raise ValueError(f"{path}: not a readable RDF result ({exc})") from None
 
 
 class RDF(AnalysisBase):

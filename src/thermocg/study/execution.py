@@ -26,7 +26,7 @@ from typing import Any
 from thermocg.config import Config, write_resolved
 from thermocg.rundir import RunDir, atomic_write_text
 from thermocg.study.metrics import json_text, summarize, write_matrices
-from thermocg.study.plan import STUDY_FORMAT_VERSION, Unit, input_hash, plan_units, validate_study
+from thermocg.study.plan import STUDY_FORMAT_VERSION, ModelSpec, Unit, input_hash, plan_units, validate_study
 from thermocg.study.stages import Stages, default_stages, result_type
 
 __all__ = ["StudyError", "StudyRun", "Manifest", "manifest_path", "read_manifest", "execute_unit", "run_study",
@@ -51,17 +51,22 @@ class Manifest:
     key: str
     deps: list[str]
     state: str | None
-    model: dict[str, Any] | None
+    model: ModelSpec | None
     wall_s: float
     finished: str
     result: Any
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "result": self.result.to_dict()}
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                "model": None if self.model is None else dataclasses.asdict(self.model),
+                "result": self.result.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Manifest":
         values = {f.name: data[f.name] for f in dataclasses.fields(cls)}
+        model = data["model"]
+        values["model"] = None if model is None else ModelSpec(model["family"], model["train_set"],
+                                                                tuple(model["train_states"]))
         values["result"] = result_type(data["kind"]).from_dict(data["result"])
         return cls(**values)
 
@@ -160,8 +165,8 @@ def execute_unit(unit: Unit, config: Config, run_dir: str, stages: Stages, *_aft
     if not isinstance(result, expected):
         raise TypeError(f"the {unit.kind} stage returned {type(result).__name__}, not a {expected.__name__}")
     manifest = Manifest(
-        unit=unit.name, kind=unit.kind, key=unit.key, deps=list(unit.deps), state=unit.state,
-        model=dataclasses.asdict(unit.model) if unit.model else None, wall_s=time.perf_counter() - start,
+        unit=unit.name, kind=unit.kind, key=unit.key, deps=list(unit.deps), state=unit.state, model=unit.model,
+        wall_s=time.perf_counter() - start,
         finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), result=result)
     atomic_write_text(manifest_path(run_dir_p, unit), json_text(manifest.to_dict(), nan_as_null=False))
     return result
