@@ -45,7 +45,7 @@ _LAZY: dict[str, str] = {
     "fit_pair_potential": "thermocg.mscg",
     "run_simulate": "thermocg.md",
     "simulate": "thermocg.md",
-    "run_study": "thermocg.study",
+    "run_study": "thermocg.study.execution",
     # potentials
     "Potential": "thermocg.potentials.base",
     "SumPotential": "thermocg.potentials.base",
