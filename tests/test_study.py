@@ -93,7 +93,8 @@ def fake_train(config, run_dir, model):
     path = RunDir(run_dir).model(model.name) / "model.safetensors"
     save_potential(LennardJones(("MeOH",), epsilon_kcal_mol=0.2, sigma_A=3.7, cutoff_A=4.9), path)
     return ModelSummary(family=model.family, name=model.name, model_path=path, train_states=model.train_states,
-                        wall_s=0.1, cutoff_A=4.9)
+                        wall_s=0.1, n_epochs=None, best_epoch=None, stopped_at_max_epochs=False,
+                        test_force_rmse_kcal_mol_A=None, test_force_mae_kcal_mol_A=None, test_r2=None, cutoff_A=4.9)
 
 
 def fake_simulate(config, run_dir, model, trained, label):
@@ -105,9 +106,10 @@ def fake_simulate(config, run_dir, model, trained, label):
     d = RunDir(run_dir).md(model.name, label)
     d.mkdir(parents=True, exist_ok=True)
     (d / "traj.h5md").write_text("stand-in")
-    return MDRunSummary(model=model.name, model_file=trained.model_path, state=label, out_dir=d,
-                        trajectory=d / "traj.h5md", ns_per_day=100.0 if model.family == "mscg" else 20.0,
-                        simulated_ps=1.0, n_steps=250, seed=config.seed)
+    return MDRunSummary(model=model.name, model_file=str(trained.model_path), state=label, out_dir=d,
+                        trajectory=d / "traj.h5md", ns_per_day=100.0 if model.family == "mscg" else 20.0, blowup=None,
+                        simulated_ps=1.0, n_steps=250, mean_temperature_K=_temperature(label), seed=config.seed,
+                        wall_s=0.1)
 
 
 def fake_evaluate(config, run_dir, model, trained, label, md, reference):

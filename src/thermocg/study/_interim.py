@@ -1,48 +1,45 @@
 """INTERIM, to be deleted when the md and train branches land: stand-ins for ``thermocg.md.MDRunSummary``
-and ``thermocg.train.ModelSummary`` with the fields those branches announced, so that the study's
-adapters and tests can be written against them now. Nothing outside thermocg.study imports this.
+and ``thermocg.model_summary.ModelSummary`` (re-exported by ``thermocg.train``) with the fields those
+branches define, so that the study's adapters and tests are written against them now. Nothing outside
+thermocg.study and its tests imports this module.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
-@dataclass(frozen=True)
+@dataclass
 class MDRunSummary:
-    """What one CG MD run made (``thermocg.md.run_simulate`` returns one per state)."""
+    """What one CG MD run of one model at one state made (``thermocg.md.run_simulate`` returns one per state)."""
 
     model: str
-    model_file: Path
+    model_file: str
     state: str
     out_dir: Path
     trajectory: Path
-    ns_per_day: float | None = None
-    blowup: str | None = None
-    simulated_ps: float | None = None
-    n_steps: int | None = None
-    mean_temperature_K: float | None = None
-    seed: int | None = None
-    wall_s: float | None = None
+    ns_per_day: float
+    blowup: str | None
+    simulated_ps: float
+    n_steps: int
+    mean_temperature_K: float | None
+    seed: int
+    wall_s: float
+    paths: dict[str, Path] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        data = dataclasses.asdict(self)
+        data.update(out_dir=str(self.out_dir), trajectory=str(self.trajectory),
+                    paths={k: str(v) for k, v in self.paths.items()})
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MDRunSummary":
-        paths = {"model_file", "out_dir", "trajectory"}
-        return cls(**{f.name: (Path(data[f.name]) if f.name in paths else data[f.name])
-                      for f in fields(cls) if f.name in data})
+        return cls(**{**data, "out_dir": Path(data["out_dir"]), "trajectory": Path(data["trajectory"]),
+                      "paths": {k: Path(v) for k, v in data.get("paths", {}).items()}})
 
 
 @dataclass(frozen=True)
@@ -52,22 +49,21 @@ class ModelSummary:
     family: str
     name: str
     model_path: Path
-    train_states: tuple[str, ...] = field(default_factory=tuple)
-    wall_s: float | None = None
-    n_epochs: int | None = None
-    best_epoch: int | None = None
-    stopped_at_max_epochs: bool | None = None
-    test_force_rmse: float | None = None
-    test_force_mae: float | None = None
-    test_r2: float | None = None
-    cutoff_A: float | None = None
+    train_states: tuple[str, ...]
+    wall_s: float
+    n_epochs: int | None
+    best_epoch: int | None
+    stopped_at_max_epochs: bool
+    test_force_rmse_kcal_mol_A: float | None
+    test_force_mae_kcal_mol_A: float | None
+    test_r2: float | None
+    cutoff_A: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        data = dataclasses.asdict(self)
+        data.update(model_path=str(self.model_path), train_states=list(self.train_states))
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelSummary":
-        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-        values["model_path"] = Path(values["model_path"])
-        values["train_states"] = tuple(values.get("train_states", ()))
-        return cls(**values)
+        return cls(**{**data, "model_path": Path(data["model_path"]), "train_states": tuple(data["train_states"])})

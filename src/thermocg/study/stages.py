@@ -9,7 +9,7 @@ result and later units receive it as the same object, without rereading the file
     aa       allatom     AllAtomResult   (trajectory, AA speed)
     map      map         MapResult       (the CG dataset)
     ref      reference   ReferenceResult (RDF, ADF, D and the noise floor of the mapped AA data)
-    model    train       ModelSummary    (thermocg.train: model file, training metrics)
+    model    train       ModelSummary    (thermocg.model_summary: model file, training metrics)
     md       simulate    MDRunSummary    (thermocg.md: trajectory, speed, blow-up)
     eval     evaluate    Evaluation      (force errors, CG structure and its errors)
 """
@@ -160,7 +160,7 @@ def result_type(kind: str) -> type:
 
         return MDRunSummary
     if kind == "model":
-        from thermocg.study._interim import ModelSummary  # INTERIM: thermocg.train.ModelSummary
+        from thermocg.study._interim import ModelSummary  # INTERIM: thermocg.model_summary.ModelSummary
 
         return ModelSummary
     types = {"aa": AllAtomResult, "map": MapResult, "ref": ReferenceResult, "eval": Evaluation}
@@ -247,7 +247,7 @@ def hipnn_cutoff_A(config: Config, run_dir: Path) -> float:
     for label in state_points(config):
         with H5MDDataset(RunDir(run_dir).cg_dataset(label)) as ds:
             boxes.append(ds.boxes())
-    return automatic_cutoff_A(np.concatenate(boxes))
+    return automatic_cutoff_A(boxes)
 
 
 def train_model(config: Config, run_dir: Path, model: ModelSpec) -> Any:
