@@ -180,7 +180,8 @@ def parity_figure(summary: dict[str, Any], family: str, path: Path) -> Path | No
         ax.axis("off")
     for ax, (m, pts, rmse) in zip(axes.ravel(), panels):
         lim = float(np.percentile(np.abs(pts), 99.5)) * 1.1 or 1.0
-        ax.hexbin(pts[:, 0], pts[:, 1], gridsize=40, extent=(-lim, lim, -lim, lim), mincnt=1, cmap="viridis", bins="log")
+        ax.hexbin(pts[:, 0], pts[:, 1], gridsize=40, extent=(-lim, lim, -lim, lim), mincnt=1, cmap="viridis",
+                  bins="log")
         ax.plot([-lim, lim], [-lim, lim], color="red", lw=0.8)
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)

@@ -15,12 +15,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from thermocg.dataset import H5MDDataset
 from thermocg.rundir import atomic_savefig, atomic_write_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from thermocg.config import AnalysisConfig
 
 # (no module-level import of the analyses or thermocg.neighbors, which imports torch: the study report
 # uses the figure helpers without them)
@@ -134,8 +137,8 @@ def plot_cg_vs_aa(path: str | os.PathLike | None, *, rdf: dict[str, Any] | None 
     return finish_figure(fig, path)
 
 
-def _observables(sources: dict[str, tuple[H5MDDataset, int]], settings: Any, *, rdf_bin_width_A: float,
-                 reference_label: str) -> dict[str, dict[str, Any]]:
+def _observables(sources: dict[str, tuple[H5MDDataset, int]], settings: "AnalysisConfig", *,
+                 rdf_bin_width_A: float, reference_label: str) -> dict[str, dict[str, Any]]:
     """RDF, ADF, density and (where possible) MSD of each source ``label -> (dataset, first frame)``.
 
     The ADF shell is ``settings.adf_cutoff_A``, or the first minimum of the reference's RDF (capped
@@ -169,7 +172,8 @@ def _observables(sources: dict[str, tuple[H5MDDataset, int]], settings: Any, *, 
 
 def compare_to_reference(trajectory: str | os.PathLike, reference: str | os.PathLike, out_dir: str | os.PathLike, *,
                          label: str = "CG", reference_label: str = "AA", potential: Any = None,
-                         settings: Any = None, rdf_bin_width_A: float = 0.05, title: str | None = None) -> dict[str, Any]:
+                         settings: "AnalysisConfig | None" = None, rdf_bin_width_A: float = 0.05,
+                         title: str | None = None) -> dict[str, Any]:
     """Observables of a CG MD ``trajectory`` (H5MD) against the mapped AA ``reference`` (H5MD CG dataset).
 
     Writes to ``out_dir``: ``{rdf,adf,msd,density}_{label}.json`` and ``..._{reference_label}.json``,

@@ -313,7 +313,8 @@ def run_rdf(config: "Config", run_dir: str | os.PathLike, *, state: str | list[s
         wanted = {state} if isinstance(state, str) else set(state)
         missing = sorted(wanted - set(datasets))
         if missing:
-            raise FileNotFoundError(f"{rd.root / 'cg'}: no CG dataset for state(s) {missing} (found: {sorted(datasets)})")
+            raise FileNotFoundError(f"{rd.root / 'cg'}: no CG dataset for state(s) {missing} "
+                                    f"(found: {sorted(datasets)})")
         datasets = {k: v for k, v in datasets.items() if k in wanted}
     if not datasets:
         raise FileNotFoundError(f"{rd.root / 'cg'}: no CG datasets (*.h5md); run `thermocg map` first")

@@ -121,13 +121,17 @@ def _metric_value(evaluation: Any, metric: str) -> float:
     return math.nan if value is None else float(value)
 
 
+#: metric -> family -> training set -> test state -> value
+Matrices = dict[str, dict[str, dict[str, dict[str, float]]]]
+
+
 def transferability_matrices(families: list[str], models: list[ModelSpec], labels: list[str],
-                             evaluations: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+                             evaluations: dict[str, dict[str, Any]]) -> Matrices:
     """metric -> family -> training set -> test state -> value (NaN where no evaluation finished).
 
     ``evaluations``: model name -> state -> the evaluate stage's result (with ``force["rmse"]``,
     ``rdf_error``, ``adf_error`` and ``d_ratio``)."""
-    matrices: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    matrices: Matrices = {}
     for metric in METRICS:
         matrices[metric] = {}
         for family in families:
