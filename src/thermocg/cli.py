@@ -88,18 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     cmd = next(c for c in COMMANDS if c.name == args.command)
     options = {k: v for k, v in vars(args).items() if k not in ("command", "config", "run_dir")}
     from thermocg.config import ConfigError, load_config
+    from thermocg.rundir import run_dir_lock
 
     try:
+        module_name, func_name = cmd.target.split(":")
         if cmd.needs_config:
             config = load_config(args.config)
             if args.run_dir:
                 config.run_dir = os.path.abspath(args.run_dir)
-            call_args: tuple[Any, ...] = (config, config.run_dir)
+            # one writer per run directory: a second command on it is refused at once
+            with run_dir_lock(config.run_dir, command=f"thermocg {cmd.name} {args.config}"):
+                func = getattr(importlib.import_module(module_name), func_name)
+                func(config, config.run_dir, **options)
         else:
-            call_args = ()
-        module_name, func_name = cmd.target.split(":")
-        func = getattr(importlib.import_module(module_name), func_name)
-        func(*call_args, **options)
+            func = getattr(importlib.import_module(module_name), func_name)
+            func(**options)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         # every stage raises ValueError subclasses whose messages name the file and the problem
         print(f"thermocg {cmd.name}: error: {exc}", file=sys.stderr)
