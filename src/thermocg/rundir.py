@@ -81,6 +81,17 @@ def finish_partial(partial: Path, path: Path, *, success: bool) -> None:
         Path(partial).unlink(missing_ok=True)
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)  # read it (the only portable way is to set it) ...
+    os.umask(mask)  # ... and put it back at once
+    return mask
+
+
+#: the mode an ordinary new file gets here; applied to every atomically written file, whose writer
+#: (safetensors, say) may have created it private (0600) unlike every other output
+_FILE_MODE = 0o666 & ~_process_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = False) -> Iterator[Path]:
     """The one atomic write of thermocg: yield a temporary path to write ``path`` through.
@@ -99,6 +110,8 @@ def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = False) -> Iterat
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    if partial.is_file():
+        os.chmod(partial, _FILE_MODE)
     os.replace(partial, path)
 
 
