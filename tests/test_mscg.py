@@ -187,7 +187,8 @@ def test_run_fit_pair_and_cli(tmp_path, one_type):
     config = Config(states=[StateConfig(300.0, density_g_cm3=0.68)],
                     pair=PairConfig(cutoff_A=CUTOFF, name="pairs", test_fraction=0.25, lammps_table_points=500,
                                     progress=False))
-    model = run_fit_pair(config, run_dir)
+    summary = run_fit_pair(config, run_dir)
+    model = summary.model_path
     out = run_dir / "models" / "pairs"
     assert model == out / "model.safetensors"
     for name in ("fit.json", "pair_CG_CG.png", "resolved.yaml", "lammps/pair_table.table", "lammps/pair_table.lammps"):

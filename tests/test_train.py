@@ -23,6 +23,7 @@ from thermocg.potentials.base import Potential, energy_and_forces, load_potentia
 from thermocg.potentials.lj import LennardJones
 from thermocg.train import (
     TrainError,
+    automatic_cutoff_A,
     force_loss,
     force_metrics,
     split_indices,
@@ -276,7 +277,9 @@ def test_hipnn_ts_learns_lennard_jones_forces(tmp_path) -> None:
     # the automatic choices, recorded in the resolved config
     resolved = result.config
     half_box = perpendicular_widths(frames.box[0]).min() / 2
-    assert resolved.cutoff_A == pytest.approx(min(15.0, half_box))
+    # the one cutoff rule (automatic_cutoff_A): half the box, 0.1% inside it, floored to 0.01 A
+    assert resolved.cutoff_A == automatic_cutoff_A(frames.box)
+    assert 0.999 * half_box - 0.01 < resolved.cutoff_A <= 0.999 * half_box < 15.0
     assert resolved.dist_soft_max_A == pytest.approx(13.0 / 15.0 * resolved.cutoff_A)
     train_forces = frames.forces[:32]
     assert resolved.force_scale_kcal_mol_A == pytest.approx(np.sqrt(np.mean(train_forces**2)))
@@ -380,12 +383,12 @@ def test_methanol_pipeline_loss_decreases_and_same_seed_same_weights(tmp_path) -
     })
     run_generate(config, tmp_path, progress=False)
     run_map(config, tmp_path, progress=False)
-    first = run_train(config, tmp_path)
+    first = run_train(config, tmp_path).model_path
     losses = np.loadtxt(first.parent / "metrics.csv", delimiter=",", skiprows=1, usecols=2)
     assert len(losses) == 8 and losses.min() < 0.98 * losses[0], losses  # the best model is the one kept
     test_r2 = json.loads((first.parent / "test_metrics.json").read_text())["overall"]["r2"]
     assert 0.05 < test_r2 < 0.6, test_r2
-    second = run_train(config, tmp_path, name="again")
+    second = run_train(config, tmp_path, name="again").model_path
     a, b = load_file(first), load_file(second)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
