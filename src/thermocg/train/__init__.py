@@ -99,3 +99,11 @@ __all__ = [
     "plot_learning_curve",
     "plot_parity",
 ]
+
+# the public home of these names is thermocg.train, whichever file defines them (as numpy's
+# set_module does): reprs, pickles and thermocg's lazy API table all name this package
+for _name in __all__:
+    _value = globals()[_name]
+    if getattr(_value, "__module__", "").startswith("thermocg.train."):
+        _value.__module__ = __name__
+del _name, _value
