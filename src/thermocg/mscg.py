@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 import torch
+from tqdm.auto import tqdm
 
 from thermocg import provenance
 from thermocg.analysis.forces import ForceErrorAccumulator, force_errors
@@ -352,9 +353,7 @@ def _fit_blocks(type_names: Sequence[str], blocks: Iterable[Frames], settings: P
                     extrapolation_power=settings.extrapolation_power, unsampled_pairs=settings.unsampled_pairs)
 
 
-def _progress(total: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
+def _progress(total: int, enabled: bool, desc: str) -> tqdm:
     return tqdm(total=total, disable=not enabled, desc=desc, unit="frame", leave=False)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from thermocg.dataset import H5MDDataset
 from thermocg.frames import Frames
@@ -211,8 +212,6 @@ def force_errors(potential: Potential, frames: Frames | H5MDDataset | str | os.P
     sampler = _ParitySampler(parity_samples, n_batches=-(-len(indices) // batch_frames), types=types_np, seed=seed)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(indices), desc="force errors", unit="frame", leave=False)
     for start in range(0, len(indices), batch_frames):
         idx = indices[start:start + batch_frames]

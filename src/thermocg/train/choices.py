@@ -14,7 +14,9 @@ import torch
 from thermocg.config import TrainConfig
 from thermocg.frames import Frames
 from thermocg.neighbors import check_cutoff_fits, perpendicular_widths
-from thermocg.potentials.base import Potential
+from thermocg.potentials.base import Potential, SumPotential
+from thermocg.potentials.hipnn import HipnnTS
+from thermocg.potentials.priors import RepulsivePrior, derive_repulsive_prior
 from thermocg.train.data import StateData, TrainError, prepare_states
 
 #: the reference study's cutoff, A
@@ -94,12 +96,10 @@ def resolve_choices(config: TrainConfig, states: Sequence[StateData]) -> tuple[T
         resolved.cutoff_A = automatic_cutoff_A(s.box for s in states)
     else:
         check_cutoff(resolved.cutoff_A, states, "train.cutoff_A",
-                      "; or leave train.cutoff_A null to have it chosen from the boxes")
+                     "; or leave train.cutoff_A null to have it chosen from the boxes")
     prior = None
     onset = resolved.prior_taper_A
     if resolved.prior or (resolved.dist_soft_min_A is None and onset is None):
-        from thermocg.potentials.priors import derive_repulsive_prior
-
         prior = derive_repulsive_prior([s.frames("train") for s in states], threshold=resolved.prior_threshold,
                                        dr_A=resolved.prior_dr_A, perc=resolved.prior_perc)
         if onset is None:
@@ -147,8 +147,6 @@ def _prior_with_overrides(prior: Any, config: TrainConfig) -> Any:
     """The derived prior with ``prior_taper_A`` / ``prior_strength_kcal_mol_A`` overriding every pair."""
     if config.prior_taper_A is None and config.prior_strength_kcal_mol_A is None:
         return prior
-    from thermocg.potentials.priors import RepulsivePrior
-
     hp = dict(prior.hyperparameters())
     n = len(prior.type_names)
     if config.prior_taper_A is not None:
@@ -172,9 +170,6 @@ def build_model(config: TrainConfig, type_names: tuple[str, ...], *, seed: int, 
 
     ``config`` must be resolved (:func:`resolve_train_config`).
     """
-    from thermocg.potentials.base import SumPotential
-    from thermocg.potentials.hipnn import HipnnTS
-
     if prior is not None and tuple(prior.type_names) != tuple(type_names):
         raise TrainError(f"prior bead types {prior.type_names} differ from the model's {type_names}")
     with _seeded(seed):

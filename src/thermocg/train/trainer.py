@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from thermocg.analysis.forces import ForceErrorAccumulator, force_metrics
 from thermocg.config import TrainConfig, result_dict, to_dict, write_resolved
@@ -394,8 +395,6 @@ class Trainer:
         validation force RMSE and MAE (kcal/mol/A), batch_size, learning_rate, best (1 for a new
         best validation loss) and wall_s (cumulative seconds, over resumed sessions too).
         """
-        from tqdm.auto import tqdm
-
         self._start_fit()
         resolved = self.resolved
         start = time.perf_counter()
@@ -444,8 +443,6 @@ class Trainer:
 
     def _train_pass(self) -> float:
         """One pass over every training frame in shuffled batches of one state; the mean batch loss."""
-        from tqdm.auto import tqdm
-
         potential, resolved, dtype = self.potential, self.resolved, self.potential.dtype
         potential.train()
         batches = _epoch_batches(self.states, self.schedule.batch_size, self.generator)
@@ -478,6 +475,7 @@ class Trainer:
         ``parity.png``; warn (:class:`TrainWarning`) when training stopped at max_epochs while
         still improving."""
         resolved, potential, states = self._need("resolved", "resolve"), self.potential, self.states
+        self._need("schedule", "fit")
         potential.load_state_dict(self.best_weights)
         potential.eval()
         test = evaluate(potential, states, "test", batch_size=resolved.eval_batch_size)
@@ -548,6 +546,7 @@ def train_potential(train_frames: Frames | Sequence[Frames], config: TrainConfig
 
 
 def json_safe(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers and NaN/inf as None (JSON has neither)."""
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
