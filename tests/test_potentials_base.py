@@ -69,3 +69,47 @@ def test_unknown_bead_type_is_an_error():
     lj = LennardJones(["A"], epsilon_kcal_mol=0.2, sigma_A=3.5, cutoff_A=9.0)
     with pytest.raises(ValueError, match="bead type 'X' is unknown"):
         lj.type_indices(("A", "X"), np.array([0, 1]))
+
+
+def _model(tmp_path):
+    lj = LennardJones(["A", "B"], epsilon_kcal_mol=[[0.2, 0.1], [0.1, 0.3]], sigma_A=[[3.5, 3.0], [3.0, 3.2]],
+                      cutoff_A=9.0)
+    return lj, save_potential(lj, tmp_path / "m.safetensors")
+
+
+def test_a_flipped_byte_in_the_weights_is_refused_by_the_checksum(tmp_path):
+    lj, path = _model(tmp_path)
+    assert read_model_header(path)["weights_sha256"]
+    load_potential(path)  # intact: loads
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # one bit of the last tensor's bytes (the tensor data follow the JSON header)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=r"m.safetensors: damaged model file: the weights do not match the checksum"):
+        load_potential(path)
+
+
+def test_a_damaged_header_names_the_file(tmp_path):
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    lj, path = _model(tmp_path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(str(path))
+    for key, value, message in (("format_version", "one", "format_version 'one' is not a number"),
+                                ("description", "{kind: x", "description is not valid JSON"),
+                                ("provenance", "[1,", "provenance is not valid JSON")):
+        damaged = tmp_path / f"damaged_{key}.safetensors"
+        save_file(tensors, str(damaged), metadata=dict(meta, **{key: value}))
+        with pytest.raises(ModelFileError, match=rf"damaged_{key}.safetensors: damaged model header \({message}"):
+            load_potential(damaged)
+
+
+def test_model_files_get_the_ordinary_file_mode(tmp_path):
+    import os
+    import stat
+
+    _, path = _model(tmp_path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

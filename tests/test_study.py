@@ -23,7 +23,8 @@ from thermocg.config import Config, ConfigError, from_dict, load_config
 from thermocg.frames import Frames
 from thermocg.rundir import RunDir
 from thermocg import study as st
-from thermocg.study._interim import MDRunSummary, ModelSummary  # INTERIM: thermocg.md / thermocg.train
+from thermocg.md import MDRunSummary
+from thermocg.model_summary import ModelSummary
 
 BASE = {"hipnn_ts": 0.01, "mscg": 0.03}
 SLOPE = {"hipnn_ts": 0.02, "mscg": 0.05}

@@ -43,8 +43,10 @@ _LAZY: dict[str, str] = {
     "train_potential": "thermocg.train",
     "run_fit_pair": "thermocg.mscg",
     "fit_pair_potential": "thermocg.mscg",
-    "run_simulate": "thermocg.md",
-    "simulate": "thermocg.md",
+    "run_simulate": "thermocg.md.stage",
+    "simulate": "thermocg.md.stage",
+    "CGSimulation": "thermocg.md.simulation",
+    "MDRunSummary": "thermocg.md.stage",
     "run_study": "thermocg.study.execution",
     # potentials
     "Potential": "thermocg.potentials.base",

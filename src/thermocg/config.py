@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import itertools
 import json
+import math
 import os
 import types
 import typing
@@ -90,6 +91,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .nan / .inf would fail hours later, deep in a stage
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -110,9 +113,7 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     for key, value in data.items():
         here = f"{where}.{key}" if where else str(key)
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(names)}"
-            raise ConfigError(f"{here}: unknown key{hint}")
+            raise ConfigError(f"{here}: unknown key{_key_hint(cls, str(key), names)}")
         kwargs[key] = _coerce(value, hints[key], here)
     missing = [
         f.name for f in dataclasses.fields(cls)
@@ -125,6 +126,42 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
         return cls(**kwargs)
     except ConfigError as exc:
         raise ConfigError(f"{where}.{exc}" if where and not str(exc).startswith(where) else str(exc)) from None
+
+
+def _nested_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every key of the dataclass sections under ``cls`` as dotted paths (``train.cutoff_A``)."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        out.append(prefix + f.name)
+        tp = hints[f.name]
+        inner = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
+        if typing.get_origin(tp) in (list, tuple, dict):
+            inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        for sub in inner:
+            out.extend(_nested_keys(sub, prefix + f.name + "."))
+    return out
+
+
+def _key_hint(cls: type, key: str, names: list[str]) -> str:
+    """"did you mean" for an unknown key: the nearest key of this section, else the nearest key of
+    any section below it (a top-level ``tempertaure_K`` is ``states.temperature_K``)."""
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    nested = [k for k in _nested_keys(cls) if "." in k]
+    leaves = {}
+    for dotted in nested:
+        leaves.setdefault(dotted.rsplit(".", 1)[1], dotted)
+    close = difflib.get_close_matches(key, list(leaves), n=1, cutoff=0.75)
+    if close:
+        return f"; did you mean {leaves[close[0]]!r} (key {close[0]!r} of section {leaves[close[0]].rsplit('.', 1)[0]!r})?"
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; valid keys: {', '.join(names)}"
 
 
 def to_dict(obj: Any) -> Any:
@@ -323,9 +360,9 @@ class RDFConfig:
 class TrainConfig:
     """Force matching of HIP-NN-TS (+ the data-derived repulsive prior) on CG forces.
 
-    Keys left at ``None`` are chosen from the data by :func:`thermocg.train.resolve_train_config`
-    and written, resolved, to the model's ``resolved.yaml``. Defaults are the reference study's
-    (see HIPNN_TS.md): 128 features, 20 sensitivities, one interaction layer of three atom layers,
+    Keys left at ``None`` are chosen from the data by :meth:`thermocg.train.Trainer.resolve` and
+    written, resolved, to the model's ``resolved.yaml``. Defaults are the reference study's (see
+    docs/hipnn_ts.md): 128 features, 20 sensitivities, one interaction layer of three atom layers,
     loss RMSE + MAE, Adam 1e-3, batch 1 doubling to 64 on plateaus, then learning-rate halving.
     """
 
@@ -338,7 +375,9 @@ class TrainConfig:
     n_sensitivities: int = 20
     n_interaction_layers: int = 1
     n_atom_layers: int = 3
-    #: None: min(15 A, half the shortest perpendicular box width of the training frames)
+    #: None: thermocg.train.automatic_cutoff_A of the boxes, min(15 A, 0.999 x half the shortest
+    #: perpendicular box width, floored to 0.01 A); the training frames' boxes for `thermocg train`,
+    #: every state's boxes in a study (so that the model fits every box it is simulated in)
     cutoff_A: float | None = None
     #: None: max(onset - 1 A, onset / 2), onset = the smallest RDF onset over bead-type pairs
     dist_soft_min_A: float | None = None
@@ -639,6 +678,29 @@ class Config:
         return unique
 
 
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last one
+    silently: two ``simulate:`` sections would lose the first)."""
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise _DuplicateKey(f"the key {key!r} is given twice in one mapping (lines {seen[key].line + 1} "
+                                f"and {key_node.start_mark.line + 1}); merge them into one")
+        seen[key] = key_node.start_mark
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Config:
     """Read and validate a YAML config; errors name the file and the key."""
     path = Path(path)
@@ -647,7 +709,9 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_StrictLoader) or {}
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if overrides:

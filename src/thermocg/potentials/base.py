@@ -21,6 +21,7 @@ so a model file outlives the code version that wrote it.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -218,9 +219,22 @@ def save_potential(potential: Potential, path: str | os.PathLike, *, provenance:
         "provenance": json.dumps(provenance or {}, indent=1),
     }
     tensors = {k: v.detach().contiguous().cpu() for k, v in potential.state_dict().items()}
+    header["weights_sha256"] = weights_sha256(tensors)
     with atomic_path(path) as partial:
         save_file(tensors, str(partial), metadata=header)
     return path
+
+
+def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor (name, dtype, shape and bytes, in name order): stored in the model
+    header and checked on load, so a damaged file is refused instead of simulating with weights
+    that are slightly off."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(np.ascontiguousarray(tensor.numpy()).tobytes())
+    return digest.hexdigest()
 
 
 def read_model_header(path: str | os.PathLike) -> dict[str, Any]:
@@ -237,16 +251,25 @@ def read_model_header(path: str | os.PathLike) -> dict[str, Any]:
         raise ModelFileError(f"{path}: not a safetensors model file ({exc})") from None
     if meta.get("format") != "thermocg-potential":
         raise ModelFileError(f"{path}: not a thermocg model file (no thermocg header)")
-    version = int(meta.get("format_version", "0"))
+    try:
+        version = int(meta.get("format_version", "0"))
+    except ValueError:
+        raise ModelFileError(f"{path}: damaged model header (format_version {meta.get('format_version')!r} "
+                             "is not a number)") from None
     if version != MODEL_FORMAT_VERSION:
         raise ModelFileError(
             f"{path}: model format version {version}, this thermocg reads version {MODEL_FORMAT_VERSION}"
         )
-    return {
-        "description": json.loads(meta["description"]),
-        "provenance": json.loads(meta.get("provenance", "{}")),
-        "thermocg_version": meta.get("thermocg_version"),
-    }
+    parsed = {}
+    for key, default in (("description", None), ("provenance", "{}")):
+        try:
+            parsed[key] = json.loads(meta[key] if default is None else meta.get(key, default))
+        except KeyError:
+            raise ModelFileError(f"{path}: damaged model header (no {key})") from None
+        except ValueError as exc:
+            raise ModelFileError(f"{path}: damaged model header ({key} is not valid JSON: {exc})") from None
+    return {**parsed, "thermocg_version": meta.get("thermocg_version"),
+            "weights_sha256": meta.get("weights_sha256")}
 
 
 def load_potential(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Potential:
@@ -255,9 +278,17 @@ def load_potential(path: str | os.PathLike, *, device: str | torch.device = "cpu
 
     header = read_model_header(path)
     try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for a damaged body
+        raise ModelFileError(f"{path}: damaged model file, the weights cannot be read ({exc})") from None
+    expected = header.get("weights_sha256")
+    if expected is not None and weights_sha256(tensors) != expected:
+        raise ModelFileError(f"{path}: damaged model file: the weights do not match the checksum in its header "
+                             "(the file changed after it was written); retrain or restore it")
+    try:
         module = _build(header["description"])
-        module.load_state_dict(load_file(str(path)), strict=True)
-    except (KeyError, RuntimeError, TypeError) as exc:
+        module.load_state_dict(tensors, strict=True)
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: weights do not fit the described model ({exc})") from None
     module.provenance = header["provenance"]
     return module.to(device)

@@ -26,6 +26,7 @@ import numpy as np
 
 from thermocg.config import Config
 from thermocg.dataset import H5MDDataset, read_frames
+from thermocg.model_summary import ModelSummary
 from thermocg.rundir import RunDir
 from thermocg.study.metrics import measure_structure, structure_errors
 from thermocg.study.plan import ModelSpec, imported_labels, state_points
@@ -33,6 +34,7 @@ from thermocg.study.plan import ModelSpec, imported_labels, state_points
 if TYPE_CHECKING:  # pragma: no cover
     from thermocg.analysis.adf import ADFResult
     from thermocg.analysis.rdf import RDFResult
+    from thermocg.md import MDRunSummary
 
 __all__ = ["AllAtomResult", "MapResult", "ReferenceResult", "Evaluation", "Stages", "default_stages",
            "result_type", "reference_observables", "evaluate_model"]
@@ -156,14 +158,10 @@ class Evaluation:
 def result_type(kind: str) -> type:
     """The class of the result of a unit of kind ``kind`` (see the module docstring)."""
     if kind == "md":
-        from thermocg.study._interim import MDRunSummary  # INTERIM: thermocg.md.MDRunSummary
+        from thermocg.md import MDRunSummary  # (thermocg.md imports torch: only when an MD result is read)
 
         return MDRunSummary
-    if kind == "model":
-        from thermocg.study._interim import ModelSummary  # INTERIM: thermocg.model_summary.ModelSummary
-
-        return ModelSummary
-    types = {"aa": AllAtomResult, "map": MapResult, "ref": ReferenceResult, "eval": Evaluation}
+    types = {"aa": AllAtomResult, "map": MapResult, "ref": ReferenceResult, "model": ModelSummary, "eval": Evaluation}
     if kind not in types:
         raise ValueError(f"unknown unit kind {kind!r}")
     return types[kind]
@@ -192,8 +190,8 @@ class Stages:
     allatom: Callable[..., AllAtomResult]
     map: Callable[..., MapResult]
     reference: Callable[..., ReferenceResult]
-    train: Callable[..., Any]
-    simulate: Callable[..., Any]
+    train: Callable[..., ModelSummary]
+    simulate: Callable[..., "MDRunSummary"]
     evaluate: Callable[..., Evaluation]
 
 
@@ -250,7 +248,7 @@ def hipnn_cutoff_A(config: Config, run_dir: Path) -> float:
     return automatic_cutoff_A(boxes)
 
 
-def train_model(config: Config, run_dir: Path, model: ModelSpec) -> Any:
+def train_model(config: Config, run_dir: Path, model: ModelSpec) -> ModelSummary:
     """Train one model (HIP-NN-TS or MS-CG) on its states; returns the trainer's ModelSummary."""
     threads = config.study.threads_per_worker
     if model.family == "hipnn_ts":
@@ -268,7 +266,8 @@ def train_model(config: Config, run_dir: Path, model: ModelSpec) -> Any:
                         train_states=list(model.train_states))
 
 
-def simulate_model(config: Config, run_dir: Path, model: ModelSpec, trained: Any, label: str) -> Any:
+def simulate_model(config: Config, run_dir: Path, model: ModelSpec, trained: ModelSummary,
+                   label: str) -> "MDRunSummary":
     """NVT CG MD of one model at one state; returns the MD stage's MDRunSummary."""
     from thermocg.md import run_simulate
 
@@ -319,8 +318,8 @@ def _force_evaluation(config: Config, run_dir: Path, model_path: Path, label: st
     return force, np.stack([np.asarray(parity["reference"]), np.asarray(parity["predicted"])], 1)
 
 
-def evaluate_model(config: Config, run_dir: Path, model: ModelSpec, trained: Any, label: str, md: Any,
-                   reference: ReferenceResult) -> Evaluation:
+def evaluate_model(config: Config, run_dir: Path, model: ModelSpec, trained: ModelSummary, label: str,
+                   md: "MDRunSummary", reference: ReferenceResult) -> Evaluation:
     """Errors of one model at one state: forces on the mapped AA frames, structure and mobility of
     its CG MD (after ``analysis.discard_fraction`` of its frames) against the mapped AA reference."""
     force, parity = _force_evaluation(config, run_dir, Path(trained.model_path), label)
