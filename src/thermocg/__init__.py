@@ -47,7 +47,7 @@ _LAZY: dict[str, str] = {
     "simulate": "thermocg.md.stage",
     "CGSimulation": "thermocg.md.simulation",
     "MDRunSummary": "thermocg.md.stage",
-    "run_study": "thermocg.study",
+    "run_study": "thermocg.study.execution",
     # potentials
     "Potential": "thermocg.potentials.base",
     "SumPotential": "thermocg.potentials.base",
