@@ -38,7 +38,8 @@ from thermocg.frames import Topology
 if TYPE_CHECKING:  # pragma: no cover
     from thermocg.config import SystemConfig
 
-__all__ = ["Component", "CrossInteraction", "Mixture", "MixtureError", "as_mixture", "mixture_from_config"]
+__all__ = ["Component", "CrossInteraction", "Mixture", "MixtureError", "as_mixture", "estimated_box_length_A",
+           "mixture_from_config"]
 
 
 class MixtureError(ValueError):
@@ -391,3 +392,26 @@ def mixture_from_config(system: "SystemConfig", mole_fractions: dict[str, float]
         return Mixture(components, cross)
     except MixtureError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def estimated_box_length_A(system: "SystemConfig", state: Any) -> float | None:
+    """Edge (A) of the cubic all-atom box of a config's system at a state point, mixture-aware:
+    (M / rho)^(1/3) with M the total mass of the state's counts (its composition redistributes the
+    system's total) and rho the state's density, or for a pressure state the ideal-mixing guess of the
+    components' ``density_guess_g_cm3`` (the NPT run finds the real one, so the check is an estimate
+    there). ``state``: a :class:`~thermocg.config.StateConfig` or a
+    :class:`~thermocg.frames.StatePoint`. None when a molecule definition cannot be loaded.
+
+    This is the study's up-front check of every cutoff against half the box edge."""
+    from thermocg import units
+    from thermocg.allatom.molecules import MoleculeError
+
+    fractions = getattr(state, "mole_fractions", None)
+    if fractions is not None and not isinstance(fractions, dict):
+        fractions = dict(fractions)
+    try:
+        mixture = Mixture(tuple(Component(get_molecule(name), n) for name, n in system.counts(fractions)))
+    except (MoleculeError, MixtureError):
+        return None
+    density = state.density_g_cm3 if state.density_g_cm3 is not None else mixture.density_guess_g_cm3
+    return units.volume_for_density_A3(mixture.mass_amu, density) ** (1.0 / 3.0)

@@ -166,7 +166,8 @@ def iter_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
                                         "'energy'); energy_file is for LAMMPS logs and GROMACS .edr files")
         topo, n_atoms, raw_blocks = _read_extxyz(path, None if topology is None else Path(topology), block_size)
     if specs is not None:
-        topo = _apply_molecules(topo, specs, n_atoms, path)
+        # LAMMPS data files and GROMACS topologies state masses; an extxyz may carry element masses only
+        topo = _apply_molecules(topo, specs, n_atoms, path, check_masses=format != "extxyz")
     topo = _apply_molecule(topo, mol, n_atoms, path)
     if topo is None:
         raise TrajectoryImportError(
@@ -278,9 +279,11 @@ def _resolve_specs(molecules: "Sequence[Any]", path: Path) -> list[_MoleculeSpec
     return specs
 
 
-def _apply_molecules(topo: Topology | None, specs: list[_MoleculeSpec], n_atoms: int, path: Path) -> Topology:
-    """Check the file's molecules against the declared molecule types and rebuild the topology from
-    their definitions (atom names, masses, types), in the file's atom order."""
+def _apply_molecules(topo: Topology | None, specs: list[_MoleculeSpec], n_atoms: int, path: Path, *,
+                     check_masses: bool = True) -> Topology:
+    """Check the file's molecules against the declared molecule types (atom counts, contiguity and,
+    with ``check_masses``, the file's atom masses to 1 %) and rebuild the topology from their
+    definitions (atom names, masses, types), in the file's atom order."""
     from thermocg.allatom.mixture import Component, Mixture
 
     if topo is None or topo.n_atoms != n_atoms:
@@ -322,6 +325,11 @@ def _apply_molecules(topo: Topology | None, specs: list[_MoleculeSpec], n_atoms:
             raise TrajectoryImportError(
                 f"{path}: the atoms of molecule {m + 1} ({spec.name_in_file}) are not contiguous in "
                 f"{molecule.name}'s site order, as a molecule definition requires")
+        if check_masses and not np.allclose(topo.masses[atoms], molecule.masses_amu, rtol=1e-2):
+            raise TrajectoryImportError(
+                f"{path}: the atom masses of molecule {m + 1} ({spec.name_in_file}: "
+                f"{np.round(topo.masses[atoms], 3).tolist()} amu) are not those of {molecule.name} "
+                f"({np.round(molecule.masses_amu, 3).tolist()}); is it declared as the right molecule type?")
         for site, atom in enumerate(atoms):
             atom_names[atom] = molecule.sites[site].name
             atom_types[atom] = site_types[component_of[m]][site]
