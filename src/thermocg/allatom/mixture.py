@@ -74,6 +74,16 @@ class LJClass:
     epsilon_kcal_mol: float
 
 
+def site_type_names(molecules: Sequence[Molecule]) -> list[list[str]]:
+    """Per molecule type, per site: the atom-type name in topologies: ``Site.type``, or
+    ``molecule:type`` when another molecule type has a site type of the same name."""
+    out = []
+    for k, molecule in enumerate(molecules):
+        others = {t for j, m in enumerate(molecules) if j != k for t in m.type_names}
+        out.append([f"{molecule.name}:{s.type}" if s.type in others else s.type for s in molecule.sites])
+    return out
+
+
 def _rule_pair(mixing: str, a: LJClass, b: LJClass) -> tuple[float, float]:
     eps = math.sqrt(a.epsilon_kcal_mol * b.epsilon_kcal_mol)
     if mixing == "geometric":
@@ -330,8 +340,9 @@ class Mixture:
         names: list[str] = []
         types: list[str] = []
         molecule_names: list[str] = []
+        per_site = site_type_names(self.molecules)
         for k, c in enumerate(self.components):
-            qualified = [self._qualified(LJClass(k, s.type, s.sigma_A, s.epsilon_kcal_mol)) for s in c.molecule.sites]
+            qualified = per_site[k]
             names += c.molecule.site_names * c.n_molecules
             types += qualified * c.n_molecules
             molecule_names += [c.molecule.name] * c.n_molecules

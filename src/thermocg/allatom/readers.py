@@ -284,7 +284,7 @@ def _apply_molecules(topo: Topology | None, specs: list[_MoleculeSpec], n_atoms:
     """Check the file's molecules against the declared molecule types (atom counts, contiguity and,
     with ``check_masses``, the file's atom masses to 1 %) and rebuild the topology from their
     definitions (atom names, masses, types), in the file's atom order."""
-    from thermocg.allatom.mixture import Component, Mixture
+    from thermocg.allatom.mixture import site_type_names
 
     if topo is None or topo.n_atoms != n_atoms:
         raise TrajectoryImportError(
@@ -308,9 +308,8 @@ def _apply_molecules(topo: Topology | None, specs: list[_MoleculeSpec], n_atoms:
     absent = [specs[k].molecule.name for k in np.flatnonzero(counts == 0)]
     if absent:
         raise TrajectoryImportError(f"{path}: declared molecule type(s) {absent} do not occur in the file")
-    mixture = Mixture(tuple(Component(s.molecule, int(n)) for s, n in zip(specs, counts)))
-    qualified = mixture.atom_type_names()
-    site_types = [[qualified[c] for c in mixture.site_classes(k)] for k in range(len(specs))]
+    # (no cross interactions are needed to name the types: the file's forces are what they are)
+    site_types = site_type_names([s.molecule for s in specs])
     atom_names: list[str] = [""] * n_atoms
     atom_types: list[str] = [""] * n_atoms
     masses = np.zeros(n_atoms)
