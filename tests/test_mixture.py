@@ -130,6 +130,38 @@ def test_example_config_validates_and_documents_every_new_key():
             state.mole_fractions["methanol_trappe"], abs=0.5 / system.n_molecules)
 
 
+def test_yaml_molecules_in_a_mixture_go_by_their_file_stem(tmp_path):
+    """A YAML molecule of system.molecules is found relative to the config file, and compositions name
+    it by its file's stem."""
+    from thermocg.allatom.runner import system_for_state
+
+    water = {
+        "name": "my_water", "cutoff_A": 10.0,
+        "sites": [{"name": "O", "mass_amu": 15.9994, "charge_e": -0.8476, "sigma_A": 3.166,
+                   "epsilon_kcal_mol": 0.1553, "position_A": [0.0, 0.0, 0.0]},
+                  {"name": "H1", "type": "H", "mass_amu": 1.008, "charge_e": 0.4238, "sigma_A": 0.0,
+                   "epsilon_kcal_mol": 0.0, "position_A": [0.8165, 0.5774, 0.0]},
+                  {"name": "H2", "type": "H", "mass_amu": 1.008, "charge_e": 0.4238, "sigma_A": 0.0,
+                   "epsilon_kcal_mol": 0.0, "position_A": [-0.8165, 0.5774, 0.0]}],
+        "constraints": [{"atoms": ["O", "H1"], "length_A": 1.0}, {"atoms": ["O", "H2"], "length_A": 1.0},
+                        {"atoms": ["H1", "H2"], "length_A": 1.633}]}
+    (tmp_path / "mols").mkdir()
+    (tmp_path / "mols" / "my_water.yaml").write_text(yaml.safe_dump(water))
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({
+        "system": {"molecules": [{"molecule": "methanol_trappe", "n": 4}, {"molecule": "mols/my_water.yaml", "n": 6}]},
+        "states": [{"temperature_K": 300.0, "density_g_cm3": 0.9, "mole_fractions": {"my_water": 0.8}}]}))
+    config = load_config(path)
+    assert config.system.molecules[1].molecule == str(tmp_path / "mols" / "my_water.yaml")
+    [state] = config.state_points()
+    assert state.to_state().label == "T300_rho0.9_x0.2"
+    system = system_for_state(config, state.to_state())
+    assert system.counts == {"methanol_trappe": 2, "my_water": 8}
+    # type names both molecule types use are qualified by the molecule
+    assert system.topology().type_names == ("CH3", "methanol_trappe:O", "methanol_trappe:H", "my_water:O",
+                                            "my_water:H")
+
+
 def test_mixture_aware_box_estimate():
     from thermocg.allatom.mixture import estimated_box_length_A
 

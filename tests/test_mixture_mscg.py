@@ -80,3 +80,22 @@ def test_mscg_recovers_like_and_cross_parameters(cg_mixture):
     r = np.linspace(3.5, 4.6, 11001)
     _, f = table.curve(r, 0, 1)
     assert abs(r[np.argmin(np.abs(f))] - 2 ** (1 / 6) * 3.7) > 0.15
+
+
+def test_per_type_msd_of_the_mixture(cg_mixture):
+    """The same CG dataset through the MSD analysis: one curve per bead type, each the brute-force mean
+    over time origins and that type's beads of |R(t0 + lag) - R(t0)|^2 of the unwrapped positions."""
+    from thermocg.analysis.msd import MSD
+
+    result = MSD(cg_mixture).run().results
+    assert set(result.msd_A2) == {"all", "a", "b"}
+    steps = np.diff(cg_mixture.positions, axis=0)
+    frac = np.einsum("fnj,fjk->fnk", steps, np.linalg.inv(cg_mixture.box[1:]))
+    unwrapped = np.concatenate([cg_mixture.positions[:1], cg_mixture.positions[:1]
+                                + np.cumsum(np.einsum("fnk,fkj->fnj", frac - np.round(frac), cg_mixture.box[1:]), 0)])
+    for lag in (1, 10, 40):
+        displacement = unwrapped[lag:] - unwrapped[:-lag]
+        per_bead = (displacement**2).sum(-1).mean(0)
+        for t, name in enumerate(("a", "b")):
+            assert result.msd_A2[name][lag] == pytest.approx(per_bead[cg_mixture.types == t].mean(), rel=1e-9)
+    assert all(result.diffusion_A2_fs[name] > 0 for name in ("a", "b"))
