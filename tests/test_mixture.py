@@ -321,7 +321,7 @@ def test_stored_energies_are_openmm_potential_energies(generated):
     for k in (0, 4, 9):
         context.setPositions(frames.positions[k] * units.A_TO_NM)
         energy, _ = energy_and_forces(context)
-        assert energy == pytest.approx(energies[k], abs=2e-4 * abs(energy))
+        assert energy == pytest.approx(energies[k], abs=1e-4)  # 2e-5 kcal/mol measured: positions re-wrapped
     thermo = np.genfromtxt(out / "thermo.csv", delimiter=",", names=True, dtype=None, encoding=None)
     production = thermo["potential_energy_kcal_mol"][thermo["phase"] == "production"]
     np.testing.assert_allclose(production, energies, rtol=1e-5)  # thermo.csv keeps 6 digits

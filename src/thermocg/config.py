@@ -445,6 +445,8 @@ class ImportConfig:
     topology: str | None = None
     #: LAMMPS unit style of the files
     lammps_units: Literal["real", "metal"] | None = None
+    #: the state point of the frames; a mixture's must give ``mole_fractions`` of every molecule type
+    #: (checked against the file's counts)
     state: StateConfig | None = None
     #: optional molecule definition (name or YAML) giving masses/molecules when the topology lacks them
     molecule: str | None = None

@@ -24,7 +24,9 @@ Outputs in ``out_dir`` (normally ``RunDir(run_dir).allatom(state.label)``):
 - ``thermo.csv``    phase, time_ps, potential/kinetic energy (kcal/mol), temperature (K), volume (A^3),
                     density (g/cm^3), one row per ``thermo_interval_fs`` in every phase
 - ``metadata.json`` requested and resulting state point (NPT: the equilibrated density), force field,
-                    cutoff used, seed, platform, ns/day, package versions; written last, so its presence
+                    cutoff used, seed, platform, ns/day, package versions; for a mixture the
+                    molecule counts, mole fractions and every cross LJ pair with its origin
+                    (``override`` or the mixing rule); written last, so its presence
                     marks a complete state point
 - ``resolved.yaml`` the settings actually used
 
