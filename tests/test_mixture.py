@@ -29,9 +29,7 @@ from thermocg.allatom.runner import (  # noqa: E402
 from thermocg.config import (  # noqa: E402
     Config,
     ConfigError,
-    ImportConfig,
     ImportMoleculeConfig,
-    StateConfig,
     from_dict,
     load_config,
 )
