@@ -26,7 +26,8 @@ thread, ~25 min on a shared 2-core machine): TraPPE-UA methanol 0.7817 +- 0.0023
 0.9991 +- 0.0013, the x = 0.5 mixture 0.8764 +- 0.0036 g/cm^3 (experiment 0.886: -1.1 %; ideal mixing
 of the two force fields' liquids would give 0.848), excess volume -0.95 +- 0.13 cm^3/mol. A second,
 longer mixture run (``--systems methanol_water --npt-ps 200 --seed 8``: 100 ps averaged) gave
-0.8754 +- 0.0028 g/cm^3, V_E -0.92 +- 0.11 cm^3/mol: the mixture contracts, as the real one does.
+0.8754 +- 0.0028 g/cm^3, V_E -0.92 +- 0.11 cm^3/mol with the first run's pure liquids: the mixture
+contracts, as the real one does.
 """
 
 from __future__ import annotations
