@@ -588,3 +588,26 @@ def test_run_generate_of_a_mixture_config(tmp_path):
     assert meta["molecule_counts"] == {"methanol_trappe": 6, "water_spce": 24}
     topo = Topology.load(out / "topology.json")
     assert topo.molecule_names.count("methanol_trappe") == 6
+
+
+def test_the_study_validates_a_mixture_config_and_checks_cutoffs_against_the_mixture_box(tmp_path):
+    import pytest
+
+    from thermocg.config import ConfigError, load_config
+    from thermocg.study import validate_study
+
+    text = """
+system:
+  molecules: [{molecule: methanol_trappe, n: 60}, {molecule: water_spce, n: 60}]
+states:
+  - {temperature_K: 298, density_g_cm3: 0.886, mole_fractions: {methanol_trappe: 0.5}}
+pair: {cutoff_A: 6.0}
+"""
+    path = tmp_path / "mix.yaml"
+    path.write_text(text)
+    assert list(validate_study(load_config(path))) == ["T298_rho0.886_x0.5"]
+    path.write_text(text.replace("cutoff_A: 6.0", "cutoff_A: 12.0"))
+    # 60 methanol + 60 water at 0.886 g/cm^3: a 17.2 A box, half of it 8.6 A
+    with pytest.raises(ConfigError, match=r"pair.cutoff_A: 12 A does not fit the box of state T298_rho0.886_x0.5 "
+                                          r"\(120 molecules of methanol_trappe, water_spce make a cubic box of 17"):
+        validate_study(load_config(path))
