@@ -5,7 +5,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from helpers import lj_fluid, lj_force_frames, lj_pair_curve
@@ -13,7 +12,7 @@ from thermocg.config import Config, PairConfig, StateConfig
 from thermocg.dataset import write_frames
 from thermocg.frames import Frames, StatePoint
 from thermocg.mscg import MSCGError, MSCGWarning, NormalEquations, fit_pair_potential, force_errors, run_fit_pair
-from thermocg.potentials.base import energy_and_forces, load_potential
+from thermocg.potentials.base import load_potential
 from thermocg.potentials.lj import LennardJones
 from thermocg.potentials.pair import PairTable
 

@@ -61,8 +61,8 @@ def test_same_model_at_two_thermostat_temperatures_uses_two_force_fields():
     frames = liquid()
     initial = {}
     for temperature in (250.0, 350.0):
-        sim = CGSimulation.from_frames(model, frames, LangevinBAOAB(5.0, temperature_K=temperature, friction_per_ps=5.0),
-                                       seed=1)
+        thermostat = LangevinBAOAB(5.0, temperature_K=temperature, friction_per_ps=5.0)
+        sim = CGSimulation.from_frames(model, frames, thermostat, seed=1)
         assert sim.model_temperature_K == temperature and model.temperature_K == temperature
         initial[temperature] = assert_forces_at(sim, model, temperature)  # step 0
         sim.step(20)

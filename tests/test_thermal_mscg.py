@@ -240,7 +240,7 @@ def test_bad_input_for_a_linear_fit():
         PairConfig(temperature_dependence="linear", reference_temperature_K=-3.0)
     with pytest.raises(ConfigError, match="pair.max_temperature_extrapolation_K: must be non-negative"):
         PairConfig(temperature_dependence="linear", max_temperature_extrapolation_K=-1.0)
-    with pytest.raises(ConfigError, match="pair.reference_temperature_K is set but pair.temperature_dependence is 'none'"):
+    with pytest.raises(ConfigError, match="reference_temperature_K is set but pair.temperature_dependence is 'none'"):
         PairConfig(reference_temperature_K=300.0)
 
 

@@ -297,7 +297,7 @@ class NormalEquations:
             info.update(reference_temperature_K=reference, training_temperatures_K=temperatures,
                         valid_temperature_range_K=[temperatures[0], temperatures[-1]],
                         max_temperature_extrapolation_K=table.extrapolation_limit_K(),
-                        frames_per_temperature={f"{t:g}": n for t, n in self.frames_per_temperature.items()})
+                        frames_per_temperature={f"{t:g}": self.frames_per_temperature[t] for t in temperatures})
         else:
             matrix, rhs = self.gtg, self.gtf
             coef, n_active = self._regularised_solve(matrix, rhs, ridge, smoothness, n_blocks=1)
@@ -356,7 +356,8 @@ class NormalEquations:
         return (per_temperature >= min_pairs_per_interval).sum(axis=0) >= 2
 
     def _sampled_ranges(self, min_pairs_per_interval: int, unsampled_pairs: str,
-                        warn: Callable[[str], None], *, by_temperature: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+                        warn: Callable[[str], None], *,
+                        by_temperature: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
         """r_s per type pair (n_types, n_types) A, the start of the first well-sampled interval
         (:meth:`_well_sampled`; never below the closest distance seen), and the per-pair sampling
         record; warns about sparse intervals, errs on (or zeroes) unsampled pairs."""
@@ -642,8 +643,9 @@ def run_fit_pair(config: Config, run_dir: str | os.PathLike, *, name: str | None
     when the config lists none), holds out the last ``pair.test_fraction`` of each state's frames, and
     writes RUN_DIR/models/<name>/{model.safetensors, fit.json, pair_A_B.png, resolved.yaml, lammps/}.
     A temperature-dependent fit (``pair.temperature_dependence: linear``) is tested at each state's
-    temperature, and its LAMMPS tables are written per training temperature (lammps/T<T>/). Returns the :class:`~thermocg.model_summary.ModelSummary` of the table (test errors pooled over
-    the states' held-out frames; no epochs: the fit is one linear solve).
+    temperature, and its LAMMPS tables are written per training temperature (lammps/T<T>/). Returns
+    the :class:`~thermocg.model_summary.ModelSummary` of the table (test errors pooled over the
+    states' held-out frames; no epochs: the fit is one linear solve).
     """
     if not isinstance(config, Config) or not isinstance(config.pair, PairConfig):
         raise ConfigError(f"fit-pair: expected a thermocg Config with a pair section, got {type(config).__name__}")

@@ -380,7 +380,10 @@ def _build(description: dict[str, Any]) -> Potential:
         if not isinstance(temperature, dict):
             raise ValueError(f"the {module.kind} model is temperature-dependent but its description has no "
                              "temperature block (reference_K, valid_range_K)")
-        module._restore_temperature_header(temperature)
+        try:
+            module._restore_temperature_header(temperature)
+        except (TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"damaged temperature block {temperature!r} ({exc})") from None
         reference = temperature.get("reference_K")
         if reference is not None and module.reference_temperature_K is not None \
                 and abs(float(reference) - module.reference_temperature_K) > 1e-9 * abs(float(reference)):

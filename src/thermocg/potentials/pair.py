@@ -310,7 +310,8 @@ class PairTableThermal(PairTable):
             raise ValueError("PairTableThermal: temperature_coefficients must be symmetric in the two bead types")
         reference = float(reference_temperature_K)
         if not (np.isfinite(reference) and reference > 0):
-            raise ValueError(f"PairTableThermal: reference_temperature_K must be positive, got {reference_temperature_K}")
+            raise ValueError(f"PairTableThermal: reference_temperature_K must be positive, "
+                             f"got {reference_temperature_K}")
         self.reference_temperature_K = reference
         self.register_buffer("temperature_coefficients", slope.clone())
         if valid_temperature_range_K is not None:
