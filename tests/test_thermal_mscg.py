@@ -107,9 +107,9 @@ def test_linear_fit_recovers_f0_and_f1_on_langevin_configurations():
         positions, box = lj_fluid(125, 0.0128, rng=np.random.default_rng(k))
         start = Frames(positions=positions, box=box, types=np.zeros(125, int), type_names=("CG",),
                        masses=np.full(125, 32.0), state=StatePoint(temperature, 1.0))
-        settled = simulate(lj, start, temperature_K=temperature, timestep_fs=10.0, n_steps=300, seed=k,
-                           save_interval_steps=300, friction_per_ps=10.0, progress=False)
-        run = simulate(lj, settled.frames.select([-1]), temperature_K=temperature, timestep_fs=10.0, n_steps=200,
+        settled = simulate(lj, start, temperature_K=temperature, timestep_fs=10.0, n_steps=200, seed=k,
+                           save_interval_steps=200, friction_per_ps=10.0, progress=False)
+        run = simulate(lj, settled.frames.select([-1]), temperature_K=temperature, timestep_fs=10.0, n_steps=160,
                        seed=10 + k, save_interval_steps=20, friction_per_ps=2.0, progress=False)
         assert run.frames.state.temperature_K == temperature
         frames.append(run.frames.select(slice(1, None)))
