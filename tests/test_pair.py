@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from helpers import lj_fluid
-from thermocg.potentials.base import energy_and_forces, load_potential, save_potential
-from thermocg.potentials.pair import PairTable, bspline_basis, run_export
+from thermocg.potentials.base import (TemperatureNotSetError, TemperatureRangeError, energy_and_forces,
+                                      load_potential, save_potential)
+from thermocg.potentials.pair import PairTable, PairTableThermal, bspline_basis, run_export
 
 
 def _random_table(rng, n_types=2, n_basis=40, cutoff_A=8.0, r_min_A=2.0):
@@ -140,3 +141,102 @@ def test_bad_tables_are_refused():
         PairTable(["A", "B"], cutoff_A=8.0, r_min_A=2.0, coefficients=np.zeros((1, 1, 10)), r_sampled_min_A=3.0)
     with pytest.raises(ValueError, match="r_min_A < cutoff_A"):
         PairTable(["A"], cutoff_A=8.0, r_min_A=9.0, coefficients=np.zeros((1, 1, 10)), r_sampled_min_A=3.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# the temperature-dependent table: F(r; T) = F0(r) + (T - T_ref) F1(r)
+# --------------------------------------------------------------------------------------------------
+
+def _random_thermal(rng, n_types=2, n_basis=40):
+    base = _random_table(rng, n_types=n_types, n_basis=n_basis)
+    slope = rng.normal(0.0, 0.01, base.coefficients.shape)
+    slope = 0.5 * (slope + slope.transpose(1, 0, 2))
+    return PairTableThermal(base.type_names, cutoff_A=base.cutoff_A, r_min_A=base.r_min_A,
+                            coefficients=base.coefficients.numpy(), temperature_coefficients=slope,
+                            reference_temperature_K=300.0, r_sampled_min_A=base.r_sampled_min.numpy(),
+                            valid_temperature_range_K=(250.0, 350.0))
+
+
+def test_thermal_table_is_the_pair_table_of_c0_plus_w_c1(rng):
+    """At every temperature the model is exactly the PairTable with coefficients c0 + (T - T_ref) c1
+    (energies and forces of a periodic fluid, wall included)."""
+    thermal = _random_thermal(rng)
+    positions, box = lj_fluid(64, 0.02, rng=rng, triclinic=True)
+    positions = positions + rng.normal(0.0, 0.4, positions.shape)  # some pairs below r_s: the wall
+    types = np.arange(64) % 2
+    c0, c1 = thermal.coefficients.numpy(), thermal.temperature_coefficients.numpy()
+    for temperature in (250.0, 287.5, 350.0):
+        thermal.set_temperature(temperature)
+        explicit = PairTable(thermal.type_names, cutoff_A=8.0, r_min_A=2.0,
+                             coefficients=c0 + (temperature - 300.0) * c1,
+                             r_sampled_min_A=thermal.r_sampled_min.numpy())
+        e, f = energy_and_forces(thermal, positions, box, types)
+        e_ref, f_ref = energy_and_forces(explicit, positions, box, types)
+        torch.testing.assert_close(f, f_ref, rtol=0, atol=1e-12)
+        torch.testing.assert_close(e, e_ref, rtol=0, atol=1e-12)
+        e_at, f_at = energy_and_forces(thermal.at_temperature(temperature), positions, box, types)
+        torch.testing.assert_close(f_at, f_ref, rtol=0, atol=1e-12)
+
+
+def test_thermal_table_is_linear_in_temperature_above_r_s_with_a_wall_at_each_temperature(rng):
+    thermal = _random_thermal(rng)
+    r = np.linspace(3.3, 8.0, 500)  # at and above r_s of the 0-1 pair
+    curves = {}
+    for temperature in (250.0, 300.0, 350.0):
+        thermal.set_temperature(temperature)
+        curves[temperature] = thermal.curve(r, 0, 1)
+    for column in (0, 1):  # U and F: the value at 300 K is the mean of those at 250 and 350 K
+        np.testing.assert_allclose(curves[300.0][column], 0.5 * (curves[250.0][column] + curves[350.0][column]),
+                                   atol=1e-12)
+    # F0 is the curve at T_ref; F1 the slope
+    slope = PairTable(thermal.type_names, cutoff_A=8.0, r_min_A=2.0,
+                      coefficients=thermal.temperature_coefficients.numpy(), r_sampled_min_A=2.0).curve(r, 0, 1)[1]
+    np.testing.assert_allclose((curves[350.0][1] - curves[250.0][1]) / 100.0, slope, atol=1e-12)
+    # below r_s the wall is built from each temperature's spline: continuous there, and repulsive
+    for temperature in (250.0, 350.0):
+        thermal.set_temperature(temperature)
+        _, f = thermal.curve(np.array([3.3 - 1e-7, 3.3 + 1e-7]), 0, 1)
+        assert f[0] == pytest.approx(f[1], abs=1e-5)
+        _, wall = thermal.curve(np.array([2.0, 2.5, 0.9 * 3.3]), 0, 1)
+        assert np.all(wall > 0) and np.all(np.diff(wall) < 0)
+
+
+def test_thermal_table_needs_a_temperature_and_checks_its_range(rng):
+    thermal = _random_thermal(rng)
+    with pytest.raises(TemperatureNotSetError, match="pair_table_thermal model is temperature-dependent"):
+        thermal.curve(np.array([4.0]), 0, 0)
+    with pytest.raises(TemperatureRangeError, match=r"\[250, 350\] K"):
+        thermal.at_temperature(500.0)
+    thermal.set_temperature(260.0)
+    thermal.at_temperature(300.0)
+    assert thermal.temperature_K == 260.0  # at_temperature leaves the set temperature alone
+
+
+def test_thermal_table_save_load_keeps_both_splines(tmp_path, rng):
+    thermal = _random_thermal(rng, n_types=3)
+    path = save_potential(thermal, tmp_path / "model.safetensors")
+    loaded = load_potential(path)
+    assert isinstance(loaded, PairTableThermal) and loaded.hyperparameters() == thermal.hyperparameters()
+    assert loaded.reference_temperature_K == 300.0 and loaded.valid_temperature_range_K == (250.0, 350.0)
+    positions, box = lj_fluid(27, 0.01, rng=rng)
+    types = np.arange(27) % 3
+    for model in (thermal, loaded):
+        model.set_temperature(333.0)
+    torch.testing.assert_close(energy_and_forces(loaded, positions, box, types)[1],
+                               energy_and_forces(thermal, positions, box, types)[1], rtol=0, atol=0)
+
+
+def test_bad_thermal_tables_are_refused():
+    coef = np.zeros((2, 2, 10))
+    asymmetric = coef.copy()
+    asymmetric[0, 1, 3] = 1.0
+    common = dict(cutoff_A=8.0, r_min_A=2.0, coefficients=coef, r_sampled_min_A=3.0)
+    with pytest.raises(ValueError, match="temperature_coefficients must be symmetric"):
+        PairTableThermal(["A", "B"], temperature_coefficients=asymmetric, reference_temperature_K=300.0, **common)
+    with pytest.raises(ValueError, match="the shape of coefficients"):
+        PairTableThermal(["A", "B"], temperature_coefficients=coef[..., :5], reference_temperature_K=300.0, **common)
+    with pytest.raises(ValueError, match="reference_temperature_K must be positive"):
+        PairTableThermal(["A", "B"], temperature_coefficients=coef, reference_temperature_K=0.0, **common)
+    with pytest.raises(ValueError, match="valid_temperature_range_K"):
+        PairTableThermal(["A", "B"], temperature_coefficients=coef, reference_temperature_K=300.0,
+                         valid_temperature_range_K=(350.0, 250.0), **common)

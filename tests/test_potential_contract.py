@@ -15,13 +15,17 @@ import os
 import subprocess
 import sys
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 from helpers import lj_fluid
 from thermocg.neighbors import build_graph, pair_index
-from thermocg.potentials import ModelFileError, SumPotential, energy_and_forces, load_potential, save_potential
+from thermocg.potentials import (ModelFileError, SumPotential, TemperatureError, TemperatureNotSetError,
+                                 TemperatureRangeError, TemperatureRangeWarning, energy_and_forces, load_potential,
+                                 read_model_header, save_potential)
 from thermocg.potentials.base import _REGISTRY_MODULES
 from thermocg.potentials.hipnn import HipnnTS
 from thermocg.potentials.lj import LennardJones
@@ -58,8 +62,27 @@ def _pair_table(types):
         cutoff_A=6.0, r_min_A=2.0, spacing_A=0.1, r_sampled_min_A=[[2.9, 2.8], [2.8, 2.6]])
 
 
+#: the temperature temperature-dependent kinds are evaluated at in the contract tests (inside their range)
+CONTRACT_TEMPERATURE_K = 310.0
+
+
+def _pair_table_thermal(types):
+    """F(r; T) = F0 + (T - 300 K) F1 with F1 = F0 / 400 K (epsilon grows by 1/4 per 100 K), at 310 K."""
+    from thermocg.potentials.pair import PairTableThermal
+
+    base = _pair_table(types)
+    coef = base.coefficients.numpy()
+    model = PairTableThermal(types, cutoff_A=6.0, r_min_A=2.0, coefficients=coef, temperature_coefficients=coef / 400.0,
+                             reference_temperature_K=300.0, r_sampled_min_A=base.r_sampled_min.numpy(),
+                             valid_temperature_range_K=(250.0, 350.0))
+    model.set_temperature(CONTRACT_TEMPERATURE_K)
+    return model
+
+
 #: kind -> factory(type_names) -> float64 potential. Keep this a plain dict (other kinds are added here).
+#: Temperature-dependent kinds come with their temperature set (CONTRACT_TEMPERATURE_K).
 POTENTIAL_FACTORIES = {
+    "pair_table_thermal": _pair_table_thermal,
     "pair_table": _pair_table,
     "lennard_jones": _lennard_jones,
     "hipnn_ts": _hipnn,
@@ -231,6 +254,9 @@ def test_save_load_round_trip_in_a_fresh_process(tmp_path):
         _, expected[kind] = forces_of(potential, pos, box, types)
         loaded = load_potential(path)
         assert type(loaded) is type(potential) and loaded.hyperparameters() == potential.hyperparameters()
+        if loaded.temperature_dependent:  # the temperature is a setting of a run, not saved
+            assert loaded.temperature_K is None
+            loaded.set_temperature(CONTRACT_TEMPERATURE_K)
         np.testing.assert_array_equal(forces_of(loaded, pos, box, types)[1], expected[kind])
     code = f"""
 import numpy as np, torch
@@ -239,6 +265,8 @@ d = {str(tmp_path)!r}
 pos, box, types = (np.load(f"{{d}}/{{n}}.npy") for n in ("pos", "box", "types"))
 for kind in {KINDS!r}:
     p = load_potential(f"{{d}}/{{kind}}.safetensors")
+    if p.temperature_dependent:
+        p.set_temperature({CONTRACT_TEMPERATURE_K!r})
     np.save(f"{{d}}/f_{{kind}}.npy", energy_and_forces(p, pos, box, types)[1].numpy())
 """
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -271,3 +299,115 @@ def test_model_file_of_another_format_version_is_a_clear_error(tmp_path, kind):
     with pytest.raises(ModelFileError, match=r"future\.safetensors.*format version 99"):
         load_potential(tmp_path / "future.safetensors")
     json.loads(meta["description"])  # the description stays readable JSON
+
+
+# --------------------------------------------------------------------------------------------------
+# the temperature part of the protocol (every kind; the dependent ones in detail)
+# --------------------------------------------------------------------------------------------------
+
+DEPENDENT_KINDS = sorted(k for k in KINDS if POTENTIAL_FACTORIES[k](TYPES).temperature_dependent)
+
+
+@pytest.fixture(params=DEPENDENT_KINDS)
+def dependent_kind(request):
+    return request.param
+
+
+def test_temperature_dependent_kinds_exist():
+    assert "pair_table_thermal" in DEPENDENT_KINDS
+
+
+def test_agnostic_kinds_ignore_the_temperature(kind):
+    potential = POTENTIAL_FACTORIES[kind](TYPES)
+    if potential.temperature_dependent:
+        return
+    pos, box, types = configuration(8)
+    e, f = forces_of(potential, pos, box, types)
+    potential.set_temperature(900.0)  # far from anything: no range, no check, no effect
+    assert potential.temperature_K == 900.0
+    e_t, f_t = forces_of(potential, pos, box, types)
+    np.testing.assert_array_equal(f_t, f)
+    np.testing.assert_array_equal(e_t, e)
+    assert "temperature" not in potential.describe()
+
+
+def test_dependent_kind_needs_a_temperature(dependent_kind):
+    potential = POTENTIAL_FACTORIES[dependent_kind](TYPES)
+    pos, box, types = configuration(8)
+    potential.set_temperature(None)
+    with pytest.raises(TemperatureNotSetError, match="temperature-dependent.*no temperature is set"):
+        forces_of(potential, pos, box, types)
+
+
+def test_dependent_kind_forces_change_with_temperature(dependent_kind):
+    potential = POTENTIAL_FACTORIES[dependent_kind](TYPES)
+    pos, box, types = configuration(8)
+    low, high = potential.valid_temperature_range_K
+    potential.set_temperature(low)
+    _, f_low = forces_of(potential, pos, box, types)
+    potential.set_temperature(high)
+    _, f_high = forces_of(potential, pos, box, types)
+    assert np.abs(f_high - f_low).max() > 1e-3 * np.abs(f_low).max()
+
+
+def test_dependent_kind_range_warning_and_error(dependent_kind, tmp_path):
+    potential = POTENTIAL_FACTORIES[dependent_kind](TYPES)
+    path = save_potential(potential, tmp_path / "model.safetensors")
+    loaded = load_potential(path)
+    low, high = loaded.valid_temperature_range_K
+    limit = loaded.extrapolation_limit_K()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded.set_temperature(high)  # inside: silent
+    with pytest.warns(TemperatureRangeWarning, match=r"model\.safetensors.*outside.*valid temperature range"):
+        loaded.set_temperature(high + 0.5 * limit)
+    assert loaded.temperature_K == high + 0.5 * limit
+    with pytest.raises(TemperatureRangeError, match=rf"model\.safetensors.*\[{low:g}, {high:g}\] K"):
+        loaded.set_temperature(low - 2.0 * limit - 1.0)
+    assert loaded.temperature_K == high + 0.5 * limit  # a refused temperature is not set
+    loaded.max_temperature_extrapolation_K = 1.0e4  # configurable
+    with pytest.warns(TemperatureRangeWarning, match="allowed up to 10000 K"):
+        loaded.set_temperature(low - 2.0 * limit - 1.0)
+    with pytest.raises(TemperatureError, match="positive"):
+        loaded.set_temperature(-5.0)
+
+
+def test_dependent_kind_header_holds_reference_and_range(dependent_kind, tmp_path):
+    potential = POTENTIAL_FACTORIES[dependent_kind](TYPES)
+    potential.max_temperature_extrapolation_K = 20.0
+    path = save_potential(potential, tmp_path / "model.safetensors")
+    block = read_model_header(path)["description"]["temperature"]
+    assert block == {"dependent": True, "reference_K": potential.reference_temperature_K,
+                     "valid_range_K": list(potential.valid_temperature_range_K), "max_extrapolation_K": 20.0}
+    loaded = load_potential(path)
+    assert loaded.reference_temperature_K == potential.reference_temperature_K
+    assert loaded.valid_temperature_range_K == potential.valid_temperature_range_K
+    assert loaded.extrapolation_limit_K() == 20.0
+    # a dependent model without its valid range is not saved
+    potential.valid_temperature_range_K = None
+    with pytest.raises(ValueError, match="valid temperature range"):
+        save_potential(potential, tmp_path / "no_range.safetensors")
+    assert not (tmp_path / "no_range.safetensors").exists()
+
+
+def test_sum_forwards_the_temperature(dependent_kind, tmp_path):
+    dependent = POTENTIAL_FACTORIES[dependent_kind](TYPES)
+    total = SumPotential([dependent, _prior(TYPES)])
+    assert total.temperature_dependent
+    assert total.valid_temperature_range_K == dependent.valid_temperature_range_K
+    assert total.reference_temperature_K == dependent.reference_temperature_K
+    pos, box, types = configuration(9)
+    low, high = dependent.valid_temperature_range_K
+    for temperature in (low, high):
+        total.set_temperature(temperature)
+        assert dependent.temperature_K == temperature
+        _, f_sum = forces_of(total, pos, box, types)
+        _, f_parts = forces_of(dependent, pos, box, types)
+        _, f_prior = forces_of(_prior(TYPES), pos, box, types)
+        np.testing.assert_allclose(f_sum, f_parts + f_prior, atol=1e-10)
+    loaded = load_potential(save_potential(total, tmp_path / "sum.safetensors"))
+    assert loaded.temperature_dependent and loaded.valid_temperature_range_K == (low, high)
+    with pytest.raises(TemperatureNotSetError, match=r"sum\.safetensors"):
+        forces_of(loaded, pos, box, types)
+    with pytest.raises(TemperatureRangeError, match=r"sum\.safetensors"):
+        loaded.set_temperature(high + 10.0 * (high - low))

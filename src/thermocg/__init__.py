@@ -57,6 +57,7 @@ _LAZY: dict[str, str] = {
     "HipnnTS": "thermocg.potentials.hipnn",
     "RepulsivePrior": "thermocg.potentials.priors",
     "PairTable": "thermocg.potentials.pair",
+    "PairTableThermal": "thermocg.potentials.pair",
     "LennardJones": "thermocg.potentials.lj",
     "ThermoCGCalculator": "thermocg.ase_calculator",
     # analyses

@@ -51,6 +51,8 @@ COMMANDS: tuple[Command, ...] = (
                 (("model",), {"help": "model file (.safetensors)"}),
                 (("--format",), {"choices": ["lammps", "gromacs"], "default": "lammps"}),
                 (("--output",), {"help": "output directory"}),
+                (("--temperature-K",), {"dest": "temperature_K", "type": float,
+                                        "help": "temperature to export a temperature-dependent model at (K)"}),
             ), needs_config=False),
     Command("simulate", "thermocg.md:run_simulate", "CG molecular dynamics with a trained potential", (
         (("--model",), {"required": True, "help": "model file (.safetensors)"}),

@@ -801,17 +801,32 @@ class PairConfig:
     test_fraction: float = 0.1
     #: frames read per block (bounds memory)
     block_frames: int = 32
-    #: LAMMPS table points written next to the model (0: no export)
+    #: LAMMPS table points written next to the model (0: no export); a temperature-dependent model
+    #: is exported at each training temperature (lammps/T<T>/)
     lammps_table_points: int = 5000
+    #: "none": one force curve per pair (pair_table). "linear": F(r; T) = F0(r) + (T - T_ref) F1(r),
+    #: fitted jointly on the pooled states' frames, each at its state's temperature (pair_table_thermal;
+    #: frames of one temperature only give the agnostic pair_table, with a warning)
+    temperature_dependence: Literal["none", "linear"] = "none"
+    #: T_ref of the linear model (None: the mean temperature of the fitted frames)
+    reference_temperature_K: float | None = None
+    #: how far outside its training temperatures' range the linear model may be used with a warning
+    #: before it is an error (None: half the width of that range); stored in the model header
+    max_temperature_extrapolation_K: float | None = None
     n_threads: int = no_effect(2)
     progress: bool = no_effect(True)
 
     def __post_init__(self) -> None:
         for key in ("cutoff_A", "r_min_A", "spacing_A", "min_pairs_per_interval", "frame_stride",
-                    "max_frames", "block_frames", "n_threads"):
+                    "max_frames", "block_frames", "n_threads", "reference_temperature_K"):
             _positive(f"pair.{key}", getattr(self, key))
-        for key in ("ridge", "smoothness", "lammps_table_points"):
+        for key in ("ridge", "smoothness", "lammps_table_points", "max_temperature_extrapolation_K"):
             _positive(f"pair.{key}", getattr(self, key), allow_zero=True)
+        if self.temperature_dependence == "none":
+            for key in ("reference_temperature_K", "max_temperature_extrapolation_K"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(f"pair.{key} is set but pair.temperature_dependence is 'none' (it applies "
+                                      "only to temperature_dependence: linear)")
         if self.r_min_A >= self.cutoff_A:
             raise ConfigError(f"pair.r_min_A ({self.r_min_A}) must be below pair.cutoff_A ({self.cutoff_A})")
         if self.spacing_A * 4 > self.cutoff_A - self.r_min_A:

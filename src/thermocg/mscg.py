@@ -22,6 +22,30 @@ The sampled range is detected per type pair: r_s is the start of the first splin
 least ``min_pairs_per_interval`` pair distances; below it the potential continues with a repulsive
 power law (see :class:`~thermocg.potentials.pair.PairTable`). Multi-state fitting pools the frames of
 all state points into the same normal equations.
+
+Temperature-dependent MS-CG (``pair.temperature_dependence: linear``). The pair forces are
+
+    F_ab(r; T) = F0_ab(r) + (T - T_ref) F1_ab(r),       F0, F1 cubic B-splines on the same grid,
+
+so a frame at temperature T has the design matrix [G, (T - T_ref) G] (2 n_params columns) and the
+pooled multi-temperature fit is still one linear least-squares problem. Its normal equations,
+
+    [[ sum G^T G,        sum w G^T G   ],  [c0]     [ sum G^T f   ]
+     [ sum w G^T G,      sum w^2 G^T G ]]  [c1]  =  [ sum w G^T f ],      w = T - T_ref,
+
+are streamed frame by frame like the temperature-agnostic ones: G^T G and G^T f are formed once per
+frame and accumulated with the weights 1, (T - T0), (T - T0)^2 about the first training temperature
+T0, so T_ref (by default the mean temperature of the fitted frames, known only at the end) enters
+only at the solve (w = (T - T0) - (T_ref - T0)). Each block is regularised like the agnostic fit,
+relative to its own mean diagonal (ridge, and the second-difference smoothness penalty along each
+pair's coefficients), so the regularisation does not depend on the unit of T. c0 and c1 are
+identifiable only where at least two temperatures sample a distance, so the sampled range r_s of a
+pair is the start of the first interval holding ``min_pairs_per_interval`` distances at two or more
+training temperatures (one r_s for all temperatures; the wall below it is built at each temperature
+from that temperature's spline, see :class:`~thermocg.potentials.pair.PairTableThermal`). Data of one
+temperature only cannot give F1: the fit then warns and returns the temperature-agnostic
+:class:`~thermocg.potentials.pair.PairTable`, with the same coefficients as
+``temperature_dependence: none``.
 """
 
 from __future__ import annotations
@@ -48,7 +72,7 @@ from thermocg.frames import Frames, merged_type_names
 from thermocg.model_summary import ModelSummary
 from thermocg.neighbors import check_cutoff_fits
 from thermocg.potentials.base import save_potential
-from thermocg.potentials.pair import PairTable, bspline_basis, export_lammps
+from thermocg.potentials.pair import PairTable, PairTableThermal, bspline_basis, export_lammps
 from thermocg.rundir import RunDir, atomic_savefig, atomic_write_text
 
 __all__ = ["MSCGError", "MSCGWarning", "NormalEquations", "fit_pair_potential", "run_fit_pair", "force_errors"]
@@ -68,12 +92,21 @@ class NormalEquations:
     ``add(frames)`` adds the frames' contribution to G^T G (n_params, n_params), G^T f (n_params,),
     f.f, and to the per-interval pair-distance histograms; ``solve(...)`` returns the
     :class:`PairTable`. Memory is O(n_params^2 + 3 N n_params), whatever the number of frames.
+
+    With ``temperature_dependence="linear"`` it also accumulates the temperature-weighted moments
+    sum (T - T0) G^T G, sum (T - T0)^2 G^T G and sum (T - T0) G^T f, and the histograms per training
+    temperature (each Frames must carry its state's temperature); ``solve`` then returns a
+    :class:`PairTableThermal` (module docstring). Memory stays independent of the number of frames.
     """
 
-    def __init__(self, type_names: Iterable[str], *, cutoff_A: float, r_min_A: float, spacing_A: float) -> None:
+    def __init__(self, type_names: Iterable[str], *, cutoff_A: float, r_min_A: float, spacing_A: float,
+                 temperature_dependence: str = "none") -> None:
         self.type_names = tuple(str(t) for t in type_names)
         if not self.type_names:
             raise MSCGError("MS-CG: no bead types")
+        if temperature_dependence not in ("none", "linear"):
+            raise MSCGError(f"MS-CG: temperature_dependence must be 'none' or 'linear', got {temperature_dependence!r}")
+        self.temperature_dependence = temperature_dependence
         if not 0 < r_min_A < cutoff_A:
             raise MSCGError(f"MS-CG: need 0 < r_min_A < cutoff_A, got {r_min_A}, {cutoff_A}")
         self.cutoff_A = float(cutoff_A)
@@ -94,6 +127,14 @@ class NormalEquations:
         self.n_frames = 0
         self.counts = np.zeros((len(self.pairs), self.n_basis), dtype=np.int64)
         self.min_distance = np.full(len(self.pairs), np.inf)
+        # temperature_dependence "linear": moments about the first training temperature T0
+        self.temperature_origin_K: float | None = None
+        self.temperature_shift_sum = 0.0  # sum over frames of (T - T0)
+        self.gtg_t1: np.ndarray | None = None
+        self.gtg_t2: np.ndarray | None = None
+        self.gtf_t1: np.ndarray | None = None
+        self.frames_per_temperature: dict[float, int] = {}
+        self.counts_per_temperature: dict[float, np.ndarray] = {}
 
     def pair_name(self, k: int) -> str:
         a, b = self.pairs[k]
@@ -147,15 +188,48 @@ class NormalEquations:
             check_cutoff_fits(self.cutoff_A, frames.box, what="pair.cutoff_A")
         except ValueError as exc:
             raise MSCGError(f"MS-CG: {source}: {exc}") from None
+        temperature = self._frames_temperature(frames, source)
         for f in range(frames.n_frames):
+            before = None if temperature is None else self.counts.copy()
             g = self.design_matrix(frames.positions[f], frames.box[f], types)
             target = frames.forces[f].reshape(-1)
-            self.gtg += g.T @ g
-            self.gtf += g.T @ target
+            gtg = g.T @ g
+            gtf = g.T @ target
+            self.gtg += gtg
+            self.gtf += gtf
             self.ftf += float(target @ target)
             self.f_sum += float(target.sum())
             self.n_rows += len(target)
             self.n_frames += 1
+            if temperature is not None:
+                self._add_temperature_moments(temperature, gtg, gtf, self.counts - before)
+
+    def _frames_temperature(self, frames: Frames, source: str) -> float | None:
+        """The frames' state temperature (K) for a linear fit; None for a temperature-agnostic one."""
+        if self.temperature_dependence == "none":
+            return None
+        if frames.state is None:
+            raise MSCGError(f"MS-CG: {source} carries no state point, so no temperature; "
+                            "pair.temperature_dependence: linear needs each frame's temperature")
+        temperature = float(frames.state.temperature_K)
+        if self.temperature_origin_K is None:
+            n = self.n_params
+            self.temperature_origin_K = temperature
+            self.gtg_t1, self.gtg_t2, self.gtf_t1 = np.zeros((n, n)), np.zeros((n, n)), np.zeros(n)
+        return temperature
+
+    def _add_temperature_moments(self, temperature: float, gtg: np.ndarray, gtf: np.ndarray,
+                                 counts: np.ndarray) -> None:
+        shift = temperature - self.temperature_origin_K
+        if shift != 0.0:
+            self.gtg_t1 += shift * gtg
+            self.gtg_t2 += (shift * shift) * gtg
+            self.gtf_t1 += shift * gtf
+        self.temperature_shift_sum += shift
+        self.frames_per_temperature[temperature] = self.frames_per_temperature.get(temperature, 0) + 1
+        if temperature not in self.counts_per_temperature:
+            self.counts_per_temperature[temperature] = np.zeros_like(self.counts)
+        self.counts_per_temperature[temperature] += counts
 
     # ----------------------------------------------------------------------------------------------
     def _penalty(self, active: np.ndarray) -> np.ndarray:
@@ -170,13 +244,22 @@ class NormalEquations:
                     penalty[np.ix_(cols, cols)] += np.outer(stencil, stencil)
         return penalty
 
-    def solve(self, *, ridge: float = 1e-10, smoothness: float = 1e-7, min_pairs_per_interval: int = 20,
-              extrapolation_power: float = 12.0, unsampled_pairs: str = "error"):
-        """The fitted :class:`PairTable`, with a ``fit_info`` dict (per-pair sampling, training errors,
-        warnings) attached as an attribute.
+    def training_temperatures_K(self) -> list[float]:
+        """The distinct temperatures of the frames added (linear fits only; else empty), ascending."""
+        return sorted(self.frames_per_temperature)
 
-        The training SSE comes from the normal equations without revisiting frames:
-        SSE = f.f - 2 c.(G^T f) + c.(G^T G) c, and R^2 = 1 - SSE / (f.f - (sum f)^2 / n).
+    def solve(self, *, ridge: float = 1e-10, smoothness: float = 1e-7, min_pairs_per_interval: int = 20,
+              extrapolation_power: float = 12.0, unsampled_pairs: str = "error",
+              reference_temperature_K: float | None = None, max_temperature_extrapolation_K: float | None = None):
+        """The fitted :class:`PairTable` (or :class:`PairTableThermal` for a linear fit on two or more
+        temperatures), with a ``fit_info`` dict (per-pair sampling, training errors, warnings)
+        attached as an attribute.
+
+        ``reference_temperature_K``: T_ref of a linear fit (None: the mean temperature of the fitted
+        frames); ``max_temperature_extrapolation_K``: stored in the thermal model (None: half the
+        range of the training temperatures). The training SSE comes from the normal equations
+        without revisiting frames: SSE = f.f - 2 c.(G^T f) + c.(G^T G) c, and
+        R^2 = 1 - SSE / (f.f - (sum f)^2 / n).
         """
         if self.n_frames == 0:
             raise MSCGError("MS-CG: no frames were added")
@@ -186,23 +269,53 @@ class NormalEquations:
             messages.append(text)
             warnings.warn(text, MSCGWarning, stacklevel=4)
 
-        r_sampled, pair_info = self._sampled_ranges(min_pairs_per_interval, unsampled_pairs, warn)
-        coef, n_active = self._coefficients(ridge, smoothness)
-        sse = max(self.ftf - 2.0 * coef @ self.gtf + coef @ self.gtg @ coef, 0.0)
+        temperatures = self.training_temperatures_K()
+        linear = len(temperatures) >= 2
+        if self.temperature_dependence == "linear" and not linear:
+            warn(f"MS-CG: pair.temperature_dependence is linear but every frame is at one temperature "
+                 f"({temperatures[0]:g} K), so the temperature derivative F1 cannot be fitted; the model is the "
+                 "temperature-agnostic pair_table (as with temperature_dependence: none)")
+        r_sampled, pair_info = self._sampled_ranges(min_pairs_per_interval, unsampled_pairs, warn,
+                                                    by_temperature=linear)
+        info: dict[str, Any] = {"temperature_dependence": "linear" if linear else "none"}
+        if linear:
+            reference = (self.temperature_origin_K + self.temperature_shift_sum / self.n_frames
+                         if reference_temperature_K is None else float(reference_temperature_K))
+            matrix, rhs = self._linear_system(reference)
+            coef, n_active = self._regularised_solve(matrix, rhs, ridge, smoothness, n_blocks=2)
+            table = PairTableThermal(
+                self.type_names, cutoff_A=self.cutoff_A, r_min_A=self.r_min_A,
+                coefficients=self._pair_coefficients(coef[:self.n_params]),
+                temperature_coefficients=self._pair_coefficients(coef[self.n_params:]),
+                reference_temperature_K=reference, r_sampled_min_A=r_sampled,
+                extrapolation_power=extrapolation_power,
+                valid_temperature_range_K=(temperatures[0], temperatures[-1]),
+                max_temperature_extrapolation_K=max_temperature_extrapolation_K)
+            for temperature in temperatures:
+                self._check_walls(table.at_temperature(temperature), r_sampled, pair_info, warn,
+                                  temperature_K=temperature)
+            info.update(reference_temperature_K=reference, training_temperatures_K=temperatures,
+                        valid_temperature_range_K=[temperatures[0], temperatures[-1]],
+                        max_temperature_extrapolation_K=table.extrapolation_limit_K(),
+                        frames_per_temperature={f"{t:g}": self.frames_per_temperature[t] for t in temperatures})
+        else:
+            matrix, rhs = self.gtg, self.gtf
+            coef, n_active = self._regularised_solve(matrix, rhs, ridge, smoothness, n_blocks=1)
+            table = PairTable(self.type_names, cutoff_A=self.cutoff_A, r_min_A=self.r_min_A,
+                              coefficients=self._pair_coefficients(coef), r_sampled_min_A=r_sampled,
+                              extrapolation_power=extrapolation_power)
+            self._check_walls(table, r_sampled, pair_info, warn)
+            if temperatures:
+                info["training_temperatures_K"] = temperatures
+        sse = max(self.ftf - 2.0 * coef @ rhs + coef @ matrix @ coef, 0.0)
         variance = self.ftf - self.f_sum**2 / self.n_rows
-        n = len(self.type_names)
-        table_coef = np.zeros((n, n, self.n_basis))
-        for k, (a, b) in enumerate(self.pairs):
-            table_coef[a, b] = table_coef[b, a] = coef[k * self.n_basis:(k + 1) * self.n_basis]
-        table = PairTable(self.type_names, cutoff_A=self.cutoff_A, r_min_A=self.r_min_A,
-                          coefficients=table_coef, r_sampled_min_A=r_sampled,
-                          extrapolation_power=extrapolation_power)
-        self._check_walls(table, r_sampled, pair_info, warn)
         table.fit_info = {
-            "method": "MS-CG force matching, cubic B-spline pair forces (normal equations)",
+            "method": "MS-CG force matching, cubic B-spline pair forces (normal equations)"
+                      + (", linear in temperature" if linear else ""),
+            **info,
             "n_frames": self.n_frames,
             "n_force_components": self.n_rows,
-            "n_coefficients": self.n_params,
+            "n_coefficients": len(coef),
             "n_active_coefficients": n_active,
             "spacing_A": self.spacing_A,
             "r_min_A": self.r_min_A,
@@ -216,15 +329,44 @@ class NormalEquations:
         }
         return table
 
+    def _pair_coefficients(self, coef: np.ndarray) -> np.ndarray:
+        """(n_params,) flat coefficients -> the symmetric (n_types, n_types, K) table."""
+        n = len(self.type_names)
+        table_coef = np.zeros((n, n, self.n_basis))
+        for k, (a, b) in enumerate(self.pairs):
+            table_coef[a, b] = table_coef[b, a] = coef[k * self.n_basis:(k + 1) * self.n_basis]
+        return table_coef
+
+    def _linear_system(self, reference_K: float) -> tuple[np.ndarray, np.ndarray]:
+        """The unregularised normal matrix (2 n_params, 2 n_params) and right-hand side of the linear-in-T
+        fit with w = T - reference_K, from the moments about T0 (module docstring)."""
+        delta = reference_K - self.temperature_origin_K
+        cross = self.gtg_t1 - delta * self.gtg
+        square = self.gtg_t2 - 2.0 * delta * self.gtg_t1 + delta * delta * self.gtg
+        matrix = np.block([[self.gtg, cross], [cross.T, square]])
+        rhs = np.concatenate([self.gtf, self.gtf_t1 - delta * self.gtf])
+        return matrix, rhs
+
+    def _well_sampled(self, k: int, min_pairs_per_interval: int, by_temperature: bool) -> np.ndarray:
+        """(K,) bool per spline interval of pair k: holds ``min_pairs_per_interval`` distances (pooled),
+        or, ``by_temperature``, that many at two or more training temperatures."""
+        if not by_temperature:
+            return self.counts[k] >= min_pairs_per_interval
+        per_temperature = np.stack([c[k] for c in self.counts_per_temperature.values()])
+        return (per_temperature >= min_pairs_per_interval).sum(axis=0) >= 2
+
     def _sampled_ranges(self, min_pairs_per_interval: int, unsampled_pairs: str,
-                        warn: Callable[[str], None]) -> tuple[np.ndarray, dict[str, Any]]:
-        """r_s per type pair (n_types, n_types) A, the start of the first interval holding at least
-        ``min_pairs_per_interval`` distances (never below the closest distance seen), and the
-        per-pair sampling record; warns about sparse intervals, errs on (or zeroes) unsampled pairs."""
+                        warn: Callable[[str], None], *,
+                        by_temperature: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+        """r_s per type pair (n_types, n_types) A, the start of the first well-sampled interval
+        (:meth:`_well_sampled`; never below the closest distance seen), and the per-pair sampling
+        record; warns about sparse intervals, errs on (or zeroes) unsampled pairs."""
         n = len(self.type_names)
         h = self.spacing_A
         r_sampled = np.full((n, n), self.r_min_A)
         pair_info: dict[str, Any] = {}
+        holds = (f"{min_pairs_per_interval} distances at two or more temperatures" if by_temperature
+                 else f"{min_pairs_per_interval} distances")
         for k, (a, b) in enumerate(self.pairs):
             name = self.pair_name(k)
             counts = self.counts[k]
@@ -237,20 +379,21 @@ class NormalEquations:
                 warn(text + "; its force is set to zero (with the repulsive wall below r_min_A)")
                 pair_info[name] = {"n_pairs": 0, "sampled": False}
                 continue
-            well = np.nonzero(counts >= min_pairs_per_interval)[0]
+            well_sampled = self._well_sampled(k, min_pairs_per_interval, by_temperature)
+            well = np.nonzero(well_sampled)[0]
             if len(well) == 0:
-                warn(f"MS-CG: pair {name}: no spline interval holds {min_pairs_per_interval} distances "
+                warn(f"MS-CG: pair {name}: no spline interval holds {holds} "
                      f"({total} in all); the grid (spacing {h:.3g} A) is finer than the data supports")
                 first = int(np.nonzero(counts)[0][0])
             else:
                 first = int(well[0])
             r_s = max(self.r_min_A + first * h, float(self.min_distance[k]))
             r_sampled[a, b] = r_sampled[b, a] = r_s
-            sparse = np.nonzero(counts[first:] < min_pairs_per_interval)[0] + first
+            sparse = np.nonzero(~well_sampled[first:])[0] + first
             if len(sparse):
                 fraction = len(sparse) / (self.n_basis - first)
                 text = (f"MS-CG: pair {name}: {len(sparse)} of {self.n_basis - first} spline intervals above "
-                        f"r_s = {r_s:.2f} A hold fewer than {min_pairs_per_interval} distances (first at "
+                        f"r_s = {r_s:.2f} A hold fewer than {holds} (first at "
                         f"r = {self.r_min_A + sparse[0] * h:.2f} A); they are regularised by the smoothness penalty")
                 if fraction > 0.25:
                     text += f"; the grid spacing {h:.3g} A is finer than the data support: use a larger pair.spacing_A"
@@ -264,10 +407,13 @@ class NormalEquations:
             }
         return r_sampled, pair_info
 
-    def _coefficients(self, ridge: float, smoothness: float) -> tuple[np.ndarray, int]:
-        """The spline coefficients c (n_params,) solving the regularised normal equations over the
-        active columns (those any pair distance reached), and how many are active."""
-        diag = np.diag(self.gtg).copy()
+    def _regularised_solve(self, matrix: np.ndarray, rhs: np.ndarray, ridge: float, smoothness: float, *,
+                           n_blocks: int) -> tuple[np.ndarray, int]:
+        """The coefficients solving the regularised normal equations over the active columns (those
+        with a non-zero diagonal: a distance reached them), and how many are active. The matrix holds
+        ``n_blocks`` blocks of n_params columns (c0, and c1 for a linear fit); each block gets the
+        ridge and the smoothness penalty relative to its own mean active diagonal."""
+        diag = np.diag(matrix).copy()
         active = diag > 0
         n_active = int(active.sum())
         if self.n_rows < n_active:
@@ -276,22 +422,29 @@ class NormalEquations:
                 f"{n_active} spline coefficients; use more frames or a larger pair.spacing_A "
                 f"(now {self.spacing_A:.3g} A)"
             )
-        scale = float(diag[active].mean()) if n_active else 1.0
-        matrix = self.gtg + ridge * scale * np.eye(self.n_params)
-        if smoothness > 0:
-            matrix += smoothness * scale * self._penalty(active)
-        coef = np.zeros(self.n_params)
+        regularised = matrix.copy()
+        for block in range(n_blocks):
+            part = slice(block * self.n_params, (block + 1) * self.n_params)
+            block_active = active[part]
+            scale = float(diag[part][block_active].mean()) if block_active.any() else 1.0
+            regularised[part, part] += ridge * scale * np.eye(self.n_params)
+            if smoothness > 0:
+                regularised[part, part] += smoothness * scale * self._penalty(block_active)
+        coef = np.zeros(len(rhs))
         if n_active:
-            sub = matrix[np.ix_(active, active)]
+            sub = regularised[np.ix_(active, active)]
             try:
-                coef[active] = scipy.linalg.solve(sub, self.gtf[active], assume_a="sym")
+                coef[active] = scipy.linalg.solve(sub, rhs[active], assume_a="sym")
             except (np.linalg.LinAlgError, ValueError):  # singular without regularisation
-                coef[active] = np.linalg.lstsq(sub, self.gtf[active], rcond=None)[0]
+                coef[active] = np.linalg.lstsq(sub, rhs[active], rcond=None)[0]
         return coef, n_active
 
     def _check_walls(self, table, r_sampled: np.ndarray, pair_info: dict[str, Any],
-                     warn: Callable[[str], None]) -> None:
-        """Record F(r_s) and dF/dr there per sampled pair; warn where the fit is no repulsive wall."""
+                     warn: Callable[[str], None], *, temperature_K: float | None = None) -> None:
+        """Record F(r_s) and dF/dr there per sampled pair (per training temperature, ``walls``, for a
+        linear fit: ``table`` is then the model at ``temperature_K``); warn where the fit is no
+        repulsive wall."""
+        at = "" if temperature_K is None else f" at T = {temperature_K:g} K"
         for k, (a, b) in enumerate(self.pairs):
             name = self.pair_name(k)
             if not pair_info[name]["sampled"]:
@@ -299,9 +452,13 @@ class NormalEquations:
             r_s = r_sampled[a, b]
             _, f_s = table.curve(np.array([r_s]), a, b)
             slope = table.force_derivative(r_s + 1e-4, a, b)
-            pair_info[name].update(force_at_r_s_kcal_mol_A=float(f_s[0]), slope_at_r_s=slope)
+            record = dict(force_at_r_s_kcal_mol_A=float(f_s[0]), slope_at_r_s=slope)
+            if temperature_K is None:
+                pair_info[name].update(record)
+            else:
+                pair_info[name].setdefault("walls", {})[f"{temperature_K:g}"] = record
             if not (slope < 0 and f_s[0] > 0):
-                warn(f"MS-CG: pair {name}: the fitted force at r_s = {r_s:.2f} A is not a repulsive wall "
+                warn(f"MS-CG: pair {name}: the fitted force{at} at r_s = {r_s:.2f} A is not a repulsive wall "
                      f"(F = {f_s[0]:.3g} kcal/mol/A, dF/dr = {slope:.3g}); below r_s a power-law wall takes over "
                      f"with a floor on its strength")
 
@@ -325,7 +482,10 @@ def fit_pair_potential(frames_list: list[Frames] | Frames, config: PairConfig | 
 
     ``frames_list``: Frames of one or several state points (pooled, like multi-state training).
     ``config``: the ``pair`` section (defaults when None). The result carries ``fit_info``
-    (sampled range per pair, training RMSE/R^2, warnings).
+    (sampled range per pair, training RMSE/R^2, warnings). With ``temperature_dependence: linear``
+    each Frames must carry its state point (its temperature); frames at two or more temperatures
+    give a :class:`~thermocg.potentials.pair.PairTableThermal`, frames at one temperature the
+    agnostic table (with a warning).
     """
     settings = config or PairConfig()
     if isinstance(frames_list, Frames):
@@ -342,7 +502,7 @@ def _fit_blocks(type_names: Sequence[str], blocks: Iterable[Frames], settings: P
                 progress: bool):
     """Accumulate the normal equations over ``blocks`` of frames, then solve with ``settings``."""
     eq = NormalEquations(type_names, cutoff_A=settings.cutoff_A, r_min_A=settings.r_min_A,
-                         spacing_A=settings.spacing_A)
+                         spacing_A=settings.spacing_A, temperature_dependence=settings.temperature_dependence)
     bar = _progress(n_frames, progress, "MS-CG fit")
     for block in blocks:
         eq.add(block)
@@ -350,7 +510,9 @@ def _fit_blocks(type_names: Sequence[str], blocks: Iterable[Frames], settings: P
     bar.close()
     return eq.solve(ridge=settings.ridge, smoothness=settings.smoothness,
                     min_pairs_per_interval=settings.min_pairs_per_interval,
-                    extrapolation_power=settings.extrapolation_power, unsampled_pairs=settings.unsampled_pairs)
+                    extrapolation_power=settings.extrapolation_power, unsampled_pairs=settings.unsampled_pairs,
+                    reference_temperature_K=settings.reference_temperature_K,
+                    max_temperature_extrapolation_K=settings.max_temperature_extrapolation_K)
 
 
 def _progress(total: int, enabled: bool, desc: str) -> tqdm:
@@ -361,28 +523,40 @@ def _progress(total: int, enabled: bool, desc: str) -> tqdm:
 # the stage
 # --------------------------------------------------------------------------------------------------
 
+def _tables_by_temperature(table: PairTable) -> list[tuple[float | None, PairTable]]:
+    """[(None, table)] for an agnostic table; [(T, the table at T)] per training temperature for a
+    temperature-dependent one."""
+    if not isinstance(table, PairTableThermal):
+        return [(None, table)]
+    return [(t, table.at_temperature(t)) for t in table.fit_info["training_temperatures_K"]]
+
+
 def _plot_pairs(table, fit_info: dict[str, Any], out_dir: Path) -> list[Path]:
-    """One figure per type pair: the fitted force and potential, with r_s (the wall below it) marked."""
+    """One figure per type pair: the fitted force and potential (at each training temperature for a
+    temperature-dependent table), with r_s (the wall below it) marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     paths = []
+    curves = _tables_by_temperature(table)
     for a, b in table.type_pairs():
         name = f"{table.type_names[a]}-{table.type_names[b]}"
         r_s = float(table.r_sampled_min[a, b])
         r = np.linspace(max(table.r_min_A, 0.85 * r_s), table.cutoff_A, 600)
-        u, f = table.curve(r, a, b)
+        values = [(t, *at_t.curve(r, a, b)) for t, at_t in curves]
         fig, (ax_f, ax_u) = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
-        for ax, y, label in ((ax_f, f, "force F(r) (kcal/mol/A)"), (ax_u, u, "potential U(r) (kcal/mol)")):
-            ax.plot(r, y, color="C0")
+        for ax, column, label in ((ax_f, 2, "force F(r) (kcal/mol/A)"), (ax_u, 1, "potential U(r) (kcal/mol)")):
+            for k, curve in enumerate(values):
+                ax.plot(r, curve[column], color=f"C{k}", label=None if curve[0] is None else f"T = {curve[0]:g} K")
             ax.axvline(r_s, color="grey", ls="--", lw=0.8, label=f"r_s = {r_s:.2f} A (wall below)")
             ax.axhline(0.0, color="black", lw=0.5)
             ax.set_xlabel("r (A)")
             ax.set_ylabel(label)
             # zoom on the attractive well (if any); the steep wall runs off the top
-            lo, hi = float(y[r >= r_s].min()), float(y[r >= r_s].max())
+            sampled = np.concatenate([curve[column][r >= r_s] for curve in values])
+            lo, hi = float(sampled.min()), float(sampled.max())
             if lo < 0:
                 hi = min(hi, -4.0 * lo)
             pad = 0.1 * (hi - lo + 1e-12)
@@ -447,8 +621,14 @@ def _fit_and_test(paths: dict[str, Path], settings: PairConfig) -> tuple[Any, di
         for w in caught:
             print(f"warning: {w.message}")
         pooled = ForceErrorAccumulator()
-        test_errors = {label: force_errors(table, ds, frame_indices=splits[label][1], accumulator=pooled, state=label)
-                       for label, ds in datasets.items() if len(splits[label][1])}
+        test_errors = {}
+        for label, ds in datasets.items():
+            if len(splits[label][1]):
+                # a temperature-dependent table is tested at each state's own temperature
+                table.set_temperature(ds.state.temperature_K if table.temperature_dependent else None)
+                test_errors[label] = force_errors(table, ds, frame_indices=splits[label][1], accumulator=pooled,
+                                                  state=label)
+        table.set_temperature(None)
     finally:
         for ds in datasets.values():
             ds.close()
@@ -462,8 +642,10 @@ def run_fit_pair(config: Config, run_dir: str | os.PathLike, *, name: str | None
     Reads RUN_DIR/cg/<state>.h5md (the config's states, or ``train_states`` labels, or every dataset
     when the config lists none), holds out the last ``pair.test_fraction`` of each state's frames, and
     writes RUN_DIR/models/<name>/{model.safetensors, fit.json, pair_A_B.png, resolved.yaml, lammps/}.
-    Returns the :class:`~thermocg.model_summary.ModelSummary` of the table (test errors pooled over
-    the states' held-out frames; no epochs: the fit is one linear solve).
+    A temperature-dependent fit (``pair.temperature_dependence: linear``) is tested at each state's
+    temperature, and its LAMMPS tables are written per training temperature (lammps/T<T>/). Returns
+    the :class:`~thermocg.model_summary.ModelSummary` of the table (test errors pooled over the
+    states' held-out frames; no epochs: the fit is one linear solve).
     """
     if not isinstance(config, Config) or not isinstance(config.pair, PairConfig):
         raise ConfigError(f"fit-pair: expected a thermocg Config with a pair section, got {type(config).__name__}")
@@ -484,7 +666,9 @@ def run_fit_pair(config: Config, run_dir: str | os.PathLike, *, name: str | None
     atomic_write_text(out_dir / "fit.json", json.dumps(fit_info, indent=1, default=float) + "\n")
     _plot_pairs(table, fit_info, out_dir)
     if settings.lammps_table_points:
-        export_lammps(table, out_dir / "lammps", n_points=settings.lammps_table_points)
+        for temperature, _ in _tables_by_temperature(table):
+            where = out_dir / "lammps" if temperature is None else out_dir / "lammps" / f"T{temperature:g}"
+            export_lammps(table, where, n_points=settings.lammps_table_points, temperature_K=temperature)
     write_resolved(settings, out_dir / "resolved.yaml", extra={"train_states": labels})
     print(f"MS-CG: {model_path} ({table.fit_info['n_frames']} frames, train force RMSE "
           f"{table.fit_info['train_rmse_kcal_mol_A']:.4g} kcal/mol/A)")

@@ -25,12 +25,23 @@ end at the last good frame, and ``save_restart`` then writes the last good state
 Splitting ``step(n)`` into pieces gives the same trajectory bit for bit; so does continuing from a
 restart file written by this class (it records the generator state and the neighbour list's build
 positions; see :mod:`thermocg.md.state`).
+
+The model's temperature. A temperature-dependent potential (``potential.temperature_dependent``,
+e.g. a W(R; T) fitted at several temperatures) is evaluated at :attr:`CGSimulation.model_temperature_K`:
+the thermostat's target when the integrator has one (Langevin); without a thermostat (NVE) the
+``temperature_K`` given to the simulation, else a temperature already set on the potential, else the
+model's reference temperature T_ref with a :class:`~thermocg.potentials.base.TemperatureWarning`.
+The potential's own range check applies (a warning a little outside its training temperatures, an
+error far outside). The force provider sets that temperature on the potential before every
+evaluation where it differs, so two simulations sharing one potential object at different
+temperatures each get their own force field. Temperature-agnostic potentials ignore it.
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
@@ -45,7 +56,7 @@ from thermocg.md.integrators import Integrator, IntegratorContext
 from thermocg.md.reporters import Reporter, ReportRequest
 from thermocg.md.state import MDInputError, MDState, Snapshot, load_restart, maxwell_boltzmann_velocities, write_restart
 from thermocg.neighbors import NeighborList, PairIndex, check_cutoff_fits
-from thermocg.potentials.base import Potential, energy_and_forces
+from thermocg.potentials.base import Potential, TemperatureWarning, energy_and_forces
 
 __all__ = ["CGSimulation", "PotentialForces"]
 
@@ -60,11 +71,14 @@ class PotentialForces:
     ``reference_positions`` are the positions the list was last built at.
     """
 
-    def __init__(self, potential: Potential, types: torch.Tensor, box: torch.Tensor, *, skin_A: float) -> None:
+    def __init__(self, potential: Potential, types: torch.Tensor, box: torch.Tensor, *, skin_A: float,
+                 temperature_K: float | None = None) -> None:
         self.potential = potential
         self.types = types
         self.box = box
         self.skin_A = float(skin_A)
+        #: the temperature the potential is evaluated at (None: whatever it has; agnostic potentials)
+        self.temperature_K = temperature_K
         self.neighbors = NeighborList(potential.cutoff_A, skin_A=skin_A)
         self.reference_positions: torch.Tensor | None = None
         self._earlier_builds = 0
@@ -79,6 +93,8 @@ class PotentialForces:
 
     def __call__(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pairs = self.pairs(positions)
+        if self.temperature_K is not None and self.potential.temperature_K != self.temperature_K:
+            self.potential.set_temperature(self.temperature_K)
         energy, forces = energy_and_forces(self.potential, positions, self.box, self.types, pairs=pairs)
         return energy[0].to(STATE_DTYPE), forces[0].to(STATE_DTYPE)
 
@@ -169,6 +185,9 @@ class CGSimulation:
         self._topology, types_t, box_np = self._check_beads(potential, positions, box, types, type_names, masses)
         self._box_host = box_np
         self.reference_temperature_K = self._reference_temperature(temperature_K, integrator, velocities)
+        #: the temperature the potential is evaluated at (None for a temperature-agnostic potential)
+        self.model_temperature_K = self._model_temperature(potential, integrator, temperature_K)
+        self._temperature_request = temperature_K
         device = potential.device
         generator = self._generator(seed, rng_state, device)
         masses_t = torch.as_tensor(self._topology.masses, dtype=STATE_DTYPE, device=device)
@@ -178,7 +197,8 @@ class CGSimulation:
             v = maxwell_boltzmann_velocities(masses_t, self.reference_temperature_K, generator=generator)
         else:
             v = torch.as_tensor(np.asarray(velocities, dtype=np.float64), dtype=STATE_DTYPE, device=device).clone()
-        self._forces = PotentialForces(potential, types_t, box_t, skin_A=skin_A)
+        self._forces = PotentialForces(potential, types_t, box_t, skin_A=skin_A,
+                                       temperature_K=self.model_temperature_K)
         if neighbor_reference_positions is not None:
             self._forces.rebuild_at(torch.as_tensor(neighbor_reference_positions, dtype=STATE_DTYPE, device=device))
         integrator.bind(IntegratorContext(masses=masses_t, force_provider=self._force_provider))
@@ -237,6 +257,27 @@ class CGSimulation:
         return float(temperature_K)
 
     @staticmethod
+    def _model_temperature(potential: Potential, integrator: Integrator, temperature_K: float | None) -> float | None:
+        """The temperature a temperature-dependent potential is evaluated at (module docstring), set
+        on it now (range-checked); None for an agnostic potential."""
+        if not potential.temperature_dependent:
+            return None
+        chosen = integrator.temperature_K
+        if chosen is None:
+            chosen = temperature_K if temperature_K is not None else potential.temperature_K
+        if chosen is None:
+            chosen = potential.reference_temperature_K
+            if chosen is None:
+                raise MDInputError(f"{potential._model_label()} is temperature-dependent and has no reference "
+                                   "temperature; give temperature_K")
+            warnings.warn(TemperatureWarning(
+                f"{potential._model_label()} is temperature-dependent and the integrator has no thermostat: it is "
+                f"evaluated at its reference temperature T_ref = {chosen:g} K; give temperature_K to choose"),
+                stacklevel=4)
+        potential.set_temperature(chosen)
+        return float(chosen)
+
+    @staticmethod
     def _generator(seed: int | torch.Generator | None, rng_state: Any, device: torch.device) -> torch.Generator:
         if isinstance(seed, torch.Generator):
             generator = seed
@@ -255,7 +296,13 @@ class CGSimulation:
             types = potential.type_indices(self._topology.type_names, self._topology.types).to(potential.device)
         except ValueError as exc:
             raise MDInputError(f"the potential does not fit the beads: {exc}") from None
-        return PotentialForces(potential, types, self._forces.box, skin_A=self._forces.skin_A)
+        # a part of the model (e.g. a multiple-time-step integrator's fast part) gets its temperature by
+        # the same rule as the whole
+        model_temperature = self.model_temperature_K
+        if potential.temperature_dependent and model_temperature is None:
+            model_temperature = self._model_temperature(potential, self.integrator, self._temperature_request)
+        return PotentialForces(potential, types, self._forces.box, skin_A=self._forces.skin_A,
+                               temperature_K=model_temperature if potential.temperature_dependent else None)
 
     @classmethod
     def from_frames(cls, potential: Potential, frames: Frames, integrator: Integrator, *, frame_index: int = -1,

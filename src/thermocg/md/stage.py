@@ -252,6 +252,12 @@ def _execute(sim: CGSimulation, n_steps: int, outputs: _Outputs, *, initial_repo
     return result
 
 
+def _model_temperature(sim: CGSimulation) -> dict[str, float]:
+    """``{"model_temperature_K": T}`` for a temperature-dependent model (the temperature its force field
+    was evaluated at, see :class:`CGSimulation`), else nothing: the run's metadata."""
+    return {} if sim.model_temperature_K is None else {"model_temperature_K": sim.model_temperature_K}
+
+
 def simulate(
     potential: Potential,
     initial: Frames,
@@ -325,7 +331,7 @@ def simulate(
         sim = CGSimulation.from_frames(potential, initial, stepper, frame_index=frame_index,
                                        velocities=initial_velocities, **options)
     metadata = {"potential": potential.kind, "integrator": integrator, "timestep_fs": float(timestep_fs),
-                "temperature_K": temperature_K, "friction_per_ps": friction_per_ps}
+                "temperature_K": temperature_K, "friction_per_ps": friction_per_ps, **_model_temperature(sim)}
     start_step = sim.current_step
     outputs = _attach_reporters(
         sim, out_dir, save_interval_steps=int(save_interval_steps), thermo_interval_steps=thermo_interval_steps,
@@ -604,7 +610,7 @@ def _continue_state(job: _StateJob) -> MDRunSummary:
                               skin_A=settings.skin_A, blowup=detector)
     metadata = {"potential": job.potential.kind, "integrator": settings.integrator,
                 "timestep_fs": float(settings.timestep_fs), "temperature_K": temperature,
-                "friction_per_ps": settings.friction_per_ps}
+                "friction_per_ps": settings.friction_per_ps, **_model_temperature(sim)}
     outputs = _attach_reporters(
         sim, job.out_dir, save_interval_steps=settings.save_interval_steps(),
         thermo_interval_steps=settings.thermo_interval_steps(),

@@ -14,6 +14,23 @@ Every potential declares:
 - ``hyperparameters()``: a JSON-serialisable dict such that ``cls(**hyperparameters())`` rebuilds the
   module (weights then come from the state dict).
 
+Temperature. A force-matched CG potential is a potential of mean force, W(R; T) = U_E(R) - T S(R), so
+a model may depend on the temperature (``temperature_dependent = True``; e.g. ``pair_table_thermal``).
+Every potential has :meth:`Potential.set_temperature` and :attr:`Potential.temperature_K`;
+temperature-agnostic kinds ignore the value. A temperature-dependent kind also declares
+
+- ``reference_temperature_K``: T_ref of its functional form;
+- ``valid_temperature_range_K``: (T_min, T_max), the range of its training temperatures;
+- ``max_temperature_extrapolation_K``: how far outside that range :meth:`~Potential.set_temperature`
+  only warns (:class:`TemperatureRangeWarning`); farther is a :class:`TemperatureRangeError`
+  (None: half the width of the range);
+
+and must be given a temperature before it is evaluated: its energy without one is a
+:class:`TemperatureNotSetError`, never a silent T_ref. MD sets it from the thermostat's target
+(:class:`thermocg.md.CGSimulation`). The three values are written to the model header (the
+description's ``temperature`` block) and restored on load; the temperature itself is a setting of a
+run, not of the model, and is not saved.
+
 Model files are safetensors: the weights, plus a readable JSON description (kind, hyperparameters,
 bead types, units, cutoff, provenance, format version) in the header metadata. No pickle of classes,
 so a model file outlives the code version that wrote it.
@@ -24,7 +41,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,12 +63,33 @@ _REGISTRY_MODULES = {
     "hipnn_ts": "thermocg.potentials.hipnn",
     "repulsive_prior": "thermocg.potentials.priors",
     "pair_table": "thermocg.potentials.pair",
+    "pair_table_thermal": "thermocg.potentials.pair",
 }
 _REGISTRY: dict[str, type["Potential"]] = {}
 
 
 class ModelFileError(ValueError):
     """A model file that cannot be loaded; the message names the file and the problem."""
+
+
+class TemperatureError(ValueError):
+    """A temperature a potential cannot be used at; the message names the model (file) and the range."""
+
+
+class TemperatureNotSetError(TemperatureError):
+    """A temperature-dependent potential evaluated before any temperature was set."""
+
+
+class TemperatureRangeError(TemperatureError):
+    """A temperature farther outside a model's valid range than its ``max_temperature_extrapolation_K``."""
+
+
+class TemperatureWarning(UserWarning):
+    """A temperature-dependent potential used where its answer is less trustworthy."""
+
+
+class TemperatureRangeWarning(TemperatureWarning):
+    """A temperature a little outside a model's valid range (within its ``max_temperature_extrapolation_K``)."""
 
 
 def register(cls: type["Potential"]) -> type["Potential"]:
@@ -71,9 +111,20 @@ class Potential(torch.nn.Module):
     """Base class of CG potentials: energy per frame from a pair graph."""
 
     kind: ClassVar[str] = ""
+    #: whether the energy depends on the temperature set by :meth:`set_temperature`
+    temperature_dependent: ClassVar[bool] = False
+    #: temperature-dependent kinds: T_ref of the functional form, K (None for agnostic kinds)
+    reference_temperature_K: float | None = None
+    #: temperature-dependent kinds: (T_min, T_max) K of the training data (restored from the header)
+    valid_temperature_range_K: tuple[float, float] | None = None
+    #: how far outside the valid range a temperature only warns, K (None: half the range's width)
+    max_temperature_extrapolation_K: float | None = None
+    #: the file the potential was loaded from (set by :func:`load_potential`; named in errors)
+    model_file: Path | None = None
 
     def __init__(self, type_names: tuple[str, ...] | list[str], cutoff_A: float) -> None:
         super().__init__()
+        self._temperature_K: float | None = None
         self.type_names = tuple(str(t) for t in type_names)
         self.cutoff_A = float(cutoff_A)
         if not self.type_names:
@@ -87,6 +138,92 @@ class Potential(torch.nn.Module):
 
     def hyperparameters(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # ----------------------------------------------------------------------------------------------
+    # temperature
+    # ----------------------------------------------------------------------------------------------
+
+    @property
+    def temperature_K(self) -> float | None:
+        """The temperature set by :meth:`set_temperature` (K), or None."""
+        return getattr(self, "_temperature_K", None)
+
+    def set_temperature(self, temperature_K: float | None) -> None:
+        """Evaluate at ``temperature_K`` (K) from now on; None unsets it.
+
+        Temperature-agnostic potentials only record the value. A temperature-dependent one checks it
+        against its valid range (:meth:`check_temperature`): silent inside, a
+        :class:`TemperatureRangeWarning` within ``max_temperature_extrapolation_K`` of it, a
+        :class:`TemperatureRangeError` (the temperature is not set) farther out.
+        """
+        if temperature_K is None:
+            self._temperature_K = None
+            return
+        temperature_K = _positive_temperature(temperature_K, self._model_label())
+        if self.temperature_dependent:
+            self.check_temperature(temperature_K)
+        self._temperature_K = temperature_K
+
+    def extrapolation_limit_K(self) -> float | None:
+        """``max_temperature_extrapolation_K``, or half the width of the valid range when it is None
+        (None for a potential without a valid range)."""
+        if self.valid_temperature_range_K is None:
+            return None
+        if self.max_temperature_extrapolation_K is not None:
+            return float(self.max_temperature_extrapolation_K)
+        low, high = self.valid_temperature_range_K
+        return 0.5 * (high - low)
+
+    def check_temperature(self, temperature_K: float) -> None:
+        """Warn or raise if ``temperature_K`` is outside the valid range (see :meth:`set_temperature`)."""
+        if self.valid_temperature_range_K is None:
+            raise TemperatureError(f"{self._model_label()}: a temperature-dependent model without a valid "
+                                   "temperature range (valid_temperature_range_K); it cannot check a temperature")
+        low, high = self.valid_temperature_range_K
+        if low <= temperature_K <= high:
+            return
+        outside = low - temperature_K if temperature_K < low else temperature_K - high
+        limit = self.extrapolation_limit_K()
+        text = (f"{self._model_label()}: T = {temperature_K:g} K is {outside:g} K outside the model's valid "
+                f"temperature range [{low:g}, {high:g}] K (its training temperatures; T_ref = "
+                f"{self.reference_temperature_K} K)")
+        if outside > limit:
+            raise TemperatureRangeError(
+                f"{text}; it extrapolates at most {limit:g} K (max_temperature_extrapolation_K); to go farther, "
+                "set potential.max_temperature_extrapolation_K or refit with the temperature in the training data")
+        warnings.warn(TemperatureRangeWarning(f"{text}; extrapolating (allowed up to {limit:g} K outside)"),
+                      stacklevel=3)
+
+    def require_temperature(self) -> float:
+        """The set temperature (K); a :class:`TemperatureNotSetError` if none is set. Temperature-
+        dependent kinds call it in ``forward``."""
+        temperature = self.temperature_K
+        if temperature is None:
+            raise TemperatureNotSetError(
+                f"{self._model_label()} is temperature-dependent (valid range "
+                f"{_range_text(self.valid_temperature_range_K)}, T_ref = {self.reference_temperature_K} K) and no "
+                "temperature is set: call potential.set_temperature(T) (MD sets it from its thermostat)")
+        return temperature
+
+    def _model_label(self) -> str:
+        where = f" {self.model_file}" if self.model_file is not None else ""
+        return f"{self.kind or type(self).__name__} model{where}"
+
+    def _temperature_header(self) -> dict[str, Any] | None:
+        """The ``temperature`` block of the description (None for agnostic potentials)."""
+        if not self.temperature_dependent:
+            return None
+        valid = self.valid_temperature_range_K
+        return {"dependent": True, "reference_K": self.reference_temperature_K,
+                "valid_range_K": None if valid is None else [float(valid[0]), float(valid[1])],
+                "max_extrapolation_K": self.extrapolation_limit_K()}
+
+    def _restore_temperature_header(self, block: dict[str, Any]) -> None:
+        """Take the valid range and extrapolation limit from a description's ``temperature`` block."""
+        valid = block.get("valid_range_K")
+        self.valid_temperature_range_K = None if valid is None else (float(valid[0]), float(valid[1]))
+        limit = block.get("max_extrapolation_K")
+        self.max_temperature_extrapolation_K = None if limit is None else float(limit)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -119,8 +256,10 @@ class Potential(torch.nn.Module):
         return table[torch.as_tensor(np.asarray(types), dtype=torch.long)]
 
     def describe(self) -> dict[str, Any]:
-        """The readable description stored beside the weights."""
-        return {
+        """The readable description stored beside the weights (with a ``temperature`` block for
+        temperature-dependent potentials: ``dependent``, ``reference_K``, ``valid_range_K``,
+        ``max_extrapolation_K``)."""
+        description = {
             "kind": self.kind,
             "hyperparameters": self.hyperparameters(),
             "type_names": list(self.type_names),
@@ -128,6 +267,24 @@ class Potential(torch.nn.Module):
             "units": UNITS,
             "dtype": str(self.dtype).replace("torch.", ""),
         }
+        temperature = self._temperature_header()
+        if temperature is not None:
+            description["temperature"] = temperature
+        return description
+
+
+def _positive_temperature(temperature_K: Any, where: str) -> float:
+    try:
+        value = float(temperature_K)
+    except (TypeError, ValueError):
+        raise TemperatureError(f"{where}: temperature_K must be a number, got {temperature_K!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise TemperatureError(f"{where}: temperature_K must be positive and finite, got {temperature_K}")
+    return value
+
+
+def _range_text(valid: tuple[float, float] | None) -> str:
+    return "unknown" if valid is None else f"[{valid[0]:g}, {valid[1]:g}] K"
 
 
 @register
@@ -158,6 +315,55 @@ class SumPotential(Potential):
     def hyperparameters(self) -> dict[str, Any]:
         return {"terms": [t.describe() for t in self.terms]}
 
+    # the temperature: forwarded to every term; each temperature-dependent term checks its own range
+    @property
+    def temperature_dependent(self) -> bool:  # type: ignore[override]
+        return any(t.temperature_dependent for t in self.terms)
+
+    def _dependent_terms(self) -> list[Potential]:
+        return [t for t in self.terms if t.temperature_dependent]
+
+    @property
+    def reference_temperature_K(self) -> float | None:  # type: ignore[override]
+        """The T_ref of the temperature-dependent terms when they share one, else None."""
+        references = {t.reference_temperature_K for t in self._dependent_terms()}
+        return references.pop() if len(references) == 1 else None
+
+    @property
+    def valid_temperature_range_K(self) -> tuple[float, float] | None:  # type: ignore[override]
+        """The intersection of the terms' valid ranges (None when no term has one)."""
+        ranges = [t.valid_temperature_range_K for t in self._dependent_terms() if t.valid_temperature_range_K]
+        if not ranges:
+            return None
+        return max(r[0] for r in ranges), min(r[1] for r in ranges)
+
+    @property
+    def max_temperature_extrapolation_K(self) -> float | None:  # type: ignore[override]
+        """The smallest of the terms' extrapolation limits."""
+        limits = [t.extrapolation_limit_K() for t in self._dependent_terms()]
+        limits = [x for x in limits if x is not None]
+        return min(limits) if limits else None
+
+    @max_temperature_extrapolation_K.setter
+    def max_temperature_extrapolation_K(self, value: float | None) -> None:
+        for term in self._dependent_terms():
+            term.max_temperature_extrapolation_K = value
+
+    def set_temperature(self, temperature_K: float | None) -> None:
+        """Set the temperature of every term (each dependent term checks its own valid range)."""
+        if temperature_K is not None:
+            temperature_K = _positive_temperature(temperature_K, self._model_label())
+        for term in self.terms:
+            term.set_temperature(temperature_K)
+        self._temperature_K = temperature_K
+
+    def check_temperature(self, temperature_K: float) -> None:
+        for term in self._dependent_terms():
+            term.check_temperature(temperature_K)
+
+    def _restore_temperature_header(self, block: dict[str, Any]) -> None:
+        """Nothing to restore: each term's own description holds its block."""
+
     @classmethod
     def from_description(cls, description: dict[str, Any]) -> "SumPotential":
         return cls([_build(d) for d in description["hyperparameters"]["terms"]])
@@ -169,6 +375,20 @@ def _build(description: dict[str, Any]) -> Potential:
         module = cls.from_description(description)
     else:
         module = cls(**description["hyperparameters"])
+    temperature = description.get("temperature")
+    if module.temperature_dependent:
+        if not isinstance(temperature, dict):
+            raise ValueError(f"the {module.kind} model is temperature-dependent but its description has no "
+                             "temperature block (reference_K, valid_range_K)")
+        try:
+            module._restore_temperature_header(temperature)
+        except (TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"damaged temperature block {temperature!r} ({exc})") from None
+        reference = temperature.get("reference_K")
+        if reference is not None and module.reference_temperature_K is not None \
+                and abs(float(reference) - module.reference_temperature_K) > 1e-9 * abs(float(reference)):
+            raise ValueError(f"temperature.reference_K = {reference} differs from the {module.kind} model's "
+                             f"T_ref {module.reference_temperature_K}")
     dtype = getattr(torch, description.get("dtype", "float32"))
     return module.to(dtype)
 
@@ -210,6 +430,11 @@ def save_potential(potential: Potential, path: str | os.PathLike, *, provenance:
     from thermocg.rundir import atomic_path
 
     path = Path(path)
+    if potential.temperature_dependent and (potential.valid_temperature_range_K is None
+                                            or potential.reference_temperature_K is None):
+        raise ValueError(f"{path}: a temperature-dependent {potential.kind} model needs its reference temperature "
+                         "and its valid temperature range (the training temperatures' min and max) before it is "
+                         "saved; set potential.valid_temperature_range_K")
     description = potential.describe()
     header = {
         "format": "thermocg-potential",
@@ -291,4 +516,7 @@ def load_potential(path: str | os.PathLike, *, device: str | torch.device = "cpu
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: weights do not fit the described model ({exc})") from None
     module.provenance = header["provenance"]
+    for part in module.modules():  # a sum's terms too: their errors name the file
+        if isinstance(part, Potential):
+            part.model_file = Path(path)
     return module.to(device)

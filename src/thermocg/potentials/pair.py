@@ -27,9 +27,14 @@ The floor on ``a`` (used when the data at r_s are not a steep enough repulsive w
 at 0.9 r_s at least F_s + max(|F_s|, 1), i.e. repulsive, so that simulations cannot collapse; then
 only the value is matched, not the slope.
 
+:class:`PairTableThermal` (kind ``"pair_table_thermal"``) is the temperature-dependent form fitted by
+MS-CG on pooled multi-temperature data, F_ab(r; T) = F0_ab(r) + (T - T_ref) F1_ab(r), two splines on
+the same grid; at its set temperature it is the PairTable with coefficients c0 + (T - T_ref) c1.
+
 Export: :func:`export_lammps` writes ``pair_style table`` files (one section per type pair) and a small
 include file with the ``pair_style``/``pair_coeff`` lines; :func:`export_gromacs` writes GROMACS user
-tables ``table_A_B.xvg`` (nm, kJ/mol). :func:`run_export` is the CLI entry (``thermocg export``).
+tables ``table_A_B.xvg`` (nm, kJ/mol); a temperature-dependent table is written at one requested
+temperature. :func:`run_export` is the CLI entry (``thermocg export``).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from thermocg import units
 from thermocg.neighbors import Graph
 from thermocg.potentials.base import Potential, register
 
-__all__ = ["PairTable", "export_lammps", "export_gromacs", "write_lammps_data", "run_export", "ExportError"]
+__all__ = ["PairTable", "PairTableThermal", "export_lammps", "export_gromacs", "write_lammps_data", "run_export", "ExportError"]
 
 #: the integrals over [0, 1] of the four local pieces of a cardinal cubic B-spline
 _PIECE_INTEGRALS = (1.0 / 24.0, 11.0 / 24.0, 11.0 / 24.0, 1.0 / 24.0)
@@ -158,11 +163,15 @@ class PairTable(Potential):
         energy = h * (after + rest)
         return energy, force, dforce / h
 
+    def force_coefficients(self) -> torch.Tensor:
+        """The coefficients (n_types, n_types, K) of the force spline the potential evaluates now."""
+        return self.coefficients
+
     def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded flat coefficients ((n_types^2 * (K+3)),) and the tail sums (n_types^2, K+1):
         tail[:, k] = sum over intervals l >= k of int_{interval l} F dr / h (tail[:, K] = 0)."""
         n = len(self.type_names)
-        coef = self.coefficients.reshape(n * n, self.n_basis)
+        coef = self.force_coefficients().reshape(n * n, self.n_basis)
         padded = torch.cat([coef, coef.new_zeros(n * n, 3)], dim=1)
         w = coef.new_tensor(_PIECE_INTEGRALS)
         per_interval = sum(padded[:, m: m + self.n_basis] * w[m] for m in range(4))
@@ -262,14 +271,112 @@ class PairTable(Potential):
         return float((f[1] - f[0]) / (2 * step_A))
 
 
+@register
+class PairTableThermal(PairTable):
+    """Temperature-dependent MS-CG pair forces, linear in T (kind ``"pair_table_thermal"``):
+
+        F_ab(r; T) = F0_ab(r) + (T - T_ref) F1_ab(r),    U_ab(r; T) = int_r^{r_c} F_ab(s; T) ds
+
+    F0 and F1 are cubic B-splines on the same grid (the basis of :class:`PairTable`), with coefficients
+    ``coefficients`` (kcal/mol/A) and ``temperature_coefficients`` (kcal/mol/A/K). At the temperature
+    set by :meth:`set_temperature` the potential is exactly the :class:`PairTable` with coefficients
+    c0 + (T - T_ref) c1 (:meth:`at_temperature` returns it), so U(r; T) is the free energy W at T, and
+    energy and force are consistent at every T. The wall below r_s (per type pair, one r_s for all
+    temperatures) is built at each temperature from that temperature's spline: its F_s, F'_s and
+    strength a follow the formula of :class:`PairTable` with F(r; T), so the wall is continuous with
+    the spline at every T (and, through the floor on a, repulsive at every T). Below r_s the energy is
+    therefore not exactly linear in T.
+
+    Evaluating without a temperature set is a :class:`~thermocg.potentials.base.TemperatureNotSetError`.
+    ``valid_temperature_range_K`` (the training temperatures' min and max) and
+    ``max_temperature_extrapolation_K`` are kept in the model header, not in the hyperparameters.
+    """
+
+    kind = "pair_table_thermal"
+    temperature_dependent = True
+
+    def __init__(self, type_names: tuple[str, ...] | list[str], *, cutoff_A: float, r_min_A: float,
+                 coefficients: Any, temperature_coefficients: Any, reference_temperature_K: float,
+                 r_sampled_min_A: Any, extrapolation_power: float = 12.0,
+                 valid_temperature_range_K: tuple[float, float] | list[float] | None = None,
+                 max_temperature_extrapolation_K: float | None = None) -> None:
+        super().__init__(type_names, cutoff_A=cutoff_A, r_min_A=r_min_A, coefficients=coefficients,
+                         r_sampled_min_A=r_sampled_min_A, extrapolation_power=extrapolation_power)
+        slope = torch.as_tensor(np.asarray(temperature_coefficients, dtype=np.float64))
+        if slope.shape != self.coefficients.shape:
+            raise ValueError(f"PairTableThermal: temperature_coefficients must have the shape of coefficients "
+                             f"{tuple(self.coefficients.shape)}, got {tuple(slope.shape)}")
+        if not torch.allclose(slope, slope.transpose(0, 1)):
+            raise ValueError("PairTableThermal: temperature_coefficients must be symmetric in the two bead types")
+        reference = float(reference_temperature_K)
+        if not (np.isfinite(reference) and reference > 0):
+            raise ValueError(f"PairTableThermal: reference_temperature_K must be positive, "
+                             f"got {reference_temperature_K}")
+        self.reference_temperature_K = reference
+        self.register_buffer("temperature_coefficients", slope.clone())
+        if valid_temperature_range_K is not None:
+            low, high = (float(x) for x in valid_temperature_range_K)
+            if not 0 < low <= high:
+                raise ValueError(f"PairTableThermal: valid_temperature_range_K must be (T_min, T_max) with "
+                                 f"0 < T_min <= T_max, got {valid_temperature_range_K}")
+            self.valid_temperature_range_K = (low, high)
+        if max_temperature_extrapolation_K is not None and not max_temperature_extrapolation_K >= 0:
+            raise ValueError("PairTableThermal: max_temperature_extrapolation_K must be non-negative")
+        self.max_temperature_extrapolation_K = max_temperature_extrapolation_K
+
+    def force_coefficients(self) -> torch.Tensor:
+        """c0 + (T - T_ref) c1 at the set temperature (an error when none is set)."""
+        shift = self.require_temperature() - self.reference_temperature_K
+        return self.coefficients + shift * self.temperature_coefficients
+
+    def at_temperature(self, temperature_K: float) -> PairTable:
+        """The temperature-agnostic :class:`PairTable` this model is at ``temperature_K`` (checked
+        against the valid range like :meth:`set_temperature`); same dtype and device."""
+        previous = self.temperature_K
+        self.set_temperature(temperature_K)
+        try:
+            coefficients = self.force_coefficients().detach()
+        finally:
+            self._temperature_K = previous
+        table = PairTable(self.type_names, cutoff_A=self.cutoff_A, r_min_A=self.r_min_A,
+                          coefficients=coefficients.cpu().double().numpy(),
+                          r_sampled_min_A=self.r_sampled_min.detach().cpu().double().numpy(),
+                          extrapolation_power=self.extrapolation_power)
+        return table.to(dtype=self.coefficients.dtype, device=self.coefficients.device)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return dict(super().hyperparameters(),
+                    temperature_coefficients=self.temperature_coefficients.detach().cpu().double().tolist(),
+                    reference_temperature_K=self.reference_temperature_K)
+
+
 # --------------------------------------------------------------------------------------------------
 # export
 # --------------------------------------------------------------------------------------------------
 
-def _as_pair_table(potential: Potential) -> PairTable:
+def _as_pair_table(potential: Potential, temperature_K: float | None = None) -> PairTable:
+    """The temperature-agnostic table to write: ``potential`` itself, or a ``pair_table_thermal``
+    model at ``temperature_K`` (default: its set temperature; an error without either)."""
     if not isinstance(potential, PairTable):
         raise ExportError(f"only pair_table potentials can be exported to tables, got kind {potential.kind!r}")
-    return potential
+    if not isinstance(potential, PairTableThermal):
+        return potential
+    temperature_K = potential.temperature_K if temperature_K is None else temperature_K
+    if temperature_K is None:
+        valid = potential.valid_temperature_range_K
+        valid_text = "unknown" if valid is None else f"[{valid[0]:g}, {valid[1]:g}] K"
+        raise ExportError(f"{potential._model_label()} is temperature-dependent (valid range {valid_text}, "
+                          f"T_ref = {potential.reference_temperature_K:g} K): give the temperature to export it at "
+                          "(thermocg export --temperature-K T)")
+    return potential.at_temperature(temperature_K)
+
+
+def _temperature_note(potential: Potential, temperature_K: float | None) -> str:
+    if isinstance(potential, PairTableThermal):
+        t = potential.temperature_K if temperature_K is None else temperature_K
+        return (f" at T = {t:g} K (pair_table_thermal, T_ref = {potential.reference_temperature_K:g} K, "
+                f"F = F0 + (T - T_ref) F1)")
+    return ""
 
 
 def _inner_A(table: PairTable, r_inner_A: float | None) -> float:
@@ -285,7 +392,8 @@ def _section_name(table: PairTable, a: int, b: int) -> str:
 
 
 def export_lammps(table: PairTable, out_dir: str | os.PathLike, *, n_points: int = 5000,
-                  r_inner_A: float | None = None, style: str = "spline", file_stem: str = "pair_table") -> Path:
+                  r_inner_A: float | None = None, style: str = "spline", file_stem: str = "pair_table",
+                  temperature_K: float | None = None) -> Path:
     """Write a LAMMPS ``pair_style table`` of ``table`` (LAMMPS ``units real``: A, kcal/mol).
 
     Files in ``out_dir``: ``<stem>.table`` with one section ``A_B`` per type pair (``N n R r_in r_c`` and
@@ -294,8 +402,13 @@ def export_lammps(table: PairTable, out_dir: str | os.PathLike, *, n_points: int
     (LAMMPS type i = ``type_names[i-1]``). Use it with ``include <stem>.lammps``. ``r_inner_A`` (default
     half the smallest sampled distance) is the table's inner end: LAMMPS stops if two beads come closer.
     Returns the path of the include file.
+
+    A ``pair_table_thermal`` model is written at ``temperature_K`` (default: its set temperature;
+    an :class:`ExportError` without either): the tables of F(r; T) = F0 + (T - T_ref) F1 and its
+    energy, wall included; the temperature is named in the files' comments.
     """
-    table = _as_pair_table(table)
+    note = _temperature_note(table, temperature_K)
+    table = _as_pair_table(table, temperature_K)
     if style not in ("linear", "spline"):
         raise ExportError(f"LAMMPS table style must be 'linear' or 'spline', got {style!r}")
     if n_points < 10:
@@ -305,7 +418,7 @@ def export_lammps(table: PairTable, out_dir: str | os.PathLike, *, n_points: int
     out_dir.mkdir(parents=True, exist_ok=True)
     r = np.linspace(r_in, table.cutoff_A, n_points)
     lines = [
-        "# thermocg pair_table (MS-CG) for LAMMPS units real: r A, U kcal/mol, F = -dU/dr kcal/mol/A",
+        f"# thermocg pair_table (MS-CG){note} for LAMMPS units real: r A, U kcal/mol, F = -dU/dr kcal/mol/A",
         f"# bead types: {' '.join(f'{i + 1}={n}' for i, n in enumerate(table.type_names))}",
         "",
     ]
@@ -321,7 +434,7 @@ def export_lammps(table: PairTable, out_dir: str | os.PathLike, *, n_points: int
     table_path = out_dir / f"{file_stem}.table"
     _atomic_text(table_path, "\n".join(lines) + "\n")
     include = [
-        "# thermocg pair_table: include after read_data (units real); types "
+        f"# thermocg pair_table{note}: include after read_data (units real); types "
         + " ".join(f"{i + 1}={n}" for i, n in enumerate(table.type_names)),
         f"pair_style table {style} {n_points}",
         *coeff_lines,
@@ -332,7 +445,8 @@ def export_lammps(table: PairTable, out_dir: str | os.PathLike, *, n_points: int
 
 
 def export_gromacs(table: PairTable, out_dir: str | os.PathLike, *, spacing_nm: float = 0.002,
-                   extension_nm: float = 1.0, r_inner_A: float | None = None) -> list[Path]:
+                   extension_nm: float = 1.0, r_inner_A: float | None = None,
+                   temperature_K: float | None = None) -> list[Path]:
     """Write GROMACS user tables ``table_A_B.xvg`` (one per type pair) in GROMACS units.
 
     Columns: r (nm), f, -f', g, -g', h, -h' with V(r) = q_i q_j f + C6 g + C12 h. The pair potential is
@@ -344,9 +458,11 @@ def export_gromacs(table: PairTable, out_dir: str | os.PathLike, *, spacing_nm: 
     group`` and ``vdwtype = user`` with the Verlet scheme). For a current engine use the LAMMPS export.
     Rows run from r = 0 every ``spacing_nm`` to r_c + ``extension_nm`` (zeros beyond r_c); below
     ``r_inner_A`` (default half the smallest sampled distance) the energy continues linearly with the
-    force at r_inner (a finite cap; beads never get that close in practice).
+    force at r_inner (a finite cap; beads never get that close in practice). A ``pair_table_thermal``
+    model is written at ``temperature_K`` as in :func:`export_lammps`.
     """
-    table = _as_pair_table(table)
+    note = _temperature_note(table, temperature_K)
+    table = _as_pair_table(table, temperature_K)
     if not spacing_nm > 0 or extension_nm < 0:
         raise ExportError("spacing_nm must be positive and extension_nm non-negative")
     r_in = _inner_A(table, r_inner_A)
@@ -364,7 +480,7 @@ def export_gromacs(table: PairTable, out_dir: str | os.PathLike, *, spacing_nm: 
         minus_dh = f * units.KCAL_TO_KJ * units.NM_TO_A  # kcal/mol/A -> kJ/mol/nm
         zeros = np.zeros_like(r_nm)
         header = [
-            f"# thermocg pair_table {table.type_names[a]}-{table.type_names[b]} (MS-CG) as a GROMACS user table",
+            f"# thermocg pair_table {table.type_names[a]}-{table.type_names[b]} (MS-CG){note} as a GROMACS user table",
             "# columns: r (nm), f, -f', g, -g', h (kJ/mol), -h' (kJ/mol/nm); use C6 = 0, C12 = 1",
         ]
         rows = [f"{r:.6f} {z:.10e} {z:.10e} {z:.10e} {z:.10e} {hh:.10e} {dh:.10e}"
@@ -414,25 +530,34 @@ def _atomic_text(path: Path, text: str) -> Path:
 
 
 def run_export(model: str | os.PathLike, format: str = "lammps", output: str | os.PathLike | None = None,  # noqa: A002
-               **options: Any) -> Path:
-    """``thermocg export MODEL --format lammps|gromacs --output DIR``: tables of a pair_table model.
+               temperature_K: float | None = None, **options: Any) -> Path:
+    """``thermocg export MODEL --format lammps|gromacs --output DIR [--temperature-K T]``: tables of a
+    pair_table model.
 
+    A temperature-dependent model (``pair_table_thermal``) needs ``temperature_K``: the tables are
+    those of the model at that temperature (checked against its valid range: a warning a little
+    outside, an error far outside). A temperature-agnostic model ignores it (and says so).
     ``output`` defaults to ``<model dir>/<format>``. Returns the output directory.
     """
     from thermocg.potentials.base import load_potential
 
     model = Path(model)
+    if format not in ("lammps", "gromacs"):
+        raise ExportError(f"unknown export format {format!r}; use 'lammps' or 'gromacs'")
     potential = load_potential(model)
-    table = _as_pair_table(potential)
-    table = table.double()
+    if not isinstance(potential, PairTable) or (potential.temperature_dependent and temperature_K is None):
+        _as_pair_table(potential, temperature_K)  # the clear error, before anything is written
+    if temperature_K is not None and not potential.temperature_dependent:
+        print(f"note: {model} is temperature-agnostic; --temperature-K {temperature_K:g} changes nothing")
+        temperature_K = None
+    table = potential.double()
     out_dir = Path(output) if output else model.parent / format
     if format == "lammps":
-        path = export_lammps(table, out_dir, **options)
-        print(f"wrote {path} and {path.with_suffix('.table')}")
-    elif format == "gromacs":
-        paths = export_gromacs(table, out_dir, **options)
-        print(f"wrote {len(paths)} GROMACS tables to {out_dir} (GROMACS 2019 or earlier: tabulated non-bonded "
-              "interactions need the group cut-off scheme, removed in GROMACS 2020)")
+        path = export_lammps(table, out_dir, temperature_K=temperature_K, **options)
+        print(f"wrote {path} and {path.with_suffix('.table')}{_temperature_note(table, temperature_K)}")
     else:
-        raise ExportError(f"unknown export format {format!r}; use 'lammps' or 'gromacs'")
+        paths = export_gromacs(table, out_dir, temperature_K=temperature_K, **options)
+        print(f"wrote {len(paths)} GROMACS tables to {out_dir}{_temperature_note(table, temperature_K)} (GROMACS "
+              "2019 or earlier: tabulated non-bonded interactions need the group cut-off scheme, removed in "
+              "GROMACS 2020)")
     return out_dir
