@@ -106,6 +106,34 @@ def test_lammps_nvt_run_matches_thermocg_md(tmp_path):
     np.testing.assert_allclose(last.get_forces(), run.forces[-1], rtol=1e-9, atol=1e-9)
 
 
+def test_lammps_npt_uses_the_virial(tmp_path):
+    """fix npt with the model's virial: a fluid compressed far above 1 atm expands, and the box the
+    model sees each step is LAMMPS's box."""
+    from helpers import lj_fluid
+    from thermocg.potentials.lj import LennardJones
+
+    pos, box = lj_fluid(125, 0.03, rng=np.random.default_rng(4))
+    lj = LennardJones(["A"], epsilon_kcal_mol=0.3, sigma_A=3.4, cutoff_A=6.0, switch_width_A=1.0).double()
+    frames = Frames(positions=pos[None], box=box[None], types=np.zeros(125, int), type_names=("A",),
+                    masses=np.full(125, 40.0))
+    with LammpsEngine(lj, frames, work_dir=tmp_path) as engine:
+        engine.velocities(300.0, seed=2)
+        engine.command("timestep 4", "fix npt all npt temp 300 300 400 iso 1 1 2000")
+        engine.run(0)
+        volume0, pressure0 = abs(np.linalg.det(engine.box_A())), engine.thermo("press")
+        engine.run(400)
+        volume = abs(np.linalg.det(engine.box_A()))
+        print(f"volume {volume0:.0f} -> {volume:.0f} A^3, pressure {pressure0:.0f} -> {engine.thermo('press'):.0f} atm, "
+              f"box changes seen by the model {engine.evaluator.n_box_changes}")
+        assert pressure0 > 1000.0
+        assert volume > 1.05 * volume0
+        assert engine.evaluator.n_box_changes >= 100
+        # the last force call (the end of step 400) saw the box LAMMPS holds now
+        np.testing.assert_allclose(engine.evaluator.last_box_A, engine.box_A(), rtol=1e-12)
+        energy, _ = energy_and_forces(lj, engine.positions_A(), engine.box_A(), np.zeros(125, int))
+        assert engine.thermo("pe") == pytest.approx(float(energy[0]), rel=1e-9)
+
+
 def test_lammps_callback_errors_surface(tmp_path):
     """An exception in the potential cannot cross LAMMPS's C frames; run() raises it afterwards."""
     pos, box, types = configuration(5, triclinic=False)

@@ -88,6 +88,9 @@ class OpenMMEngine:
 
     def __init__(self, potential: Potential, frames: Frames, *, frame_index: int = -1, skin_A: float = 1.0,
                  force_group: int = 0) -> None:
+        if not hasattr(openmm, "PythonForce"):
+            raise EngineInputError(f"OpenMM {openmm.__version__} has no openmm.PythonForce; install a newer OpenMM "
+                                   "(8.6.1 from PyPI has it)")
         cell, types = engine_inputs(potential, frames, frame_index)
         self.potential = potential
         self.frames = frames
