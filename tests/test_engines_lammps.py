@@ -70,13 +70,14 @@ def test_lammps_step_zero_equals_thermocg(tmp_path, kind, triclinic):
     assert engine.evaluator.n_calls == 1
 
 
-def test_lammps_nvt_run_matches_thermocg_md(tmp_path):
+@pytest.mark.parametrize("network", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["lj", "lj+hipnn"])
+def test_lammps_nvt_run_matches_thermocg_md(tmp_path, network):
     """fix langevin + fix nve against thermocg's BAOAB, same model, temperature and friction: the mean
     temperatures agree with each other and the target within 4 standard errors (5 blocks), the RDFs
     within the noise floor; the dump holds the run."""
     import ase.io
 
-    frames, potential = engine_test_liquid(125, network=False)
+    frames, potential = engine_test_liquid(125, network=network)
     temperature, timestep, friction, n_steps, every, discard = 300.0, 4.0, 2.0, 1600, 16, 320
     reference = simulate(potential, frames, temperature_K=temperature, timestep_fs=timestep, n_steps=n_steps, seed=1,
                          save_interval_steps=every, friction_per_ps=friction, progress=False).frames

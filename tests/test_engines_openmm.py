@@ -168,6 +168,23 @@ def test_dcd_and_state_data_reporters(tmp_path):
     np.testing.assert_allclose(table["Box_Volume_nm3"], np.linalg.det(frames.box[0]) * 1e-3, rtol=1e-6)
 
 
+def test_velocities_from_the_frame():
+    frames, potential = engine_test_liquid(125, network=False)
+    velocities = np.random.default_rng(1).normal(0.0, 0.003, (1, 125, 3))  # A/fs
+    frames = Frames(positions=frames.positions, box=frames.box, types=frames.types, type_names=frames.type_names,
+                    masses=frames.masses, velocities=velocities)
+    simulation = OpenMMEngine(potential, frames).simulation(temperature_K=300.0, timestep_fs=2.0, seed=1,
+                                                             velocities="frame")
+    state = simulation.context.getState(getVelocities=True)
+    v = np.asarray(state.getVelocities(asNumpy=True).value_in_unit(u.nanometer / u.picosecond))
+    np.testing.assert_allclose(v * units.NM_TO_A * units.FS_TO_PS, velocities[0], rtol=1e-12)
+    no_velocities = Frames(positions=frames.positions, box=frames.box, types=frames.types,
+                           type_names=frames.type_names, masses=frames.masses)
+    with pytest.raises(EngineInputError, match="carry no velocities"):
+        OpenMMEngine(potential, no_velocities).simulation(temperature_K=300.0, timestep_fs=2.0, seed=1,
+                                                          velocities="frame")
+
+
 def test_bad_inputs_are_refused(rng):
     pos, box, types = configuration(5, triclinic=False)
     potential = POTENTIAL_FACTORIES["lennard_jones"](TYPES)

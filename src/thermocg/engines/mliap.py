@@ -35,6 +35,7 @@ so thermocg must be installed in the Python that LAMMPS embeds.
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from pathlib import Path
@@ -95,7 +96,7 @@ class MLIAPUnifiedPotential:
         if not isinstance(potential, Potential):
             raise EngineInputError(f"a thermocg Potential is required, got {type(potential).__name__}")
         check_local_energy(potential)
-        self.potential = potential.to(device)
+        self.potential = copy.deepcopy(potential).to(device)  # the caller's module stays where it was
         self.device = torch.device(device)
         self.element_types = list(potential.type_names)
         self.ndescriptors = 1
