@@ -93,3 +93,17 @@ def test_bad_arguments():
         ADF(frames, cutoff_A=6.0)
     with pytest.raises(ValueError, match="bin_width_deg"):
         ADF(frames, cutoff_A=3.0, bin_width_deg=0.0)
+
+
+def test_run_chooses_the_frames(rng):
+    """run(start, stop, step) analyses the frames [start:stop:step] (the same as selecting them first)."""
+    positions = rng.uniform(0, 12.0, (6, 40, 3))
+    frames = frames_of(positions, 12.0)
+    adf = ADF(frames, cutoff_A=4.0, bin_width_deg=5.0)
+    for start, stop, step in [(2, None, None), (0, 4, 2), (-1, None, None)]:
+        got = adf.run(start, stop, step).results
+        want = ADF(frames.select(np.arange(6)[slice(start, stop, step)]), cutoff_A=4.0, bin_width_deg=5.0).run().results
+        assert got.n_frames == want.n_frames and got.n_angles == want.n_angles
+        np.testing.assert_array_equal(got.p["all"], want.p["all"])
+    one = ADF(frames, cutoff_A=4.0, bin_width_deg=5.0).run(5).results
+    assert one.n_angles["all"] == ADF(frames_of(positions[5], 12.0), cutoff_A=4.0).run().results.n_angles["all"]

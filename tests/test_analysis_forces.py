@@ -67,3 +67,89 @@ def test_bad_input(rng):
     other = LennardJones(["C"], epsilon_kcal_mol=0.2, sigma_A=3.0, cutoff_A=7.0)
     with pytest.raises(ValueError, match="unknown"):
         force_errors(other, frames)
+
+
+# ---------------------------------------------------------------------------- the one accumulator
+
+def direct_metrics(pred, ref):
+    """RMSE, MAE, R^2 and reference RMS of concatenated components, straight from numpy (two passes)."""
+    p, r = np.concatenate([x.ravel() for x in pred]), np.concatenate([x.ravel() for x in ref])
+    e = p - r
+    return {"rmse": np.sqrt(np.mean(e**2)), "mae": np.mean(np.abs(e)),
+            "r2": 1 - np.sum(e**2) / np.sum((r - r.mean()) ** 2), "reference_rms": np.sqrt(np.mean(r**2)),
+            "n_components": p.size}
+
+
+def test_accumulator_streams_uneven_batches_per_state_and_type(rng):
+    """Two states (different bead counts and type orders), fed in batches of 1, 3 and 2 frames:
+    every subset's metrics equal numpy's on the concatenated components."""
+    from thermocg.analysis.forces import ForceErrorAccumulator
+
+    states = {}
+    for label, n_beads, names, offset in (("cold", 10, ("A", "B"), 0.3), ("hot", 7, ("B", "A", "C"), -0.2)):
+        ref = rng.normal(offset, 2.0, (6, n_beads, 3))
+        pred = ref + rng.normal(0.1, 0.5, ref.shape)
+        types = rng.integers(0, len(names), n_beads)
+        types[: len(names)] = np.arange(len(names))  # every type present
+        states[label] = (pred, ref, types, names)
+    acc = ForceErrorAccumulator()
+    for label, (pred, ref, types, names) in states.items():
+        for lo, hi in ((0, 1), (1, 4), (4, 6)):
+            acc.add(pred[lo:hi], ref[lo:hi], types, type_names=names, state=label)
+
+    def select(label=None, name=None):
+        pred, ref = [], []
+        for lab, (p, r, types, names) in states.items():
+            if label in (None, lab):
+                mask = np.ones(len(types), bool) if name is None else np.array([names[t] == name for t in types])
+                pred.append(p[:, mask])
+                ref.append(r[:, mask])
+        return direct_metrics(pred, ref)
+
+    subsets = [(label, name) for label in (None, "cold", "hot") for name in (None, "A", "B", "C")
+               if not (label == "cold" and name == "C")]
+    for label, name in subsets:
+        got, want = acc.metrics(state=label, bead_type=name).to_dict(), select(label, name)
+        assert got["n_components"] == want.pop("n_components"), (label, name)
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, rel=1e-12), (label, name, key)
+    assert acc.states == ("cold", "hot") and acc.type_names == ("A", "B", "C")
+    assert acc.n_frames("cold") == 6 and acc.n_frames() == 12
+    report = acc.report("cold")
+    assert set(report["per_type"]) == {"A", "B"} and report["n_frames"] == 6  # C has no bead there
+    assert report["rmse"] == acc.metrics(state="cold").rmse
+    assert acc.metrics(state="nowhere").n_components == 0 and np.isnan(acc.metrics(state="nowhere").rmse)
+
+
+def test_force_metrics_and_bad_batches(rng):
+    from thermocg.analysis.forces import ForceErrorAccumulator, force_metrics
+
+    ref = rng.normal(0.0, 1.0, (4, 5, 3))
+    pred = 0.5 * ref
+    got = force_metrics(pred, ref)
+    want = direct_metrics([pred], [ref])
+    assert all(got[k] == pytest.approx(v, rel=1e-12) for k, v in want.items())
+    assert force_metrics(ref, ref)["r2"] == 1.0 and force_metrics(ref, ref)["rmse"] == 0.0
+    empty = force_metrics(np.zeros(0), np.zeros(0))
+    assert empty["n_components"] == 0 and np.isnan(empty["rmse"])
+    acc = ForceErrorAccumulator(("A",))
+    with pytest.raises(ValueError, match="do not fit"):
+        acc.add(pred, ref[:, :4], np.zeros(5, int))
+    with pytest.raises(ValueError, match="outside the type names"):
+        acc.add(pred, ref, np.full(5, 1))
+
+
+def test_force_errors_feeds_a_shared_accumulator(rng, tmp_path):
+    """Two calls of force_errors pooled in one accumulator give the metrics of all their frames."""
+    from thermocg.analysis.forces import ForceErrorAccumulator
+
+    frames = reference_frames(rng)
+    pooled = ForceErrorAccumulator()
+    first = force_errors(lj(1.2), frames, frame_indices=[0, 1, 2], accumulator=pooled, state="s1")
+    second = force_errors(lj(1.2), frames, frame_indices=[3, 4, 5], accumulator=pooled, state="s2")
+    everything = force_errors(lj(1.2), frames, batch_frames=6)
+    assert pooled.report("s1") == {**first, "per_type": first["per_type"]}
+    assert pooled.metrics().rmse == pytest.approx(everything["rmse"], rel=1e-12)
+    assert pooled.metrics().r2 == pytest.approx(everything["r2"], rel=1e-12)
+    assert pooled.metrics(bead_type="B").mae == pytest.approx(everything["per_type"]["B"]["mae"], rel=1e-12)
+    assert second["n_frames"] == 3 and pooled.n_frames() == 6

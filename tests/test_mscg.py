@@ -187,7 +187,8 @@ def test_run_fit_pair_and_cli(tmp_path, one_type):
     config = Config(states=[StateConfig(300.0, density_g_cm3=0.68)],
                     pair=PairConfig(cutoff_A=CUTOFF, name="pairs", test_fraction=0.25, lammps_table_points=500,
                                     progress=False))
-    model = run_fit_pair(config, run_dir)
+    summary = run_fit_pair(config, run_dir)
+    model = summary.model_path
     out = run_dir / "models" / "pairs"
     assert model == out / "model.safetensors"
     for name in ("fit.json", "pair_CG_CG.png", "resolved.yaml", "lammps/pair_table.table", "lammps/pair_table.lammps"):
@@ -208,3 +209,33 @@ def test_run_fit_pair_and_cli(tmp_path, one_type):
                  "--output", str(tmp_path / "gmx")]) == 0
     assert (tmp_path / "gmx" / "table_CG_CG.xvg").exists()
     assert main(["fit-pair", str(tmp_path / "config.yaml"), "--train-states", "T1_rho1"]) == 2
+
+
+def test_run_fit_pair_returns_pooled_test_errors(tmp_path, one_type):
+    """The summary's test errors pool the held-out frames of every state: RMSE^2 and MAE are the
+    component-weighted means of the per-state values written to fit.json."""
+    from thermocg.model_summary import ModelSummary
+
+    lj, frames = one_type
+    run_dir = tmp_path / "run"
+    states = [StateConfig(300.0, density_g_cm3=0.68), StateConfig(320.0, density_g_cm3=0.68)]
+    for state, part in zip(states, (slice(0, 10), slice(10, 20))):
+        write_frames(frames.select(part), run_dir / "cg" / f"{state.to_state().label}.h5md", kind="cg")
+    config = Config(states=states, pair=PairConfig(cutoff_A=CUTOFF, test_fraction=0.2, lammps_table_points=0,
+                                                   progress=False))
+    summary = run_fit_pair(config, run_dir, name="two")
+    assert isinstance(summary, ModelSummary) and summary.family == "mscg" and summary.name == "two"
+    assert summary.model_path == run_dir / "models" / "two" / "model.safetensors" and summary.model_path.exists()
+    assert summary.train_states == tuple(s.to_state().label for s in states)
+    assert summary.n_epochs is None and summary.best_epoch is None and not summary.stopped_at_max_epochs
+    assert summary.cutoff_A == CUTOFF and summary.wall_s > 0
+    per_state = json.loads((run_dir / "models" / "two" / "fit.json").read_text())["test_force_errors"]
+    n = np.array([e["n_components"] for e in per_state.values()])
+    rmse = np.array([e["rmse"] for e in per_state.values()])
+    mae = np.array([e["mae"] for e in per_state.values()])
+    assert summary.test_force_rmse_kcal_mol_A == pytest.approx(np.sqrt(np.sum(n * rmse**2) / n.sum()), rel=1e-12)
+    assert summary.test_force_mae_kcal_mol_A == pytest.approx(np.sum(n * mae) / n.sum(), rel=1e-12)
+    assert 0.95 < summary.test_r2 < 1
+    # no held-out frames: no test errors
+    config.pair.test_fraction = 0.0
+    assert run_fit_pair(config, run_dir, name="all").test_force_rmse_kcal_mol_A is None

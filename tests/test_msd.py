@@ -82,3 +82,17 @@ def test_bad_input():
         MSD(frames.select(slice(0, 2)))
     with pytest.raises(ValueError, match="fit_start_fraction"):
         MSD(frames, fit_start_fraction=0.6, fit_end_fraction=0.5)
+
+
+def test_run_chooses_the_frames(rng):
+    """run(start, stop, step): the MSD of the frames [start:stop:step]; steps of 2 double the lag spacing."""
+    walk = np.cumsum(rng.normal(size=(30, 6, 3)), axis=0)
+    frames = Frames(positions=walk, box=np.eye(3) * 1000.0, types=np.zeros(6, int), type_names=("A",),
+                    masses=np.ones(6), time_fs=np.arange(30) * 5.0)
+    got = MSD(frames).run(4, 28, 2).results
+    want = MSD(frames.select(np.arange(4, 28, 2))).run().results
+    np.testing.assert_array_equal(got.msd_A2["all"], want.msd_A2["all"])
+    np.testing.assert_array_equal(got.lag_fs, np.arange(12) * 10.0)
+    assert got.diffusion_A2_fs == want.diffusion_A2_fs
+    with pytest.raises(ValueError, match="at least 3 frames, got 2 selected"):
+        MSD(frames).run(0, 2)

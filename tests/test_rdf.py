@@ -164,3 +164,31 @@ def test_run_rdf_writes_json_and_png(tmp_path, rng):
         run_rdf(config, tmp_path, state=["T1_rho1"], progress=False)
     fig = plot_rdfs({"a": saved, "b": direct}, reference="a")
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 3
+
+
+def test_run_chooses_the_frames(rng, tmp_path):
+    """run(start, stop, step) analyses the frames [start:stop:step], in memory or from an H5MD file; the
+    default r_max is half the shortest box width of the selected frames only."""
+    from thermocg.dataset import write_frames
+
+    frames = two_type_frames(rng, n_frames=5)
+    scale = np.array([0.8, 1.0, 1.0, 1.0, 1.0])  # frame 0 in a smaller box
+    frames = Frames(positions=frames.positions * scale[:, None, None], box=frames.box * scale[:, None, None],
+                    types=frames.types, type_names=frames.type_names, masses=frames.masses)
+    path = write_frames(frames, tmp_path / "frames.h5md", kind="cg")
+    for source in (frames, path):
+        rdf = RDF(source, bin_width_A=0.2)
+        for start, stop, step in [(1, 4, None), (None, None, 2), (3, None, None), (-2, None, None), (1, None, 3)]:
+            got = rdf.run(start, stop, step).results
+            want = RDF(frames.select(np.arange(5)[slice(start, stop, step)]), bin_width_A=0.2).run().results
+            assert got.n_frames == want.n_frames == len(range(5)[slice(start, stop, step)])
+            np.testing.assert_array_equal(got.edges_A, want.edges_A)
+            for pair in want.g:
+                np.testing.assert_array_equal(got.g[pair], want.g[pair])
+    whole = RDF(frames, bin_width_A=0.2).run().results
+    later = RDF(frames, bin_width_A=0.2).run(start=1).results
+    assert later.r_max_A == pytest.approx(whole.r_max_A / 0.8)
+    with pytest.raises(ValueError, match="step must be >= 1"):
+        RDF(frames).run(step=0)
+    with pytest.raises(ValueError, match="no frames selected"):
+        RDF(frames).run(4, 2)

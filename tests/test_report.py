@@ -8,18 +8,29 @@ import numpy as np
 import pytest
 
 from thermocg import report
+from thermocg.analysis.adf import ADFResult
+from thermocg.analysis.rdf import RDFResult
 from thermocg.study import compare_families, verdicts
 
 STATES = ["T280_rho0.8", "T340_rho0.75"]
 
 
 def summary_with(errors: dict[str, dict[str, dict[str, float]]], *, blowup: tuple[str, str] | None = None) -> dict:
-    """A summary whose RDF error matrix is ``errors[family][train_set][state]``; ADF error = RDF/2."""
-    r = np.linspace(0.1, 8, 80)
-    theta = np.linspace(2, 178, 45)
-    ref = {"rdf": {"r_A": r.tolist(), "g": {"M-M": (1 + np.exp(-(r - 4) ** 2)).tolist()}},
-           "adf": {"theta_deg": theta.tolist(), "p": (np.sin(np.radians(theta)) / 114.6).tolist()},
-           "D_A2_fs": 1e-4}
+    """A summary whose RDF error matrix is ``errors[family][train_set][state]``; ADF error = RDF/2.
+
+    References and evaluations hold the JSON of typed results (RDFResult, ADFResult), as the study's."""
+    r_edges = np.linspace(0.0, 8.0, 81)
+    r = 0.5 * (r_edges[1:] + r_edges[:-1])
+    edges = np.linspace(0.0, 180.0, 46)
+    theta = 0.5 * (edges[1:] + edges[:-1])
+
+    def rdf(shift):
+        return RDFResult(r_A=r, edges_A=r_edges, g={"M-M": 1 + shift + np.exp(-(r - 4) ** 2)}, counts={},
+                         n_frames=1).to_dict()
+
+    adf = ADFResult(angle_deg=theta, edges_deg=edges, p={"all": np.sin(np.radians(theta)) / 114.6},
+                    n_angles={"all": 100}, cutoff_A=4.0, n_frames=1).to_dict()
+    ref = {"rdf": rdf(0.0), "adf": adf, "diffusion_A2_fs": 1e-4}
     models, evaluations = [], {}
     matrices = {m: {} for m in ("force_rmse", "rdf_error", "adf_error", "d_ratio")}
     for family, table in errors.items():
@@ -34,9 +45,8 @@ def summary_with(errors: dict[str, dict[str, dict[str, float]]], *, blowup: tupl
             for s, err in row.items():
                 failed = blowup == (name, s)
                 ev = {"force": {"rmse": 4 + err}, "parity": [[1.0, 0.9], [-3.0, -2.5], [2.0, 2.2]],
-                      "rdf": {"r_A": r.tolist(), "g": {"M-M": (1 + err + np.exp(-(r - 4) ** 2)).tolist()}},
-                      "adf": ref["adf"], "rdf_error": None if failed else err, "adf_error": None if failed else err / 2,
-                      "d_ratio": 3.0, "ns_per_day": 50.0 if family == "mscg" else 10.0,
+                      "rdf": rdf(err), "adf": ref["adf"], "rdf_error": None if failed else err,
+                      "adf_error": None if failed else err / 2, "d_ratio": 3.0, "ns_per_day": 50.0 if family == "mscg" else 10.0,
                       "blowup": "temperature above 5x" if failed else None}
                 evaluations[name][s] = ev
                 matrices["force_rmse"][family][train_set] = {**matrices["force_rmse"][family].get(train_set, {}), s: 4 + err}

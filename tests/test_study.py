@@ -17,10 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from thermocg.analysis.adf import ADFResult, adf_error, compare_adf
+from thermocg.analysis.rdf import RDFResult, compare_rdf, rdf_error
 from thermocg.config import Config, ConfigError, from_dict, load_config
 from thermocg.frames import Frames
 from thermocg.rundir import RunDir
 from thermocg import study as st
+from thermocg.md import MDRunSummary
+from thermocg.model_summary import ModelSummary
 
 BASE = {"hipnn_ts": 0.01, "mscg": 0.03}
 SLOPE = {"hipnn_ts": 0.02, "mscg": 0.05}
@@ -43,7 +47,7 @@ def fake_allatom(config, run_dir, label):
     d = RunDir(run_dir).allatom(label)
     d.mkdir(parents=True, exist_ok=True)
     (d / "traj.h5md").write_text("stand-in")
-    return {"trajectory": str(d / "traj.h5md"), "ns_per_day": 2.0}
+    return st.AllAtomResult(label, d / "traj.h5md", ns_per_day=2.0)
 
 
 def fake_map(config, run_dir, label):
@@ -55,19 +59,31 @@ def fake_map(config, run_dir, label):
     frames = Frames(positions=pos, box=np.eye(3) * 10, types=np.zeros(8, int), type_names=("MeOH",),
                     masses=np.full(8, 32.0), forces=rng.normal(size=pos.shape))
     write_frames(frames, RunDir(run_dir).cg_dataset(label), kind="cg")
-    return {"dataset": str(RunDir(run_dir).cg_dataset(label))}
+    return st.MapResult(label, RunDir(run_dir).cg_dataset(label))
+
+
+def rdf_result(g: np.ndarray) -> RDFResult:
+    """An RDF of one pair on 200 bins of 0.05 A over [0, 10] A."""
+    edges = np.linspace(0.0, 10.0, 201)
+    return RDFResult(r_A=0.5 * (edges[1:] + edges[:-1]), edges_A=edges, g={"MeOH-MeOH": g}, counts={}, n_frames=1)
+
+
+def adf_result(p: np.ndarray | None = None) -> ADFResult:
+    """An ADF on 90 bins of 2 degrees (default: p proportional to sin(theta))."""
+    edges = np.linspace(0.0, 180.0, 91)
+    theta = 0.5 * (edges[1:] + edges[:-1])
+    if p is None:
+        p = np.sin(np.radians(theta))
+        p /= p.sum() * 2
+    return ADFResult(angle_deg=theta, edges_deg=edges, p={"all": p}, n_angles={"all": 100}, cutoff_A=6.0, n_frames=1)
 
 
 def fake_reference(config, run_dir, label):
     _log(run_dir, f"ref {label}")
-    r = np.linspace(0.05, 10, 200)
-    g = 1 + np.exp(-((r - 4) ** 2)) * 300 / _temperature(label)
-    theta = np.linspace(1, 179, 90)
-    p = np.sin(np.radians(theta))
-    p /= p.sum() * 2
-    return {"rdf": {"r_A": r.tolist(), "g": {"MeOH-MeOH": g.tolist()}},
-            "adf": {"theta_deg": theta.tolist(), "p": p.tolist()}, "adf_cutoff_A": 6.0, "D_A2_fs": 1e-4,
-            "aa_ns_per_day": 2.0}
+    rdf = rdf_result(np.zeros(200))
+    rdf.g["MeOH-MeOH"] = 1 + np.exp(-((rdf.r_A - 4) ** 2)) * 300 / _temperature(label)
+    return st.ReferenceResult(rdf=rdf, adf=adf_result(), adf_cutoff_A=6.0, diffusion_A2_fs=1e-4, noise=None,
+                              n_frames=3, n_beads=8)
 
 
 def fake_train(config, run_dir, model):
@@ -77,29 +93,36 @@ def fake_train(config, run_dir, model):
     _log(run_dir, f"model {model.name}")
     path = RunDir(run_dir).model(model.name) / "model.safetensors"
     save_potential(LennardJones(("MeOH",), epsilon_kcal_mol=0.2, sigma_A=3.7, cutoff_A=4.9), path)
-    return path
+    return ModelSummary(family=model.family, name=model.name, model_path=path, train_states=model.train_states,
+                        wall_s=0.1, n_epochs=None, best_epoch=None, stopped_at_max_epochs=False,
+                        test_force_rmse_kcal_mol_A=None, test_force_mae_kcal_mol_A=None, test_r2=None, cutoff_A=4.9)
 
 
-def fake_simulate(config, run_dir, model, model_path, label):
+def fake_simulate(config, run_dir, model, trained, label):
     _log(run_dir, f"md {model.name} {label}")
+    assert isinstance(trained, ModelSummary) and trained.name == model.name  # the typed upstream result
     flag = Path(run_dir) / "fail_md"
     if flag.exists() and flag.read_text().strip() == f"{model.name}/{label}":
         raise RuntimeError("injected failure")
     d = RunDir(run_dir).md(model.name, label)
     d.mkdir(parents=True, exist_ok=True)
     (d / "traj.h5md").write_text("stand-in")
-    return {"trajectory": str(d / "traj.h5md"), "ns_per_day": 100.0 if model.family == "mscg" else 20.0}
+    return MDRunSummary(model=model.name, model_file=str(trained.model_path), state=label, out_dir=d,
+                        trajectory=d / "traj.h5md", ns_per_day=100.0 if model.family == "mscg" else 20.0, blowup=None,
+                        simulated_ps=1.0, n_steps=250, mean_temperature_K=_temperature(label), seed=config.seed,
+                        wall_s=0.1)
 
 
-def fake_evaluate(config, run_dir, model, model_path, label, md_result, reference):
+def fake_evaluate(config, run_dir, model, trained, label, md, reference):
     _log(run_dir, f"eval {model.name} {label}")
+    assert isinstance(trained, ModelSummary) and isinstance(md, MDRunSummary)
+    assert isinstance(reference, st.ReferenceResult) and isinstance(reference.rdf, RDFResult)
     t_model = np.mean([_temperature(s) for s in model.train_states])
     err = BASE[model.family] + SLOPE[model.family] * abs(t_model - _temperature(label)) / 100
-    r = reference["rdf"]["r_A"]
-    g = (np.asarray(reference["rdf"]["g"]["MeOH-MeOH"]) + err).tolist()
-    return {"force": {"rmse": 10 * err, "mae": 8 * err, "r2": 1 - err}, "parity": [[1.0, 1.1], [-2.0, -1.8]],
-            "rdf": {"r_A": r, "g": {"MeOH-MeOH": g}}, "adf": reference["adf"], "D_A2_fs": 2e-4,
-            "rdf_error": err, "adf_error": err / 2, "d_ratio": 2.0, "ns_per_day": md_result["ns_per_day"]}
+    rdf = rdf_result(reference.rdf.g["MeOH-MeOH"] + err)
+    return st.Evaluation(force={"rmse": 10 * err, "mae": 8 * err, "r2": 1 - err},
+                         parity=np.array([[1.0, 1.1], [-2.0, -1.8]]), ns_per_day=md.ns_per_day, rdf=rdf,
+                         adf=reference.adf, diffusion_A2_fs=2e-4, rdf_error=err, adf_error=err / 2, d_ratio=2.0)
 
 
 STAND_INS = st.Stages(allatom=fake_allatom, map=fake_map, reference=fake_reference, train=fake_train,
@@ -244,7 +267,7 @@ def test_resume_after_injected_failure(study_copy):
     config = tiny_config(run_dir)
     for unit in st.plan_units(config):  # as if this MD run and its evaluation had never happened
         if unit.name in ("md/mscg-pooled/T300_rho0.75", "eval/mscg-pooled/T300_rho0.75"):
-            st._manifest_path(run_dir, unit).unlink()
+            st.manifest_path(run_dir, unit).unlink()
     (run_dir / "fail_md").write_text("mscg-pooled/T300_rho0.75")
     with pytest.raises(st.StudyError, match=r"md/mscg-pooled/T300_rho0.75: RuntimeError: injected failure"):
         st.run_study(config, run_dir, stages=STAND_INS)
@@ -268,7 +291,7 @@ def test_killed_unit_outputs_are_rebuilt(study_copy):
     config = tiny_config(run_dir)
     for unit in st.plan_units(config):  # killed during this MD run: neither it nor its eval finished
         if unit.name in ("md/hipnn_ts-pooled/T400_rho0.75", "eval/hipnn_ts-pooled/T400_rho0.75"):
-            st._manifest_path(run_dir, unit).unlink()
+            st.manifest_path(run_dir, unit).unlink()
     stale = RunDir(run_dir).md("hipnn_ts-pooled", "T400_rho0.75") / "half_written.partial"
     stale.write_text("x")
     st.run_study(config, run_dir, stages=STAND_INS)
@@ -284,6 +307,95 @@ def test_changed_config_reruns_only_what_depends_on_it(study_copy):
     kinds = sorted({c.split()[0] for c in calls(run_dir)})
     assert kinds == ["eval", "ref"]
     assert "report" in out.ran
+
+
+def write_methanol_extxyz(path: Path, rng: np.random.Generator, *, n_molecules: int = 4, n_frames: int = 3) -> Path:
+    """A small all-atom extxyz trajectory with forces: ``n_molecules`` three-site methanols in a 20 A box."""
+    import ase
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from thermocg import units
+
+    n_atoms = 3 * n_molecules
+    images = []
+    for _ in range(n_frames):
+        atoms = ase.Atoms(symbols=["C", "O", "H"] * n_molecules, positions=rng.uniform(1, 19, (n_atoms, 3)),
+                          cell=np.eye(3) * 20.0, pbc=True, masses=np.tile([15.035, 15.999, 1.008], n_molecules))
+        atoms.arrays["mol_id"] = np.repeat(np.arange(n_molecules), 3)
+        atoms.arrays["atom_names"] = np.array(["CH3", "O", "H"] * n_molecules)
+        atoms.calc = SinglePointCalculator(atoms, forces=rng.normal(size=(n_atoms, 3)) / units.EV_TO_KCAL_MOL,
+                                           energy=0.0)
+        images.append(atoms)
+    ase.io.write(path, images, format="extxyz")
+    return path
+
+
+def test_each_imported_trajectory_is_imported_once(tmp_path, monkeypatch, rng):
+    """Two imported states: each import unit imports its own trajectory and no other (the importer
+    used to be called without the state, so every unit re-imported every file)."""
+    from thermocg.allatom import readers
+
+    run_dir = tmp_path / "run"
+    imports = [{"path": str(write_methanol_extxyz(tmp_path / f"T{t}.extxyz", rng)), "format": "extxyz",
+                "state": {"temperature_K": t, "density_g_cm3": 0.75}} for t in (300, 400)]
+    config = from_dict(Config, {"run_dir": str(run_dir), "system": {"molecule": "methanol_trappe", "n_molecules": 64},
+                                "imports": imports, "pair": {"cutoff_A": 6.5}, "study": {"progress": False}})
+    imported: list[str] = []
+    real_import = readers.run_import
+
+    def spy(*args, **kwargs):
+        written = real_import(*args, **kwargs)
+        imported.extend(Path(p).parent.name for p in written)
+        return written
+
+    monkeypatch.setattr(readers, "run_import", spy)
+    stages = dataclasses.replace(STAND_INS, allatom=st.stages.generate_or_import)
+    st.run_study(config, run_dir, stages=stages)
+    assert sorted(imported) == ["T300_rho0.75", "T400_rho0.75"]
+    for unit in st.plan_units(config):
+        if unit.kind == "aa":
+            result = st.read_manifest(run_dir, unit).result
+            assert result == st.AllAtomResult(unit.state, RunDir(run_dir).allatom_trajectory(unit.state), None)
+            assert result.trajectory.exists()
+
+
+def test_manifests_give_back_the_typed_results(finished_study, study_copy):
+    """Every manifest reads back as the typed object its stage returned; a rerun hands the typed
+    upstream results to the stages (the stand-ins assert their types)."""
+    run_dir, _ = finished_study
+    config = tiny_config(run_dir)
+    kinds = {}
+    for unit in st.plan_units(config):
+        manifest = st.read_manifest(run_dir, unit)
+        assert manifest.unit == unit.name and manifest.key == unit.key and manifest.model == unit.model
+        assert isinstance(manifest.result, st.result_type(unit.kind))
+        kinds[unit.kind] = manifest.result
+    assert kinds["model"].model_path == RunDir(run_dir).model(kinds["model"].name) / "model.safetensors"
+    assert isinstance(kinds["ref"].rdf, RDFResult) and isinstance(kinds["eval"].adf, ADFResult)
+    md = st.read_manifest(run_dir, next(u for u in st.plan_units(config) if u.name == "md/mscg-pooled/T400_rho0.75"))
+    assert md.result.ns_per_day == 100.0 and md.result.trajectory.name == "traj.h5md"
+    ev = st.read_manifest(run_dir, next(u for u in st.plan_units(config) if u.name == "eval/mscg-pooled/T400_rho0.75"))
+    np.testing.assert_array_equal(ev.result.parity, [[1.0, 1.1], [-2.0, -1.8]])
+    assert ev.result.rdf_error == pytest.approx(0.055) and ev.result.force["rmse"] == pytest.approx(0.55)
+    # a rerun of the evaluations only: they receive the ModelSummary, MDRunSummary and ReferenceResult
+    for unit in st.plan_units(config):
+        if unit.kind == "eval":
+            st.manifest_path(study_copy, unit).unlink()
+    out = st.run_study(tiny_config(study_copy), study_copy, stages=STAND_INS)
+    assert sorted(out.ran) == sorted(u.name for u in st.plan_units(config) if u.kind == "eval")
+    assert st.collect_results(config, run_dir)["matrices"] == st.collect_results(config, study_copy)["matrices"]
+
+
+def test_a_stage_returning_the_wrong_type_fails_its_unit(tmp_path):
+    run_dir = tmp_path / "run"
+
+    def untyped_map(config, run_dir, label):
+        fake_map(config, run_dir, label)
+        return {"dataset": str(RunDir(run_dir).cg_dataset(label))}
+
+    with pytest.raises(st.StudyError, match=r"map/T300_rho0.75: TypeError: the map stage returned dict, not a MapResult"):
+        st.run_study(tiny_config(run_dir), run_dir, stages=dataclasses.replace(STAND_INS, map=untyped_map))
 
 
 @pytest.mark.slow
@@ -308,15 +420,62 @@ def test_dask_local_cluster_gives_the_same_results(tmp_path):
 # ---------------------------------------------------------------------------- metrics
 
 def test_rdf_and_adf_error_known_answers():
-    r = np.linspace(0.1, 10, 100)
-    ref = {"r_A": r.tolist(), "g": {"A-A": np.ones_like(r).tolist()}}
-    shifted = {"r_A": r.tolist(), "g": {"A-A": (np.ones_like(r) + 0.2).tolist()}}
-    assert st.rdf_error(ref, shifted) == pytest.approx(0.2)
-    theta = np.linspace(0.5, 179.5, 180)
+    ref = rdf_result(np.ones(200))
+    shifted = rdf_result(np.ones(200) + 0.2)
+    assert rdf_error(shifted, ref) == pytest.approx(0.2)
+    assert rdf_error(ref, ref) == 0.0
+    edges = np.linspace(0.0, 180.0, 181)
+    theta = 0.5 * (edges[1:] + edges[:-1])
     p1 = np.where(theta < 90, 1 / 90, 0.0)
     p2 = np.where(theta >= 90, 1 / 90, 0.0)
-    assert st.adf_error({"theta_deg": theta, "p": p1}, {"theta_deg": theta, "p": p1}) == pytest.approx(0.0)
-    assert st.adf_error({"theta_deg": theta, "p": p1}, {"theta_deg": theta, "p": p2}) == pytest.approx(2.0)
+    a = ADFResult(theta, edges, {"all": p1}, {"all": 10}, 4.0, 1)
+    b = ADFResult(theta, edges, {"all": p2}, {"all": 10}, 4.0, 1)
+    assert adf_error(a, a) == 0.0
+    assert adf_error(b, a) == pytest.approx(2.0)  # disjoint distributions
+    # one definition: the per-pair and per-key comparisons report the same numbers
+    assert compare_rdf(shifted, ref)["MeOH-MeOH"]["mean_abs_dg"] == rdf_error(shifted, ref)
+    assert compare_adf(b, a)["all"]["integrated_abs_dp"] == adf_error(b, a)
+
+
+def test_rdf_error_of_a_shifted_peak_is_the_analytic_mean():
+    """g(r) = 1 + A exp(-(r - r0)^2 / 2s^2) against the same peak moved by d: on [0, L] with the peak
+    far from both ends, mean |dg| = (1/L) integral |G(r) - G(r - d)| dr = 2 A s sqrt(2 pi) erf(d / (2 sqrt(2) s)) / L."""
+    from math import erf, pi, sqrt
+
+    height, r0, width, d, length = 1.5, 4.0, 0.3, 0.25, 10.0
+    edges = np.linspace(0.0, length, 20001)
+    r = 0.5 * (edges[1:] + edges[:-1])
+
+    def peak(centre):
+        return RDFResult(r_A=r, edges_A=edges, g={"A-A": 1 + height * np.exp(-(r - centre) ** 2 / (2 * width**2))},
+                         counts={}, n_frames=1)
+
+    analytic = 2 * height * width * sqrt(2 * pi) * erf(d / (2 * sqrt(2) * width)) / length
+    assert rdf_error(peak(r0 + d), peak(r0)) == pytest.approx(analytic, rel=1e-6)
+    assert compare_rdf(peak(r0 + d), peak(r0))["A-A"]["peak_position_error_A"] == pytest.approx(d, abs=1e-3)
+
+
+def test_errors_on_different_grids_use_the_reference_bins_where_the_result_is_defined():
+    """A result on a shorter, coarser grid: interpolated onto the reference's bins; the reference bins
+    beyond the result's last bin centre are left out of the mean (not extrapolated), and below its
+    first bin centre its first value is used."""
+    edges_ref = np.linspace(0.0, 8.0, 81)
+    r_ref = 0.5 * (edges_ref[1:] + edges_ref[:-1])
+    edges = np.linspace(0.0, 6.0, 31)
+    r = 0.5 * (edges[1:] + edges[:-1])
+    ref = RDFResult(r_A=r_ref, edges_A=edges_ref, g={"A-A": r_ref.copy()}, counts={}, n_frames=1)
+    res = RDFResult(r_A=r, edges_A=edges, g={"A-A": r + 0.5}, counts={}, n_frames=1)
+    # g is linear, so the interpolation is exact: |dg| = 0.5 on the 58 reference bins 0.15 ... 5.85 A,
+    # and 0.6 - 0.05 = 0.55 on the bin at 0.05 A, below the result's first centre (0.1 A)
+    assert rdf_error(res, ref) == pytest.approx((0.55 + 58 * 0.5) / 59, rel=1e-12)
+    assert compare_rdf(res, ref)["A-A"]["mean_abs_dg"] == rdf_error(res, ref)
+    # an ADF on twice-finer bins of the same p: interpolation of a constant, no error
+    coarse = np.linspace(0.0, 180.0, 46)
+    fine = np.linspace(0.0, 180.0, 91)
+    a = ADFResult(0.5 * (coarse[1:] + coarse[:-1]), coarse, {"all": np.full(45, 1 / 180)}, {"all": 5}, 4.0, 1)
+    b = ADFResult(0.5 * (fine[1:] + fine[:-1]), fine, {"all": np.full(90, 1 / 180)}, {"all": 5}, 4.0, 1)
+    assert adf_error(a, b) == pytest.approx(0.0, abs=1e-15)
+    assert np.isnan(adf_error(a, ADFResult(b.angle_deg, b.edges_deg, {"X": b.p["all"]}, {"X": 5}, 4.0, 1)))
 
 
 # ---------------------------------------------------------------------------- shipped configs

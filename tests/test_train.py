@@ -8,6 +8,7 @@ itself must learn the Lennard-Jones forces to R^2 >= 0.99 on held-out frames.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -23,6 +24,7 @@ from thermocg.potentials.base import Potential, energy_and_forces, load_potentia
 from thermocg.potentials.lj import LennardJones
 from thermocg.train import (
     TrainError,
+    automatic_cutoff_A,
     force_loss,
     force_metrics,
     split_indices,
@@ -276,7 +278,9 @@ def test_hipnn_ts_learns_lennard_jones_forces(tmp_path) -> None:
     # the automatic choices, recorded in the resolved config
     resolved = result.config
     half_box = perpendicular_widths(frames.box[0]).min() / 2
-    assert resolved.cutoff_A == pytest.approx(min(15.0, half_box))
+    # the one cutoff rule (automatic_cutoff_A): half the box, 0.1% inside it, floored to 0.01 A
+    assert resolved.cutoff_A == automatic_cutoff_A(frames.box)
+    assert 0.999 * half_box - 0.01 < resolved.cutoff_A <= 0.999 * half_box < 15.0
     assert resolved.dist_soft_max_A == pytest.approx(13.0 / 15.0 * resolved.cutoff_A)
     train_forces = frames.forces[:32]
     assert resolved.force_scale_kcal_mol_A == pytest.approx(np.sqrt(np.mean(train_forces**2)))
@@ -380,12 +384,12 @@ def test_methanol_pipeline_loss_decreases_and_same_seed_same_weights(tmp_path) -
     })
     run_generate(config, tmp_path, progress=False)
     run_map(config, tmp_path, progress=False)
-    first = run_train(config, tmp_path)
+    first = run_train(config, tmp_path).model_path
     losses = np.loadtxt(first.parent / "metrics.csv", delimiter=",", skiprows=1, usecols=2)
     assert len(losses) == 8 and losses.min() < 0.98 * losses[0], losses  # the best model is the one kept
     test_r2 = json.loads((first.parent / "test_metrics.json").read_text())["overall"]["r2"]
     assert 0.05 < test_r2 < 0.6, test_r2
-    second = run_train(config, tmp_path, name="again")
+    second = run_train(config, tmp_path, name="again").model_path
     a, b = load_file(first), load_file(second)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -412,3 +416,218 @@ def test_automatic_choices_are_overridable(lj_frames: Frames) -> None:
         resolve_train_config(TrainConfig(cutoff_A=9.0), [lj_frames])
     _, none = resolve_train_config(TrainConfig(prior=False), [lj_frames])
     assert none is None
+
+
+# ---------------------------------------------------------------------------------------------- the cutoff rule
+
+def test_automatic_cutoff_known_answers() -> None:
+    """min(15 A, 0.999 x half the shortest perpendicular width, floored to 0.01 A), over every box."""
+    cubic = np.eye(3) * 16.6
+    assert automatic_cutoff_A([cubic]) == 8.29  # 8.3 x 0.999 = 8.2917
+    # triclinic: a = (10, 0, 0), b = (5, 10, 0), c = (0, 0, 10); the width across the b-c planes is
+    # V / |b x c| = 1000 / sqrt(100^2 + 50^2) = 20 / sqrt(5) = 8.944 A, not the 10 A of the edges
+    tilted = np.array([[10.0, 0.0, 0.0], [5.0, 10.0, 0.0], [0.0, 0.0, 10.0]])
+    assert automatic_cutoff_A([tilted]) == 4.46  # 4.4721 x 0.999 = 4.4677
+    assert automatic_cutoff_A([np.eye(3) * 10.0]) == 4.99
+    # NPT: boxes fluctuate frame to frame and differ between states; the smallest one decides
+    npt = np.eye(3) * np.array([20.0, 19.9, 20.1])[:, None, None]
+    assert automatic_cutoff_A([npt]) == 9.94  # 9.95 x 0.999 = 9.94005
+    assert automatic_cutoff_A([npt, np.eye(3)[None] * 18.5]) == 9.24  # 9.25 x 0.999 = 9.24075
+    assert automatic_cutoff_A(b for b in (npt, tilted)) == 4.46  # any iterable
+    # wide boxes: the reference study's 15 A (no margin needed), or the largest asked for
+    assert automatic_cutoff_A([np.eye(3) * 41.0]) == 15.0
+    assert automatic_cutoff_A([np.eye(3) * 41.0], largest_A=12.0) == 12.0
+    # the margin keeps the cutoff inside every box, also for a box that round-off nudges
+    from thermocg.neighbors import check_cutoff_fits
+
+    nudged = np.eye(3) * 14.400000006
+    check_cutoff_fits(automatic_cutoff_A([nudged]), nudged)
+    with pytest.raises(ValueError, match="no boxes"):
+        automatic_cutoff_A([])
+    with pytest.raises(ValueError, match="too small"):
+        automatic_cutoff_A([np.eye(3) * 0.01])
+
+
+def small_npt_frames(n_frames: int = 20) -> Frames:
+    """LJ frames in a box under 30 A whose size fluctuates (NPT); the smallest box has an edge,
+    14.400000006 A, that rounds *up* at the 8th decimal (the box the old rule tripped on)."""
+    rng = np.random.default_rng(0)
+    positions, box = lj_fluid(64, 0.021, rng=rng)
+    scale = 1 + 0.003 * np.sin(np.arange(n_frames))
+    boxes = box[None] * scale[:, None, None]
+    boxes[7] = np.eye(3) * 14.400000006
+    positions = positions[None] * (np.diagonal(boxes, axis1=1, axis2=2) / np.diag(box))[:, None, :]
+    lj = LennardJones(("Ar",), **ARGON)
+    forces = energy_and_forces(lj, positions, boxes, np.zeros(64, int))[1].numpy()
+    return Frames(positions=positions, box=boxes, forces=forces, types=np.zeros(64, int), type_names=("Ar",),
+                  masses=np.full(64, 39.95), state=StatePoint(120.0, density_g_cm3=1.4))
+
+
+def test_standalone_train_on_a_small_npt_box(tmp_path, capsys) -> None:
+    """`thermocg train` with cutoff_A null works on a box under 30 A whose size fluctuates, and an
+    explicit cutoff beyond half the box is refused with two numbers that differ (issue: it said
+    "cutoff 7.200 A is larger than half ... (7.200 A)")."""
+    import re
+
+    import yaml
+
+    from thermocg.cli import main
+    from thermocg.dataset import write_frames
+    from thermocg.potentials.base import read_model_header
+
+    frames = small_npt_frames()
+    run_dir = tmp_path / "run"
+    write_frames(frames, run_dir / "cg" / f"{frames.state.label}.h5md", kind="cg")
+
+    def train(cutoff: float | None, name: str) -> int:
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump({"run_dir": str(run_dir), "train": {
+            "n_features": 4, "n_sensitivities": 4, "n_atom_layers": 1, "max_epochs": 1, "batch_size": 4,
+            "progress": False, "n_threads": 1, "cutoff_A": cutoff, "prior": False, "dist_soft_min_A": 2.0}}))
+        return main(["train", str(tmp_path / "c.yaml"), "--name", name])
+
+    assert train(None, "auto") == 0
+    description = read_model_header(run_dir / "models" / "auto" / "model.safetensors")["description"]
+    assert json.dumps(description).count('"cutoff_A": 7.19') >= 1  # 7.200000003 x 0.999, floored
+    half = 14.400000006 / 2
+    assert train(half + 3e-9, "too_large") == 2
+    message = capsys.readouterr().err
+    assert "train.cutoff_A" in message and "leave train.cutoff_A null" in message
+    given, limit = (float(x) for x in re.findall(r"(\d+\.\d+) A", message)[:2])
+    assert given > limit and limit == pytest.approx(half, abs=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------- the trainer's parts
+
+def test_resolve_writes_the_automatic_choices_before_fitting(lj_frames: Frames, tmp_path) -> None:
+    import yaml
+
+    from thermocg.train import Trainer
+
+    config = TrainConfig(n_features=4, n_sensitivities=4, n_atom_layers=1, max_epochs=1, progress=False)
+    trainer = Trainer(config, tmp_path, seed=0)
+    with pytest.raises(RuntimeError, match=r"call prepare\(\) first"):
+        trainer.resolve()
+    trainer.prepare([lj_frames])
+    resolved = trainer.resolve()
+    recorded = yaml.safe_load((tmp_path / "resolved.yaml").read_text())
+    automatic = recorded["automatic"]
+    assert set(automatic) == {"cutoff_A", "dist_soft_min_A", "dist_soft_max_A", "force_scale_kcal_mol_A",
+                              "prior_type_names", "prior_taper_A", "prior_strength_kcal_mol_A"}
+    assert automatic["cutoff_A"] == resolved.cutoff_A == automatic_cutoff_A(lj_frames.box)
+    assert automatic["force_scale_kcal_mol_A"] == pytest.approx(np.sqrt(np.mean(lj_frames.forces[:24] ** 2)))
+    assert recorded["config"]["dist_soft_max_A"] == pytest.approx(13 / 15 * resolved.cutoff_A)
+    assert trainer.potential.cutoff_A == resolved.cutoff_A
+    assert not (tmp_path / "model.safetensors").exists() and not (tmp_path / "checkpoint.pt").exists()
+    # what the user gave is not an automatic choice
+    given = Trainer(dataclasses.replace(config, cutoff_A=6.5, force_scale_kcal_mol_A=1.0), tmp_path / "g", seed=0)
+    given.prepare(lj_frames)
+    given.resolve()
+    assert "cutoff_A" not in given.automatic and "force_scale_kcal_mol_A" not in given.automatic
+    assert given.resolved.cutoff_A == 6.5
+
+
+def test_prepare_validates_and_strides_once(monkeypatch, tmp_path) -> None:
+    """One validation and one split per state; frame_stride applied once and never reset."""
+    import thermocg.train.data as data_module
+    from thermocg.train import Trainer
+
+    calls = {"check": 0, "split": 0}
+    check, split = data_module._check_frames, data_module.split_indices
+
+    def counting_check(*args, **kwargs):
+        calls["check"] += 1
+        return check(*args, **kwargs)
+
+    def counting_split(*args, **kwargs):
+        calls["split"] += 1
+        return split(*args, **kwargs)
+
+    monkeypatch.setattr(data_module, "_check_frames", counting_check)
+    monkeypatch.setattr(data_module, "split_indices", counting_split)
+    cold = lj_md_frames(20, seed=1, temperature_K=100.0)
+    hot = lj_md_frames(20, seed=2, temperature_K=160.0)
+    config = TrainConfig(n_features=4, n_sensitivities=4, n_atom_layers=1, max_epochs=1, frame_stride=2,
+                         progress=False)
+    result = train_potential([cold, hot], config, tmp_path, seed=0)
+    assert calls == {"check": 2, "split": 2}
+    assert config.frame_stride == 2 and result.config.frame_stride == 2
+    assert result.metrics["split"][cold.state.label] == {"train": 8, "val": 1, "test": 1}
+    trainer = Trainer(config, tmp_path / "again", seed=0)
+    states = trainer.prepare([cold, hot])
+    assert np.array_equal(states[0].positions, cold.positions[::2])
+    assert np.array_equal(states[1].forces, hot.forces[::2])
+
+
+# ---------------------------------------------------------------------------------------------- typed summaries
+
+def test_model_summary_round_trip(tmp_path) -> None:
+    import os
+
+    from thermocg.model_summary import ModelSummary
+
+    summary = ModelSummary(family="hipnn_ts", name="pooled", model_path=tmp_path / "model.safetensors",
+                           train_states=["T280_rho0.8", "T340_rho0.75"], wall_s=12.5, n_epochs=40, best_epoch=37,
+                           stopped_at_max_epochs=True, test_force_rmse_kcal_mol_A=4.2,
+                           test_force_mae_kcal_mol_A=3.1, test_r2=float("nan"), cutoff_A=8.29)
+    data = json.loads(json.dumps(summary.to_dict()))
+    assert data["model_path"] == str(tmp_path / "model.safetensors") and data["test_r2"] is None
+    again = ModelSummary.from_dict(data)
+    assert again == summary and again.train_states == ("T280_rho0.8", "T340_rho0.75")
+    assert os.fspath(summary) == str(summary.model_path)
+    with pytest.raises(ValueError, match="unknown keys"):
+        ModelSummary.from_dict({**data, "extra": 1})
+    with pytest.raises(ValueError, match="missing keys"):
+        ModelSummary.from_dict({k: v for k, v in data.items() if k != "cutoff_A"})
+
+
+def test_stopped_at_max_epochs_flag(lj_frames: Frames, tmp_path) -> None:
+    import warnings
+
+    from thermocg.train import TrainWarning
+
+    # still improving at the last epoch: flagged and warned
+    with pytest.warns(TrainWarning, match="stopped at max_epochs = 3 while still improving"):
+        improving = train_potential([lj_frames], quick_config(max_epochs=3), tmp_path / "a", seed=1,
+                                    potential=GaussianPair(("Ar",)))
+    assert improving.history[-1]["best"] == 1
+    summary = improving.summary
+    assert summary.stopped_at_max_epochs and summary.n_epochs == 3 and summary.best_epoch == 3
+    assert summary.test_force_rmse_kcal_mol_A == improving.metrics["overall"]["rmse"]
+    assert summary.family == "test_gaussian_pair" and summary.cutoff_A == 7.0
+    # a plateau since epoch 1 (learning rate ~0): at max_epochs, but not improving -> not flagged
+    flat = quick_config(learning_rate=1e-12, patience_epochs=1, max_epochs=4, improvement_threshold=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainWarning)
+        plateau = train_potential([lj_frames], flat, tmp_path / "b", seed=1, potential=GaussianPair(("Ar",)))
+        assert not plateau.summary.stopped_at_max_epochs and plateau.summary.best_epoch == 1
+        # stopped early (before max_epochs): not flagged
+        early = train_potential([lj_frames], dataclasses.replace(flat, max_epochs=20, early_stopping_epochs=2),
+                                tmp_path / "c", seed=1, potential=GaussianPair(("Ar",)))
+    assert early.summary.n_epochs == 3 and not early.summary.stopped_at_max_epochs
+
+
+def test_run_train_returns_its_summary(tmp_path) -> None:
+    import csv as csv_module
+
+    from thermocg.config import Config
+    from thermocg.dataset import write_frames
+    from thermocg.model_summary import ModelSummary
+    from thermocg.train import run_train
+
+    run_dir = tmp_path / "run"
+    frames = lj_md_frames(10, seed=11)
+    write_frames(frames, run_dir / "cg" / f"{frames.state.label}.h5md", kind="cg")
+    config = Config(seed=2, train=TrainConfig(n_features=4, n_sensitivities=4, n_atom_layers=1, max_epochs=2,
+                                              batch_size=4, progress=False, n_threads=1))
+    summary = run_train(config, run_dir, name="tiny")
+    assert isinstance(summary, ModelSummary) and summary.family == "hipnn_ts" and summary.name == "tiny"
+    assert summary.model_path == run_dir / "models" / "tiny" / "model.safetensors" and summary.model_path.exists()
+    assert summary.train_states == (frames.state.label,)
+    test = json.loads((run_dir / "models" / "tiny" / "test_metrics.json").read_text())
+    assert summary.test_force_rmse_kcal_mol_A == test["overall"]["rmse"]
+    assert summary.test_r2 == test["overall"]["r2"] and summary.best_epoch == test["best_epoch"]
+    rows = list(csv_module.DictReader((run_dir / "models" / "tiny" / "metrics.csv").open()))
+    assert summary.n_epochs == len(rows) == 2 and summary.wall_s >= float(rows[-1]["wall_s"]) > 0
+    assert summary.cutoff_A == automatic_cutoff_A(frames.box)
+    with pytest.raises(ConfigError, match="expected a thermocg Config"):
+        run_train(config.train, run_dir)

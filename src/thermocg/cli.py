@@ -23,6 +23,8 @@ class Command:
     #: extra arguments: (flags, argparse kwargs)
     arguments: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = field(default_factory=tuple)
     needs_config: bool = True
+    #: "module:function" mapping the stage's return value to the exit status (None: always 0)
+    exit_status: str | None = None
 
 
 _STATE = (("--state",), {"action": "append", "help": "state label(s) to restrict to (default: all)"})
@@ -53,7 +55,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("simulate", "thermocg.md:run_simulate", "CG molecular dynamics with a trained potential", (
         (("--model",), {"required": True, "help": "model file (.safetensors)"}),
         _STATE,
-    )),
+        (("--continue",), {"dest": "continue_run", "action": "store_true",
+                           "help": "continue each run from its restart.npz to simulate.duration_ps in total, "
+                                   "extending its files"}),
+    ), exit_status="thermocg.md:simulate_exit_status"),
     Command("study", "thermocg.study:run_study",
             "the transferability study: all-atom -> CG -> models -> MD -> analysis -> report", ()),
 )
@@ -81,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load(target: str) -> Any:
+    module_name, func_name = target.split(":")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     parser = build_parser()
@@ -91,18 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     from thermocg.rundir import run_dir_lock
 
     try:
-        module_name, func_name = cmd.target.split(":")
         if cmd.needs_config:
             config = load_config(args.config)
             if args.run_dir:
                 config.run_dir = os.path.abspath(args.run_dir)
             # one writer per run directory: a second command on it is refused at once
             with run_dir_lock(config.run_dir, command=f"thermocg {cmd.name} {args.config}"):
-                func = getattr(importlib.import_module(module_name), func_name)
-                func(config, config.run_dir, **options)
+                result = _load(cmd.target)(config, config.run_dir, **options)
         else:
-            func = getattr(importlib.import_module(module_name), func_name)
-            func(**options)
+            result = _load(cmd.target)(**options)
+        if cmd.exit_status is not None:
+            return int(_load(cmd.exit_status)(result))
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         # every stage raises ValueError subclasses whose messages name the file and the problem
         print(f"thermocg {cmd.name}: error: {exc}", file=sys.stderr)

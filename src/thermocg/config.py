@@ -360,9 +360,9 @@ class RDFConfig:
 class TrainConfig:
     """Force matching of HIP-NN-TS (+ the data-derived repulsive prior) on CG forces.
 
-    Keys left at ``None`` are chosen from the data by :func:`thermocg.train.resolve_train_config`
-    and written, resolved, to the model's ``resolved.yaml``. Defaults are the reference study's
-    (see HIPNN_TS.md): 128 features, 20 sensitivities, one interaction layer of three atom layers,
+    Keys left at ``None`` are chosen from the data by :meth:`thermocg.train.Trainer.resolve` and
+    written, resolved, to the model's ``resolved.yaml``. Defaults are the reference study's (see
+    docs/hipnn_ts.md): 128 features, 20 sensitivities, one interaction layer of three atom layers,
     loss RMSE + MAE, Adam 1e-3, batch 1 doubling to 64 on plateaus, then learning-rate halving.
     """
 
@@ -375,7 +375,9 @@ class TrainConfig:
     n_sensitivities: int = 20
     n_interaction_layers: int = 1
     n_atom_layers: int = 3
-    #: None: min(15 A, half the shortest perpendicular box width of the training frames)
+    #: None: thermocg.train.automatic_cutoff_A of the boxes, min(15 A, 0.999 x half the shortest
+    #: perpendicular box width, floored to 0.01 A); the training frames' boxes for `thermocg train`,
+    #: every state's boxes in a study (so that the model fits every box it is simulated in)
     cutoff_A: float | None = None
     #: None: max(onset - 1 A, onset / 2), onset = the smallest RDF onset over bead-type pairs
     dist_soft_min_A: float | None = None

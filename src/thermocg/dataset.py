@@ -250,6 +250,11 @@ class H5MDDataset:
         boxes = np.asarray(self._box[:], dtype=np.float64)
         return boxes if index is None else boxes[index]
 
+    def steps(self, index: int | slice | np.ndarray | None = None) -> np.ndarray:
+        """The MD step numbers (F,) of the frames picked by ``index`` (all when None)."""
+        steps = np.asarray(self._file[_GROUP]["position/step"][:], dtype=np.int64)
+        return steps if index is None else steps[index]
+
     def read(self, index: int | slice | np.ndarray | None = None) -> Frames:
         """Frames picked by ``index`` (all when None)."""
         if index is None:

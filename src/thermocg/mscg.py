@@ -26,16 +26,30 @@ all state points into the same normal equations.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
+import scipy.linalg
+import torch
+from tqdm.auto import tqdm
 
+from thermocg import provenance
+from thermocg.analysis.forces import ForceErrorAccumulator, force_errors
+from thermocg.config import Config, ConfigError, PairConfig, write_resolved
+from thermocg.dataset import H5MDDataset
 from thermocg.frames import Frames, merged_type_names
+from thermocg.model_summary import ModelSummary
 from thermocg.neighbors import check_cutoff_fits
+from thermocg.potentials.base import save_potential
+from thermocg.potentials.pair import PairTable, bspline_basis, export_lammps
+from thermocg.rundir import RunDir, atomic_savefig, atomic_write_text
 
 __all__ = ["MSCGError", "MSCGWarning", "NormalEquations", "fit_pair_potential", "run_fit_pair", "force_errors"]
 
@@ -102,8 +116,6 @@ class NormalEquations:
                 f"MS-CG: a {self.pair_name(int(pair_type[p]))} pair at r = {r[p]:.3f} A is below the spline grid "
                 f"start pair.r_min_A = {self.r_min_A} A; lower r_min_A"
             )
-        from thermocg.potentials.pair import bspline_basis
-
         interval, columns, values = bspline_basis(r, self.r_min_A, self.cutoff_A, self.n_basis)
         np.minimum.at(self.min_distance, pair_type, r)
         self.counts += np.bincount(pair_type * self.n_basis + interval,
@@ -161,17 +173,54 @@ class NormalEquations:
     def solve(self, *, ridge: float = 1e-10, smoothness: float = 1e-7, min_pairs_per_interval: int = 20,
               extrapolation_power: float = 12.0, unsampled_pairs: str = "error"):
         """The fitted :class:`PairTable`, with a ``fit_info`` dict (per-pair sampling, training errors,
-        warnings) attached as an attribute."""
-        from thermocg.potentials.pair import PairTable
+        warnings) attached as an attribute.
 
+        The training SSE comes from the normal equations without revisiting frames:
+        SSE = f.f - 2 c.(G^T f) + c.(G^T G) c, and R^2 = 1 - SSE / (f.f - (sum f)^2 / n).
+        """
         if self.n_frames == 0:
             raise MSCGError("MS-CG: no frames were added")
         messages: list[str] = []
 
         def warn(text: str) -> None:
             messages.append(text)
-            warnings.warn(text, MSCGWarning, stacklevel=3)
+            warnings.warn(text, MSCGWarning, stacklevel=4)
 
+        r_sampled, pair_info = self._sampled_ranges(min_pairs_per_interval, unsampled_pairs, warn)
+        coef, n_active = self._coefficients(ridge, smoothness)
+        sse = max(self.ftf - 2.0 * coef @ self.gtf + coef @ self.gtg @ coef, 0.0)
+        variance = self.ftf - self.f_sum**2 / self.n_rows
+        n = len(self.type_names)
+        table_coef = np.zeros((n, n, self.n_basis))
+        for k, (a, b) in enumerate(self.pairs):
+            table_coef[a, b] = table_coef[b, a] = coef[k * self.n_basis:(k + 1) * self.n_basis]
+        table = PairTable(self.type_names, cutoff_A=self.cutoff_A, r_min_A=self.r_min_A,
+                          coefficients=table_coef, r_sampled_min_A=r_sampled,
+                          extrapolation_power=extrapolation_power)
+        self._check_walls(table, r_sampled, pair_info, warn)
+        table.fit_info = {
+            "method": "MS-CG force matching, cubic B-spline pair forces (normal equations)",
+            "n_frames": self.n_frames,
+            "n_force_components": self.n_rows,
+            "n_coefficients": self.n_params,
+            "n_active_coefficients": n_active,
+            "spacing_A": self.spacing_A,
+            "r_min_A": self.r_min_A,
+            "cutoff_A": self.cutoff_A,
+            "ridge": ridge,
+            "smoothness": smoothness,
+            "train_rmse_kcal_mol_A": float(np.sqrt(sse / self.n_rows)),
+            "train_r2": float(1.0 - sse / variance) if variance > 0 else float("nan"),
+            "pairs": pair_info,
+            "warnings": messages,
+        }
+        return table
+
+    def _sampled_ranges(self, min_pairs_per_interval: int, unsampled_pairs: str,
+                        warn: Callable[[str], None]) -> tuple[np.ndarray, dict[str, Any]]:
+        """r_s per type pair (n_types, n_types) A, the start of the first interval holding at least
+        ``min_pairs_per_interval`` distances (never below the closest distance seen), and the
+        per-pair sampling record; warns about sparse intervals, errs on (or zeroes) unsampled pairs."""
         n = len(self.type_names)
         h = self.spacing_A
         r_sampled = np.full((n, n), self.r_min_A)
@@ -213,14 +262,19 @@ class NormalEquations:
                 "r_sampled_min_A": r_s,
                 "sparse_intervals": int(len(sparse)),
             }
+        return r_sampled, pair_info
 
+    def _coefficients(self, ridge: float, smoothness: float) -> tuple[np.ndarray, int]:
+        """The spline coefficients c (n_params,) solving the regularised normal equations over the
+        active columns (those any pair distance reached), and how many are active."""
         diag = np.diag(self.gtg).copy()
         active = diag > 0
         n_active = int(active.sum())
         if self.n_rows < n_active:
             raise MSCGError(
                 f"MS-CG: the grid is finer than the data support: {self.n_rows} force components for "
-                f"{n_active} spline coefficients; use more frames or a larger pair.spacing_A (now {h:.3g} A)"
+                f"{n_active} spline coefficients; use more frames or a larger pair.spacing_A "
+                f"(now {self.spacing_A:.3g} A)"
             )
         scale = float(diag[active].mean()) if n_active else 1.0
         matrix = self.gtg + ridge * scale * np.eye(self.n_params)
@@ -230,19 +284,14 @@ class NormalEquations:
         if n_active:
             sub = matrix[np.ix_(active, active)]
             try:
-                import scipy.linalg
-
                 coef[active] = scipy.linalg.solve(sub, self.gtf[active], assume_a="sym")
             except (np.linalg.LinAlgError, ValueError):  # singular without regularisation
                 coef[active] = np.linalg.lstsq(sub, self.gtf[active], rcond=None)[0]
-        sse = max(self.ftf - 2.0 * coef @ self.gtf + coef @ self.gtg @ coef, 0.0)
-        variance = self.ftf - self.f_sum**2 / self.n_rows
-        table_coef = np.zeros((n, n, self.n_basis))
-        for k, (a, b) in enumerate(self.pairs):
-            table_coef[a, b] = table_coef[b, a] = coef[k * self.n_basis:(k + 1) * self.n_basis]
-        table = PairTable(self.type_names, cutoff_A=self.cutoff_A, r_min_A=self.r_min_A,
-                          coefficients=table_coef, r_sampled_min_A=r_sampled,
-                          extrapolation_power=extrapolation_power)
+        return coef, n_active
+
+    def _check_walls(self, table, r_sampled: np.ndarray, pair_info: dict[str, Any],
+                     warn: Callable[[str], None]) -> None:
+        """Record F(r_s) and dF/dr there per sampled pair; warn where the fit is no repulsive wall."""
         for k, (a, b) in enumerate(self.pairs):
             name = self.pair_name(k)
             if not pair_info[name]["sampled"]:
@@ -255,23 +304,6 @@ class NormalEquations:
                 warn(f"MS-CG: pair {name}: the fitted force at r_s = {r_s:.2f} A is not a repulsive wall "
                      f"(F = {f_s[0]:.3g} kcal/mol/A, dF/dr = {slope:.3g}); below r_s a power-law wall takes over "
                      f"with a floor on its strength")
-        table.fit_info = {
-            "method": "MS-CG force matching, cubic B-spline pair forces (normal equations)",
-            "n_frames": self.n_frames,
-            "n_force_components": self.n_rows,
-            "n_coefficients": self.n_params,
-            "n_active_coefficients": n_active,
-            "spacing_A": h,
-            "r_min_A": self.r_min_A,
-            "cutoff_A": self.cutoff_A,
-            "ridge": ridge,
-            "smoothness": smoothness,
-            "train_rmse_kcal_mol_A": float(np.sqrt(sse / self.n_rows)),
-            "train_r2": float(1.0 - sse / variance) if variance > 0 else float("nan"),
-            "pairs": pair_info,
-            "warnings": messages,
-        }
-        return table
 
 
 def _half_pairs(positions: np.ndarray, box: np.ndarray, cutoff_A: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -287,75 +319,42 @@ def _half_pairs(positions: np.ndarray, box: np.ndarray, cutoff_A: float) -> tupl
     return i.astype(np.int64), j.astype(np.int64), np.asarray(vectors, dtype=np.float64)
 
 
-def fit_pair_potential(frames_list: list[Frames] | Frames, config=None, *, progress: bool = False):
+def fit_pair_potential(frames_list: list[Frames] | Frames, config: PairConfig | None = None, *,
+                       progress: bool = False):
     """Fit an MS-CG :class:`~thermocg.potentials.pair.PairTable` to CG frames with forces.
 
     ``frames_list``: Frames of one or several state points (pooled, like multi-state training).
-    ``config``: a :class:`thermocg.config.PairConfig` (defaults when None). The result carries
-    ``fit_info`` (sampled range per pair, training RMSE/R^2, warnings).
+    ``config``: the ``pair`` section (defaults when None). The result carries ``fit_info``
+    (sampled range per pair, training RMSE/R^2, warnings).
     """
-    from thermocg.config import PairConfig
-
-    config = config or PairConfig()
+    settings = config or PairConfig()
     if isinstance(frames_list, Frames):
         frames_list = [frames_list]
     if not frames_list:
         raise MSCGError("MS-CG: no frames to fit")
-    eq = NormalEquations(merged_type_names(frames_list), cutoff_A=config.cutoff_A, r_min_A=config.r_min_A,
-                         spacing_A=config.spacing_A)
-    bar = _progress(sum(f.n_frames for f in frames_list), progress, "MS-CG frames")
-    for frames in frames_list:
-        for start in range(0, frames.n_frames, config.block_frames):
-            block = frames.select(slice(start, start + config.block_frames))
-            eq.add(block)
-            bar.update(block.n_frames)
+    blocks = (frames.select(slice(start, start + settings.block_frames))
+              for frames in frames_list for start in range(0, frames.n_frames, settings.block_frames))
+    return _fit_blocks(merged_type_names(frames_list), blocks, settings, n_frames=sum(f.n_frames for f in frames_list),
+                       progress=progress)
+
+
+def _fit_blocks(type_names: Sequence[str], blocks: Iterable[Frames], settings: PairConfig, *, n_frames: int,
+                progress: bool):
+    """Accumulate the normal equations over ``blocks`` of frames, then solve with ``settings``."""
+    eq = NormalEquations(type_names, cutoff_A=settings.cutoff_A, r_min_A=settings.r_min_A,
+                         spacing_A=settings.spacing_A)
+    bar = _progress(n_frames, progress, "MS-CG fit")
+    for block in blocks:
+        eq.add(block)
+        bar.update(block.n_frames)
     bar.close()
-    return eq.solve(ridge=config.ridge, smoothness=config.smoothness,
-                    min_pairs_per_interval=config.min_pairs_per_interval,
-                    extrapolation_power=config.extrapolation_power, unsampled_pairs=config.unsampled_pairs)
+    return eq.solve(ridge=settings.ridge, smoothness=settings.smoothness,
+                    min_pairs_per_interval=settings.min_pairs_per_interval,
+                    extrapolation_power=settings.extrapolation_power, unsampled_pairs=settings.unsampled_pairs)
 
 
-def _progress(total: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
+def _progress(total: int, enabled: bool, desc: str) -> tqdm:
     return tqdm(total=total, disable=not enabled, desc=desc, unit="frame", leave=False)
-
-
-def force_errors(potential, frames, *, batch_frames: int = 8, frame_indices: np.ndarray | None = None) -> dict[str, Any]:
-    """Force errors of ``potential`` on ``frames`` (Frames, or an H5MD dataset with ``frame_indices``):
-    RMSE, MAE (kcal/mol/A) and R^2 over all force components, and per bead type. Delegates to
-    :func:`thermocg.analysis.forces.force_errors`, so that the pair baseline is reported exactly like
-    the network; the fallback below (same keys) serves only if that module is absent."""
-    try:
-        from thermocg.analysis.forces import force_errors as shared
-    except ImportError:  # pragma: no cover - the analysis module ships with thermocg
-        shared = None
-    if shared is not None:
-        return shared(potential, frames, batch_frames=batch_frames, frame_indices=frame_indices)
-    if not isinstance(frames, Frames):
-        frames = frames.read(frame_indices)
-    elif frame_indices is not None:
-        frames = frames.select(np.asarray(frame_indices))
-    from thermocg.potentials.base import energy_and_forces
-
-    types = potential.type_indices(frames.type_names, frames.types)
-    predicted = np.concatenate([
-        energy_and_forces(potential, frames.positions[s:s + batch_frames], frames.box[s:s + batch_frames],
-                          types)[1].double().cpu().numpy()
-        for s in range(0, frames.n_frames, batch_frames)
-    ])
-
-    def metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-        diff = pred - ref
-        var = float(((ref - ref.mean()) ** 2).sum())
-        return {"rmse": float(np.sqrt((diff**2).mean())), "mae": float(np.abs(diff).mean()),
-                "r2": float(1.0 - (diff**2).sum() / var) if var > 0 else float("nan")}
-
-    out = metrics(predicted, frames.forces)
-    out["per_type"] = {name: metrics(predicted[:, frames.types == t], frames.forces[:, frames.types == t])
-                       for t, name in enumerate(frames.type_names) if np.any(frames.types == t)}
-    out["n_frames"] = frames.n_frames
-    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -363,12 +362,11 @@ def force_errors(potential, frames, *, batch_frames: int = 8, frame_indices: np.
 # --------------------------------------------------------------------------------------------------
 
 def _plot_pairs(table, fit_info: dict[str, Any], out_dir: Path) -> list[Path]:
+    """One figure per type pair: the fitted force and potential, with r_s (the wall below it) marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from thermocg.rundir import atomic_savefig
 
     paths = []
     for a, b in table.type_pairs():
@@ -396,27 +394,9 @@ def _plot_pairs(table, fit_info: dict[str, Any], out_dir: Path) -> list[Path]:
     return paths
 
 
-def run_fit_pair(config, run_dir: str | os.PathLike, *, name: str | None = None,
-                 train_states: list[str] | None = None) -> Path:
-    """``thermocg fit-pair CONFIG``: fit the MS-CG pair potential to the CG datasets of the run.
-
-    Reads RUN_DIR/cg/<state>.h5md (the config's states, or ``train_states`` labels, or every dataset
-    when the config lists none), holds out the last ``pair.test_fraction`` of each state's frames, and
-    writes RUN_DIR/models/<name>/{model.safetensors, fit.json, pair_A_B.png, resolved.yaml, lammps/}.
-    Returns the model file.
-    """
-    import torch
-
-    from thermocg import provenance
-    from thermocg.config import write_resolved
-    from thermocg.dataset import H5MDDataset
-    from thermocg.potentials.base import save_potential
-    from thermocg.potentials.pair import export_lammps
-    from thermocg.rundir import RunDir, atomic_write_text
-
-    settings = config.pair
-    rd = RunDir(run_dir)
-    name = name or settings.name
+def _fit_labels(config: Config, rd: RunDir, train_states: list[str] | None) -> dict[str, Path]:
+    """label -> RUN_DIR/cg/<label>.h5md of the states to fit: ``train_states``, else the config's
+    states, else every dataset; a missing dataset is an error."""
     available = {p.stem: p for p in rd.cg_datasets()}
     labels = [s.to_state().label for s in config.state_points()] or sorted(available)
     if train_states:
@@ -425,70 +405,93 @@ def run_fit_pair(config, run_dir: str | os.PathLike, *, name: str | None = None,
     if missing or not labels:
         raise MSCGError(f"MS-CG: no CG dataset for state(s) {missing or labels} in {rd.root / 'cg'} "
                         f"(available: {sorted(available)}); run `thermocg map` first")
-    torch.set_num_threads(settings.n_threads)
+    return {label: available[label] for label in labels}
+
+
+def _split_frames(ds: H5MDDataset, settings: PairConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, test) frame indices of one dataset: every ``frame_stride``-th frame, at most
+    ``max_frames``, the last ``test_fraction`` of them held out."""
+    if not ds.has_forces:
+        raise MSCGError(f"MS-CG: {ds.path} has no forces; force matching needs the CG forces")
+    index = np.arange(0, len(ds), settings.frame_stride)
+    if settings.max_frames is not None:
+        index = index[: settings.max_frames]
+    n_test = int(round(settings.test_fraction * len(index)))
+    if len(index) - n_test < 1:
+        raise MSCGError(f"MS-CG: {ds.path} has too few frames ({len(index)}) to fit")
+    return index[: len(index) - n_test], index[len(index) - n_test:]
+
+
+def _thread_limit(n_threads: int) -> contextlib.AbstractContextManager:
+    """BLAS/OpenMP threads limited to ``n_threads`` inside the block (threadpoolctl, when installed)."""
     try:
         from threadpoolctl import threadpool_limits
-
-        limiter = threadpool_limits(settings.n_threads)
     except ImportError:  # pragma: no cover - threadpoolctl comes with scipy's usual installs
-        limiter = None
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=n_threads)
 
-    datasets = {label: H5MDDataset(available[label]) for label in labels}
+
+def _fit_and_test(paths: dict[str, Path], settings: PairConfig) -> tuple[Any, dict[str, Any], ForceErrorAccumulator]:
+    """Fit the table to the fit frames of every dataset (pooled), then its force errors on each
+    state's test frames: (table, {label: force_errors dict}, the accumulator pooling every state)."""
+    datasets = {label: H5MDDataset(path) for label, path in paths.items()}
     try:
-        for label, ds in datasets.items():
-            if not ds.has_forces:
-                raise MSCGError(f"MS-CG: {ds.path} has no forces; force matching needs the CG forces")
-        type_names: list[str] = []
-        for ds in datasets.values():
-            type_names += [t for t in ds.type_names if t not in type_names]
-        splits = {}
-        for label, ds in datasets.items():
-            index = np.arange(0, len(ds), settings.frame_stride)
-            if settings.max_frames is not None:
-                index = index[: settings.max_frames]
-            n_test = int(round(settings.test_fraction * len(index)))
-            if len(index) - n_test < 1:
-                raise MSCGError(f"MS-CG: {ds.path} has too few frames ({len(index)}) to fit")
-            splits[label] = (index[: len(index) - n_test], index[len(index) - n_test:])
-        eq = NormalEquations(type_names, cutoff_A=settings.cutoff_A, r_min_A=settings.r_min_A,
-                             spacing_A=settings.spacing_A)
-        bar = _progress(sum(len(s[0]) for s in splits.values()), settings.progress, "MS-CG fit")
-        for label, ds in datasets.items():
-            train_index = splits[label][0]
-            for start in range(0, len(train_index), settings.block_frames):
-                block = ds.read(train_index[start:start + settings.block_frames])
-                eq.add(block)
-                bar.update(block.n_frames)
-        bar.close()
+        splits = {label: _split_frames(ds, settings) for label, ds in datasets.items()}
+        blocks = (ds.read(fit[start:start + settings.block_frames])
+                  for label, ds in datasets.items() for fit in (splits[label][0],)
+                  for start in range(0, len(fit), settings.block_frames))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MSCGWarning)
-            table = eq.solve(ridge=settings.ridge, smoothness=settings.smoothness,
-                             min_pairs_per_interval=settings.min_pairs_per_interval,
-                             extrapolation_power=settings.extrapolation_power,
-                             unsampled_pairs=settings.unsampled_pairs)
+            table = _fit_blocks(merged_type_names(list(datasets.values())), blocks, settings,
+                                n_frames=sum(len(fit) for fit, _ in splits.values()), progress=settings.progress)
         for w in caught:
             print(f"warning: {w.message}")
-        test_errors = {}
-        for label, ds in datasets.items():
-            test_index = splits[label][1]
-            if len(test_index):
-                test_errors[label] = force_errors(table, ds, frame_indices=test_index)
+        pooled = ForceErrorAccumulator()
+        test_errors = {label: force_errors(table, ds, frame_indices=splits[label][1], accumulator=pooled, state=label)
+                       for label, ds in datasets.items() if len(splits[label][1])}
     finally:
         for ds in datasets.values():
             ds.close()
-        if limiter is not None:
-            limiter.unregister()
+    return table, test_errors, pooled
 
-    out_dir = rd.model(name)
-    inputs = [available[label] for label in labels]
+
+def run_fit_pair(config: Config, run_dir: str | os.PathLike, *, name: str | None = None,
+                 train_states: list[str] | None = None) -> ModelSummary:
+    """``thermocg fit-pair CONFIG``: fit the MS-CG pair potential to the CG datasets of the run.
+
+    Reads RUN_DIR/cg/<state>.h5md (the config's states, or ``train_states`` labels, or every dataset
+    when the config lists none), holds out the last ``pair.test_fraction`` of each state's frames, and
+    writes RUN_DIR/models/<name>/{model.safetensors, fit.json, pair_A_B.png, resolved.yaml, lammps/}.
+    Returns the :class:`~thermocg.model_summary.ModelSummary` of the table (test errors pooled over
+    the states' held-out frames; no epochs: the fit is one linear solve).
+    """
+    if not isinstance(config, Config) or not isinstance(config.pair, PairConfig):
+        raise ConfigError(f"fit-pair: expected a thermocg Config with a pair section, got {type(config).__name__}")
+    started = time.perf_counter()
+    settings = config.pair
+    rd = RunDir(run_dir)
+    paths = _fit_labels(config, rd, train_states)
+    labels = list(paths)
+    torch.set_num_threads(settings.n_threads)
+    with _thread_limit(settings.n_threads):
+        table, test_errors, pooled = _fit_and_test(paths, settings)
+
+    out_dir = rd.model(name or settings.name)
     model_path = save_potential(table, out_dir / "model.safetensors",
-                                provenance=provenance.collect(inputs, stage="fit-pair", train_states=labels))
+                                provenance=provenance.collect(list(paths.values()), stage="fit-pair",
+                                                              train_states=labels))
     fit_info = dict(table.fit_info, train_states=labels, test_force_errors=test_errors)
     atomic_write_text(out_dir / "fit.json", json.dumps(fit_info, indent=1, default=float) + "\n")
     _plot_pairs(table, fit_info, out_dir)
     if settings.lammps_table_points:
         export_lammps(table, out_dir / "lammps", n_points=settings.lammps_table_points)
     write_resolved(settings, out_dir / "resolved.yaml", extra={"train_states": labels})
-    print(f"MS-CG: {model_path} ({eq.n_frames} frames, train force RMSE "
+    print(f"MS-CG: {model_path} ({table.fit_info['n_frames']} frames, train force RMSE "
           f"{table.fit_info['train_rmse_kcal_mol_A']:.4g} kcal/mol/A)")
-    return model_path
+    test = pooled.metrics() if pooled.n_frames() else None
+    return ModelSummary(
+        family="mscg", name=out_dir.name, model_path=model_path, train_states=tuple(labels),
+        wall_s=time.perf_counter() - started, n_epochs=None, best_epoch=None, stopped_at_max_epochs=False,
+        test_force_rmse_kcal_mol_A=None if test is None else test.rmse,
+        test_force_mae_kcal_mol_A=None if test is None else test.mae,
+        test_r2=None if test is None else test.r2, cutoff_A=float(table.cutoff_A))

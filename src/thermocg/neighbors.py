@@ -48,9 +48,12 @@ def check_cutoff_fits(cutoff_A: float, box: np.ndarray, *, what: str = "cutoff")
     boxes = np.asarray(box, dtype=np.float64).reshape(-1, 3, 3)
     half = min(perpendicular_widths(b).min() for b in boxes) / 2.0
     if cutoff_A > half + 1e-9:
+        digits = 3  # enough decimals that the two numbers printed differ
+        while digits < 12 and f"{cutoff_A:.{digits}f}" == f"{half:.{digits}f}":
+            digits += 1
         raise ValueError(
-            f"{what} {cutoff_A:.3f} A is larger than half the shortest perpendicular box width "
-            f"({half:.3f} A); use a larger box or a smaller cutoff"
+            f"{what} {cutoff_A:.{digits}f} A is larger than half the shortest perpendicular box width "
+            f"({half:.{digits}f} A); use a larger box or a smaller cutoff"
         )
 
 

@@ -20,13 +20,15 @@ from __future__ import annotations
 import html
 import math
 import os
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from thermocg.rundir import atomic_savefig, atomic_write_text
+from thermocg.analysis.plots import finish_figure, label_axes, new_figure, pyplot
+from thermocg.rundir import atomic_write_bytes, atomic_write_text
+from thermocg.study.metrics import FAMILY_LABELS
 
 METRIC_TITLES = {
     "force_rmse": ("Force RMSE on mapped AA frames", "kcal/mol/A"),
@@ -34,7 +36,6 @@ METRIC_TITLES = {
     "adf_error": ("ADF error  integral|p_CG - p_AA|", ""),
     "d_ratio": ("Diffusion ratio D_CG / D_AA", ""),
 }
-FAMILY_LABELS = {"hipnn_ts": "HIP-NN-TS", "mscg": "MS-CG"}
 
 
 def _family(name: str) -> str:
@@ -63,20 +64,10 @@ def _nan(value: Any) -> float:
 # figures
 # --------------------------------------------------------------------------------------------------
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def heatmap_figure(summary: dict[str, Any], metric: str, path: Path) -> Path | None:
     """One panel per family, rows = training sets, columns = test states, values annotated.
 
     Cells where the test state is in the model's training set are outlined."""
-    plt = _plt()
     families = summary["families"]
     states = list(summary["states"])
     tables = summary["matrices"][metric]
@@ -97,8 +88,8 @@ def heatmap_figure(summary: dict[str, Any], metric: str, path: Path) -> Path | N
         cmap = "viridis"
         norm_kw = {"vmin": 0.0, "vmax": float(values.max())}
     n_rows = max(len(rows) for _, rows, _ in grids)
-    fig, axes = plt.subplots(1, len(grids), figsize=(2.0 + 1.25 * len(states) * len(grids) + 1.5, 1.6 + 0.55 * n_rows),
-                             squeeze=False, layout="constrained")
+    fig, axes = new_figure(1, len(grids), figsize=(2.0 + 1.25 * len(states) * len(grids) + 1.5, 1.6 + 0.55 * n_rows),
+                           layout="constrained")
     model_states = {(m["family"], m["train_set"]): set(m["train_states"]) for m in summary["models"]}
     image = None
     for ax, (family, rows, grid) in zip(axes[0], grids):
@@ -106,7 +97,7 @@ def heatmap_figure(summary: dict[str, Any], metric: str, path: Path) -> Path | N
         image = ax.imshow(shown, cmap=cmap, aspect="auto", **norm_kw)
         ax.set_xticks(range(len(states)), states, rotation=35, ha="right", fontsize=8)
         ax.set_yticks(range(len(rows)), rows, fontsize=8)
-        ax.set_xlabel("test state")
+        label_axes(ax, "test state")
         ax.set_title(_family(family), fontsize=10)
         for i, row in enumerate(rows):
             for j, s in enumerate(states):
@@ -116,70 +107,61 @@ def heatmap_figure(summary: dict[str, Any], metric: str, path: Path) -> Path | N
                 ax.text(j, i, _fmt(grid[i, j], 2), ha="center", va="center", fontsize=7,
                         color="black" if light else "white")
                 if s in model_states.get((family, row), set()):
-                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.5, ec="orange"))
+                    ax.add_patch(pyplot().Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.5, ec="orange"))
     axes[0][0].set_ylabel("training set")
     title, unit = METRIC_TITLES[metric]
     cbar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9)
     cbar.set_label("log10 ratio" if metric == "d_ratio" else unit)
     fig.suptitle(title + "  (orange: training state)", fontsize=10)
-    atomic_savefig(fig, path, dpi=90)
-    plt.close(fig)
+    finish_figure(fig, path, dpi=90, tight=False)
     return path
 
 
 def _model_colors(summary: dict[str, Any]) -> dict[str, Any]:
-    plt = _plt()
-    cmap = plt.get_cmap("tab10")
+    cmap = pyplot().get_cmap("tab10")
     return {m["name"]: cmap(k % 10) for k, m in enumerate(summary["models"])}
+
+
+def _overlay_curves(result: dict[str, Any], kind: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(pair or "all", x, y) curves of a summary's RDF or ADF (the to_dict of an RDFResult/ADFResult)."""
+    if kind == "rdf":
+        r = np.asarray(result["r_A"])
+        return [(pair, r, np.asarray(g)) for pair, g in result["g"].items()]
+    return [("all", np.asarray(result["angle_deg"]), np.asarray(result["p"]["all"]))]
 
 
 def overlay_figure(summary: dict[str, Any], state: str, kind: str, path: Path) -> Path | None:
     """AA vs every model's curve at one state: ``kind`` "rdf" (g(r) per pair) or "adf" (p(theta))."""
-    plt = _plt()
     ref = summary["references"].get(state)
     if not ref or not ref.get(kind):
         return None
     families = summary["families"]
     colors = _model_colors(summary)
-    fig, axes = plt.subplots(1, len(families), figsize=(5.2 * len(families), 3.6), squeeze=False, layout="constrained")
+    fig, axes = new_figure(1, len(families), panel_size=(5.2, 3.6), layout="constrained")
     for ax, family in zip(axes[0], families):
-        if kind == "rdf":
-            for pair, g in ref["rdf"]["g"].items():
-                ax.plot(ref["rdf"]["r_A"], g, color="black", lw=2.2, label=f"AA {pair}")
-        else:
-            ax.plot(ref["adf"]["theta_deg"], ref["adf"]["p"], color="black", lw=2.2, label="AA")
+        for key, x, y in _overlay_curves(ref[kind], kind):
+            ax.plot(x, y, color="black", lw=2.2, label=f"AA {key}" if kind == "rdf" else "AA")
         for m in summary["models"]:
-            if m["family"] != family:
-                continue
             ev = summary["evaluations"].get(m["name"], {}).get(state)
-            if not ev or not ev.get(kind):
+            if m["family"] != family or not ev or not ev.get(kind):
                 continue
-            at_home = state in m["train_states"]
-            style = {"color": colors[m["name"]], "lw": 1.4, "ls": "-" if at_home else "--"}
-            err = ev.get(f"{kind}_error")
-            label = f"{m['train_set']} ({_fmt(err, 2)})"
-            if kind == "rdf":
-                for pair, g in ev["rdf"]["g"].items():
-                    ax.plot(ev["rdf"]["r_A"], g, label=label, **style)
-                    label = None
-            else:
-                ax.plot(ev["adf"]["theta_deg"], ev["adf"]["p"], label=label, **style)
+            style = {"color": colors[m["name"]], "lw": 1.4, "ls": "-" if state in m["train_states"] else "--"}
+            label = f"{m['train_set']} ({_fmt(ev.get(f'{kind}_error'), 2)})"
+            for _, x, y in _overlay_curves(ev[kind], kind):
+                ax.plot(x, y, label=label, **style)
+                label = None
         if kind == "rdf":
-            ax.set_xlabel("r (A)")
-            ax.set_ylabel("g(r)")
+            label_axes(ax, "r (A)", "g(r)")
         else:
-            ax.set_xlabel("angle (deg)")
-            ax.set_ylabel("p (1/deg)")
+            label_axes(ax, "angle (deg)", "p (1/deg)")
         ax.set_title(f"{_family(family)} at {state}", fontsize=10)
         ax.legend(fontsize=7, title="trained on (error)", title_fontsize=7)
-    atomic_savefig(fig, path, dpi=90)
-    plt.close(fig)
+    finish_figure(fig, path, dpi=90, tight=False)
     return path
 
 
 def parity_figure(summary: dict[str, Any], family: str, path: Path) -> Path | None:
     """Model vs mapped-AA force components, one panel per model, at its training state(s)."""
-    plt = _plt()
     models = [m for m in summary["models"] if m["family"] == family]
     panels = []
     for m in models:
@@ -193,21 +175,20 @@ def parity_figure(summary: dict[str, Any], family: str, path: Path) -> Path | No
     n = len(panels)
     cols = min(n, 4)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False, layout="constrained")
+    fig, axes = new_figure(rows, cols, panel_size=(3.2, 3.4), layout="constrained")
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     for ax, (m, pts, rmse) in zip(axes.ravel(), panels):
         lim = float(np.percentile(np.abs(pts), 99.5)) * 1.1 or 1.0
-        ax.hexbin(pts[:, 0], pts[:, 1], gridsize=40, extent=(-lim, lim, -lim, lim), mincnt=1, cmap="viridis", bins="log")
+        ax.hexbin(pts[:, 0], pts[:, 1], gridsize=40, extent=(-lim, lim, -lim, lim), mincnt=1, cmap="viridis",
+                  bins="log")
         ax.plot([-lim, lim], [-lim, lim], color="red", lw=0.8)
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_title(f"{m['name']}\nRMSE {_fmt(rmse)} kcal/mol/A", fontsize=8)
-        ax.set_xlabel("mapped AA force (kcal/mol/A)", fontsize=7)
-        ax.set_ylabel("CG model force", fontsize=7)
+        label_axes(ax, "mapped AA force (kcal/mol/A)", "CG model force", fontsize=7)
     fig.suptitle(f"{_family(family)}: force parity at the training state(s)", fontsize=10)
-    atomic_savefig(fig, path, dpi=90)
-    plt.close(fig)
+    finish_figure(fig, path, dpi=90, tight=False)
     return path
 
 
@@ -334,6 +315,107 @@ ul.verdict li { margin: 0.25em 0; } .note { color: #666; font-size: 0.9em; }
 """
 
 
+@dataclass
+class _Figures:
+    """The report's figures (paths relative to the report folder; None: nothing to draw)."""
+
+    heatmaps: dict[str, str | None]
+    rdf: dict[str, str | None]
+    adf: dict[str, str | None]
+    parity: dict[str, str | None]
+    curves: dict[str, list[str]]
+
+
+def _draw_figures(summary: dict[str, Any], out_dir: Path, run_dir: str | os.PathLike | None) -> _Figures:
+    """Every figure into ``out_dir/figures``; the trainer's learning curves (and MS-CG fit and potential
+    plots) found in RUN_DIR/models/<name>/ are copied there, so that the report is self-contained."""
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+
+    def rel(path: Path | None) -> str | None:
+        return None if path is None else os.path.relpath(path, out_dir)
+
+    states = list(summary["states"])
+    curves: dict[str, list[str]] = {}
+    if run_dir is not None:
+        for m in summary["models"]:
+            for name in ("learning_curve.png", "fit.png", "potential.png"):
+                src = Path(run_dir) / "models" / m["name"] / name
+                if src.exists():
+                    dst = atomic_write_bytes(fig_dir / f"{Path(name).stem}_{m['name']}.png", src.read_bytes())
+                    curves.setdefault(m["name"], []).append(rel(dst))
+    return _Figures(
+        heatmaps={m: rel(heatmap_figure(summary, m, fig_dir / f"heatmap_{m}.png")) for m in METRIC_TITLES},
+        rdf={s: rel(overlay_figure(summary, s, "rdf", fig_dir / f"rdf_{s}.png")) for s in states},
+        adf={s: rel(overlay_figure(summary, s, "adf", fig_dir / f"adf_{s}.png")) for s in states},
+        parity={f: rel(parity_figure(summary, f, fig_dir / f"parity_{f}.png")) for f in summary["families"]},
+        curves=curves,
+    )
+
+
+def _markdown(summary: dict[str, Any], title: str, lines: list[str], figures: _Figures) -> str:
+    states = list(summary["states"])
+    md = [f"# {title}", "", "## States", ""]
+    md += [f"- `{s}`: " + ", ".join(f"{k} = {v:g}" for k, v in summary["states"][s].items()) for s in states]
+    md += ["", "## Findings", ""] + [f"- {line}" for line in lines]
+    for metric, (name, unit) in METRIC_TITLES.items():
+        md += ["", f"## {name}" + (f" ({unit})" if unit else ""), ""]
+        for family in summary["families"]:
+            md += [f"**{_family(family)}**", "", _matrix_md(summary, metric, family), ""]
+        if figures.heatmaps.get(metric):
+            md += [f"![{metric}]({figures.heatmaps[metric]})", ""]
+    md += ["## Speed", "", "| run | where | ns/day | vs AA |", "|---|---|---|---|"]
+    md += [f"| {a} | {b} | {_fmt(c)} | {_fmt(d, 2)} |" for a, b, c, d in speed_rows(summary)]
+    return "\n".join(md) + "\n"
+
+
+def _html_head(summary: dict[str, Any], title: str, lines: list[str]) -> list[str]:
+    """Title, states and models, the headline verdicts and every finding."""
+    h = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+         f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    h.append("<p class='note'>States: " + ", ".join(
+        f"<b>{html.escape(s)}</b> (" + ", ".join(f"{k} = {v:g}" for k, v in values.items()) + ")"
+        for s, values in summary["states"].items())
+        + ". Models: " + ", ".join(html.escape(m["name"]) for m in summary["models"]) + ".</p>")
+    headline = [x for x in lines if x.startswith("Verdict")]
+    if headline:
+        h.append("<p class='headline'>" + "<br>".join(html.escape(x) for x in headline) + "</p>")
+    h.append("<h2>Findings</h2><ul class='verdict'>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>")
+    return h
+
+
+def _html(summary: dict[str, Any], title: str, lines: list[str], figures: _Figures) -> str:
+    h = _html_head(summary, title, lines)
+    h.append("<h2>Transferability matrices</h2><p class='note'>Rows: training set; columns: test state; "
+             "highlighted: the model was trained at that state. CSV/JSON in analysis/study/.</p>")
+    for metric, (name, unit) in METRIC_TITLES.items():
+        h.append(f"<h3>{html.escape(name)}{' (' + unit + ')' if unit else ''}</h3>")
+        if figures.heatmaps.get(metric):
+            h.append(f"<img src='{figures.heatmaps[metric]}' alt='{metric}'>")
+        for family in summary["families"]:
+            h.append(f"<p><b>{_family(family)}</b></p>" + _matrix_html(summary, metric, family))
+    h.append("<h2>RDF: AA vs CG models, per state</h2><p class='note'>Solid: model at its training state; "
+             "dashed: away from it. Legend: training set (RDF error).</p>")
+    h += [f"<img src='{p}' alt='rdf {s}'>" for s, p in figures.rdf.items() if p]
+    h.append("<h2>ADF: AA vs CG models, per state</h2>")
+    adf_imgs = [f"<img src='{p}' alt='adf {s}'>" for s, p in figures.adf.items() if p]
+    h += adf_imgs or ["<p class='note'>No angle distributions were computed.</p>"]
+    h.append("<h2>Force parity</h2>")
+    h += [f"<img src='{p}' alt='parity {f}'>" for f, p in figures.parity.items() if p]
+    h.append("<h2>Training</h2>")
+    for name, paths in figures.curves.items():
+        h.append(f"<p><b>{html.escape(name)}</b></p>"
+                 + "".join(f"<img class='small' src='{p}' alt='{name}'>" for p in paths))
+    if not figures.curves:
+        h.append("<p class='note'>No learning curves were found.</p>")
+    h.append("<h2>Speed</h2><table><tr><th>run</th><th>where</th><th>ns/day</th><th>vs AA</th></tr>")
+    h += [f"<tr><th>{html.escape(a)}</th><td>{html.escape(b)}</td><td>{_fmt(c)}</td><td>{_fmt(d, 2)}</td></tr>"
+          for a, b, c, d in speed_rows(summary)]
+    h.append("</table><p class='note'>CG ns/day include setup; AA ns/day as the all-atom runner measured it.</p>")
+    h.append("</body></html>")
+    return "\n".join(h)
+
+
 def write_report(summary: dict[str, Any], out_dir: str | os.PathLike, *, run_dir: str | os.PathLike | None = None,
                  title: str = "thermocg transferability study") -> Path:
     """Write ``index.html``, ``summary.md`` and ``figures/`` for a study summary; return index.html.
@@ -343,80 +425,7 @@ def write_report(summary: dict[str, Any], out_dir: str | os.PathLike, *, run_dir
     self-contained.
     """
     out_dir = Path(out_dir)
-    fig_dir = out_dir / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    states = list(summary["states"])
-    families = summary["families"]
-
-    heatmaps = {m: heatmap_figure(summary, m, fig_dir / f"heatmap_{m}.png") for m in METRIC_TITLES}
-    rdf_figs = {s: overlay_figure(summary, s, "rdf", fig_dir / f"rdf_{s}.png") for s in states}
-    adf_figs = {s: overlay_figure(summary, s, "adf", fig_dir / f"adf_{s}.png") for s in states}
-    parity = {f: parity_figure(summary, f, fig_dir / f"parity_{f}.png") for f in families}
-    curves = {}
-    if run_dir is not None:
-        for m in summary["models"]:
-            for name in ("learning_curve.png", "fit.png", "potential.png"):
-                src = Path(run_dir) / "models" / m["name"] / name
-                if src.exists():
-                    dst = fig_dir / f"{Path(name).stem}_{m['name']}.png"
-                    shutil.copyfile(src, dst)
-                    curves.setdefault(m["name"], []).append(dst)
+    figures = _draw_figures(summary, out_dir, run_dir)
     lines = verdict_lines(summary)
-    speeds = speed_rows(summary)
-
-    def rel(p: Path) -> str:
-        return os.path.relpath(p, out_dir)
-
-    # ---- Markdown
-    md = [f"# {title}", "", "## States", ""]
-    md += [f"- `{s}`: " + ", ".join(f"{k} = {v:g}" for k, v in summary["states"][s].items()) for s in states]
-    md += ["", "## Findings", ""] + [f"- {line}" for line in lines]
-    for metric, (name, unit) in METRIC_TITLES.items():
-        md += ["", f"## {name}" + (f" ({unit})" if unit else ""), ""]
-        for family in families:
-            md += [f"**{_family(family)}**", "", _matrix_md(summary, metric, family), ""]
-        if heatmaps.get(metric):
-            md += [f"![{metric}]({rel(heatmaps[metric])})", ""]
-    md += ["## Speed", "", "| run | where | ns/day | vs AA |", "|---|---|---|---|"]
-    md += [f"| {a} | {b} | {_fmt(c)} | {_fmt(d, 2)} |" for a, b, c, d in speeds]
-    atomic_write_text(out_dir / "summary.md", "\n".join(md) + "\n")
-
-    # ---- HTML
-    h = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-         f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
-    h.append("<p class='note'>States: " + ", ".join(
-        f"<b>{html.escape(s)}</b> (" + ", ".join(f"{k} = {v:g}" for k, v in summary["states"][s].items()) + ")"
-        for s in states) + ". Models: " + ", ".join(html.escape(m["name"]) for m in summary["models"]) + ".</p>")
-    headline = [x for x in lines if x.startswith("Verdict")]
-    if headline:
-        h.append("<p class='headline'>" + "<br>".join(html.escape(x) for x in headline) + "</p>")
-    h.append("<h2>Findings</h2><ul class='verdict'>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>")
-    h.append("<h2>Transferability matrices</h2><p class='note'>Rows: training set; columns: test state; "
-             "highlighted: the model was trained at that state. CSV/JSON in analysis/study/.</p>")
-    for metric, (name, unit) in METRIC_TITLES.items():
-        h.append(f"<h3>{html.escape(name)}{' (' + unit + ')' if unit else ''}</h3>")
-        if heatmaps.get(metric):
-            h.append(f"<img src='{rel(heatmaps[metric])}' alt='{metric}'>")
-        for family in families:
-            h.append(f"<p><b>{_family(family)}</b></p>" + _matrix_html(summary, metric, family))
-    h.append("<h2>RDF: AA vs CG models, per state</h2><p class='note'>Solid: model at its training state; "
-             "dashed: away from it. Legend: training set (RDF error).</p>")
-    h += [f"<img src='{rel(p)}' alt='rdf {s}'>" for s, p in rdf_figs.items() if p]
-    h.append("<h2>ADF: AA vs CG models, per state</h2>")
-    adf_imgs = [f"<img src='{rel(p)}' alt='adf {s}'>" for s, p in adf_figs.items() if p]
-    h += adf_imgs or ["<p class='note'>No angle distributions were computed.</p>"]
-    h.append("<h2>Force parity</h2>")
-    h += [f"<img src='{rel(p)}' alt='parity {f}'>" for f, p in parity.items() if p]
-    h.append("<h2>Training</h2>")
-    if curves:
-        for name, paths in curves.items():
-            h.append(f"<p><b>{html.escape(name)}</b></p>"
-                     + "".join(f"<img class='small' src='{rel(p)}' alt='{name}'>" for p in paths))
-    else:
-        h.append("<p class='note'>No learning curves were found.</p>")
-    h.append("<h2>Speed</h2><table><tr><th>run</th><th>where</th><th>ns/day</th><th>vs AA</th></tr>")
-    h += [f"<tr><th>{html.escape(a)}</th><td>{html.escape(b)}</td><td>{_fmt(c)}</td><td>{_fmt(d, 2)}</td></tr>"
-          for a, b, c, d in speeds]
-    h.append("</table><p class='note'>CG ns/day include setup; AA ns/day as the all-atom runner measured it.</p>")
-    h.append("</body></html>")
-    return atomic_write_text(out_dir / "index.html", "\n".join(h))
+    atomic_write_text(out_dir / "summary.md", _markdown(summary, title, lines, figures))
+    return atomic_write_text(out_dir / "index.html", _html(summary, title, lines, figures))

@@ -16,10 +16,14 @@ RDF after its first peak (the first neighbour shell), from :class:`thermocg.anal
 
 This is the observable where pair potentials fail and many-body models should not: a pair potential
 reproduces g(r) by construction of its fit, but the angular correlations are three-body.
+
+The ADF error, defined once here (:func:`adf_error`, used by the study's matrices and by
+:func:`compare_adf`): the integral over theta of |p(theta) - p_ref(theta)|.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,11 +31,13 @@ from typing import Any
 import numpy as np
 
 from thermocg.analysis.base import AnalysisBase, AnalysisResults
+from thermocg.analysis.plots import curve_style, finish_figure, label_axes, new_figure
+from thermocg.analysis.rdf import RDF
 from thermocg.dataset import H5MDDataset
 from thermocg.frames import Frames
 from thermocg.neighbors import check_cutoff_fits, neighbor_pairs
 
-__all__ = ["ADF", "ADFResult", "compare_adf", "rdf_first_minimum_A", "plot_adfs"]
+__all__ = ["ADF", "ADFResult", "adf_error", "compare_adf", "rdf_first_minimum_A", "plot_adfs"]
 
 
 @dataclass
@@ -46,6 +52,8 @@ class ADFResult(AnalysisResults):
     n_frames   frames analysed
     mean_neighbors  mean number of neighbours per bead within the cutoff
     """
+
+    what = "ADF result"
 
     angle_deg: np.ndarray
     edges_deg: np.ndarray
@@ -68,17 +76,6 @@ class ADFResult(AnalysisResults):
             mean_neighbors=float(data.get("mean_neighbors", 0.0)),
             metadata=dict(data.get("metadata", {})),
         )
-
-    @classmethod
-    def load_json(cls, path: str | os.PathLike) -> "ADFResult":
-        import json
-        from pathlib import Path
-
-        path = Path(path)
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError, KeyError) as exc:
-            raise ValueError(f"{path}: not a readable ADF result ({exc})") from None
 
 
 def rdf_first_minimum_A(r_A: np.ndarray, g: np.ndarray, *, smooth_bins: int = 5) -> float:
@@ -138,26 +135,27 @@ class ADF(AnalysisBase):
     Parameters
     ----------
     frames : Frames, H5MDDataset or H5MD path
-    cutoff_A : neighbour shell radius, A; None: the first minimum of the RDF of the same frames after
-        its first peak (pooled over bead-type pairs), or of ``rdf_reference`` when given
+    cutoff_A : neighbour shell radius, A; None: the first minimum of the RDF (pooled over bead-type
+        pairs, from up to 50 evenly spaced frames) after its first peak, or of ``rdf_reference``
+        when given. It must fit every frame's box.
     rdf_reference : an RDFResult (e.g. of the all-atom reference) whose first minimum sets the cutoff,
         so that CG and AA angles are taken over the same shell
     bin_width_deg : histogram bin width, degrees (bins tile [0, 180])
+
+    ``run(start, stop, step)`` fills ``self.results`` with an :class:`ADFResult`.
     """
 
     def __init__(self, frames: Frames | H5MDDataset | str | os.PathLike, *, cutoff_A: float | None = None,
-                 rdf_reference: Any = None, bin_width_deg: float = 2.0, start: int = 0, stop: int | None = None,
-                 step: int = 1) -> None:
-        super().__init__(frames, start=start, stop=stop, step=step)
+                 rdf_reference: Any = None, bin_width_deg: float = 2.0) -> None:
+        super().__init__(frames)
         if not (np.isfinite(bin_width_deg) and 0 < bin_width_deg <= 180):
             raise ValueError(f"ADF: bin_width_deg must be in (0, 180], got {bin_width_deg}")
         if cutoff_A is None:
             cutoff_A = self._cutoff_from_rdf(rdf_reference)
         if not (np.isfinite(cutoff_A) and cutoff_A > 0):
             raise ValueError(f"ADF: cutoff_A must be positive, got {cutoff_A}")
-        boxes = self.frames.box if isinstance(self.frames, Frames) else self.frames.boxes()
         try:
-            check_cutoff_fits(cutoff_A, boxes[self.frame_indices], what="ADF cutoff_A")
+            check_cutoff_fits(cutoff_A, self.all_boxes(), what="ADF cutoff_A")
         except ValueError as exc:
             raise ValueError(f"ADF: {exc}") from None
         self.cutoff_A = float(cutoff_A)
@@ -168,13 +166,8 @@ class ADF(AnalysisBase):
 
     def _cutoff_from_rdf(self, rdf_reference: Any) -> float:
         if rdf_reference is None:
-            from thermocg.analysis.rdf import RDF
-
             # the RDF of (up to) 50 evenly spaced frames is enough to locate the first shell
-            stride = max(1, len(self.frame_indices) // 50)
-            idx = self.frame_indices[::stride]
-            source = self.frames.select(idx) if isinstance(self.frames, Frames) else self.frames.read(idx)
-            rdf_reference = RDF(source, bin_width_A=0.05).run().results
+            rdf_reference = RDF(self.frames, bin_width_A=0.05).run(step=max(1, self.n_frames_total // 50)).results
         g_mean = np.mean([g for g in rdf_reference.g.values()], axis=0)
         return rdf_first_minimum_A(rdf_reference.r_A, g_mean)
 
@@ -206,29 +199,49 @@ class ADF(AnalysisBase):
         )
 
 
-def compare_adf(result: ADFResult, reference: ADFResult) -> dict[str, dict[str, float]]:
-    """Error metrics of ``result`` against ``reference`` for every key (``all``, bead types) in both.
+def adf_error(result: ADFResult, reference: ADFResult, *, key: str = "all") -> float:
+    """THE ADF error of thermocg: the integral over theta of |p(theta) - p_ref(theta)|.
 
-    ``integrated_abs_dp``: integral of |p - p_ref| d(theta) over [0, 180] deg (0 = identical, 2 = no
-    overlap; ``result`` is interpolated onto the reference bins if they differ);
-    ``mean_angle_error_deg``: <theta> - <theta>_ref; ``peak_position_error_deg``: position of the
-    highest bin minus the reference's; ``cutoff_A``: the reference's shell radius (compare like with like).
+    Evaluated on the reference's bin centres theta_k with the widths of ``np.gradient(theta_k)``
+    (the bin width for even bins); ``result`` is linearly interpolated onto them (exactly its own
+    values when the bins are the same), not renormalised:
+
+        adf_error = sum_k |p(theta_k) - p_ref(theta_k)| dtheta_k
+
+    Both p integrate to 1, so 0 means identical and 2 means no overlap. NaN when either lacks ``key``.
+    This is the number in the study's ``adf_error`` matrices and :func:`compare_adf`'s
+    ``integrated_abs_dp``.
     """
-    out: dict[str, dict[str, float]] = {}
+    if key not in result.p or key not in reference.p:
+        return math.nan
     theta = reference.angle_deg
-    width = np.diff(reference.edges_deg)
-    for key, p_ref in reference.p.items():
+    p = np.interp(theta, result.angle_deg, result.p[key])
+    width = np.gradient(theta) if len(theta) > 1 else np.ones_like(theta)
+    return float(np.sum(np.abs(p - reference.p[key]) * width))
+
+
+def compare_adf(result: ADFResult, reference: ADFResult) -> dict[str, dict[str, float]]:
+    """Error metrics of ``result`` against ``reference`` for every key (``all``, bead types) with
+    angles in both.
+
+    ``integrated_abs_dp``: :func:`adf_error` (0 = identical, 2 = no overlap);
+    ``mean_angle_error_deg``: <theta> - <theta>_ref, each over its own bins; ``peak_position_error_deg``:
+    position of the highest bin minus the reference's; ``cutoff_A``: the reference's shell radius
+    (compare like with like).
+    """
+
+    def mean_angle(res: ADFResult, key: str) -> float:
+        return float(np.sum(res.angle_deg * res.p[key] * np.diff(res.edges_deg)))
+
+    out: dict[str, dict[str, float]] = {}
+    for key in reference.p:
         if key not in result.p or reference.n_angles.get(key, 0) == 0 or result.n_angles.get(key, 0) == 0:
             continue
-        if result.angle_deg.shape == theta.shape and np.allclose(result.angle_deg, theta):
-            p = result.p[key]
-        else:
-            p = np.interp(theta, result.angle_deg, result.p[key])
-            p = p / np.sum(p * width)
         out[key] = {
-            "integrated_abs_dp": float(np.sum(np.abs(p - p_ref) * width)),
-            "mean_angle_error_deg": float(np.sum(theta * p * width) - np.sum(theta * p_ref * width)),
-            "peak_position_error_deg": float(theta[np.argmax(p)] - theta[np.argmax(p_ref)]),
+            "integrated_abs_dp": adf_error(result, reference, key=key),
+            "mean_angle_error_deg": mean_angle(result, key) - mean_angle(reference, key),
+            "peak_position_error_deg": float(result.angle_deg[np.argmax(result.p[key])]
+                                             - reference.angle_deg[np.argmax(reference.p[key])]),
             "cutoff_A": float(reference.cutoff_A),
         }
     return out
@@ -237,29 +250,15 @@ def compare_adf(result: ADFResult, reference: ADFResult) -> dict[str, dict[str, 
 def plot_adfs(results: ADFResult | dict[str, ADFResult], path: str | os.PathLike | None = None, *,
               key: str = "all", title: str | None = None, reference: str | None = None):
     """p(theta) of one key for one or several labelled results (``reference`` drawn in black)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from thermocg.rundir import atomic_savefig
-
     if isinstance(results, ADFResult):
         results = {"": results}
-    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    fig, axes = new_figure(panel_size=(4.5, 3.4))
+    ax = axes[0, 0]
     for label, res in results.items():
-        if key not in res.p:
-            continue
-        style = {"color": "black", "lw": 2.0} if label == reference else {"lw": 1.3}
-        ax.plot(res.angle_deg, res.p[key], label=label or None, **style)
-    ax.set_xlabel("θ (deg)")
-    ax.set_ylabel("p(θ) (1/deg)")
+        if key in res.p:
+            ax.plot(res.angle_deg, res.p[key], label=label or None, **curve_style(label, reference))
+    label_axes(ax, "θ (deg)", "p(θ) (1/deg)", title or f"ADF ({key})")
     ax.set_xlim(0, 180)
-    ax.set_title(title or f"ADF ({key})")
     if any(results):
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    if path is not None:
-        atomic_savefig(fig, path, dpi=120)
-        plt.close(fig)
-    return fig
+    return finish_figure(fig, path)

@@ -38,11 +38,10 @@ class DensityResult(AnalysisResults):
 
 
 class Density(AnalysisBase):
-    """Mass density (g/cm^3) and number densities (1/A^3) of the frames."""
+    """Mass density (g/cm^3) and number densities (1/A^3) of the frames ``run(start, stop, step)`` selects."""
 
-    def __init__(self, frames: Frames | H5MDDataset | str | os.PathLike, *, start: int = 0, stop: int | None = None,
-                 step: int = 1) -> None:
-        super().__init__(frames, start=start, stop=stop, step=step)
+    def __init__(self, frames: Frames | H5MDDataset | str | os.PathLike) -> None:
+        super().__init__(frames)
         self.masses = np.asarray(self.frames.masses, dtype=np.float64)
         self.types = np.asarray(self.frames.types, dtype=np.int64)
         self.type_names = tuple(self.frames.type_names)

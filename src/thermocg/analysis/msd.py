@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from thermocg.analysis.base import AnalysisBase, AnalysisResults
+from thermocg.analysis.plots import curve_style, finish_figure, label_axes, new_figure
 from thermocg.dataset import H5MDDataset
 from thermocg.frames import Frames
 
@@ -101,14 +102,17 @@ class MSD(AnalysisBase):
     fit_start_fraction, fit_end_fraction : the fit window as fractions of the longest lag
         (defaults 0.1 and 0.5: past the ballistic start, before the noisy tail);
     fit_start_fs, fit_end_fs : the window in fs instead (override the fractions)
+
+    ``run(start, stop, step)`` fills ``self.results`` with an :class:`MSDResult`; the selected frames
+    must be evenly spaced in time.
     """
 
     def __init__(self, frames: Frames | H5MDDataset | str | os.PathLike, *, fit_start_fraction: float = 0.1,
-                 fit_end_fraction: float = 0.5, fit_start_fs: float | None = None, fit_end_fs: float | None = None,
-                 start: int = 0, stop: int | None = None, step: int = 1) -> None:
-        super().__init__(frames, start=start, stop=stop, step=step)
-        if self.n_frames < 3:
-            raise ValueError(f"MSD: needs at least 3 frames, got {self.n_frames}")
+                 fit_end_fraction: float = 0.5, fit_start_fs: float | None = None,
+                 fit_end_fs: float | None = None) -> None:
+        super().__init__(frames)
+        if self.n_frames_total < 3:
+            raise ValueError(f"MSD: needs at least 3 frames, got {self.n_frames_total}")
         if not 0 <= fit_start_fraction < fit_end_fraction <= 1:
             raise ValueError("MSD: need 0 <= fit_start_fraction < fit_end_fraction <= 1")
         if fit_start_fs is not None and fit_end_fs is not None and not 0 <= fit_start_fs < fit_end_fs:
@@ -121,6 +125,8 @@ class MSD(AnalysisBase):
         self.types = np.asarray(self.frames.types, dtype=np.int64)
 
     def _prepare(self) -> None:
+        if self.n_frames < 3:
+            raise ValueError(f"MSD: needs at least 3 frames, got {self.n_frames} selected")
         n = len(self.types)
         self._unwrapped = np.empty((self.n_frames, n, 3))
         self._times = np.empty(self.n_frames)
@@ -165,29 +171,16 @@ class MSD(AnalysisBase):
 
 def plot_msds(results: MSDResult | dict[str, MSDResult], path: str | os.PathLike | None = None, *,
               key: str = "all", title: str | None = None, reference: str | None = None):
-    """MSD(tau) of one key for labelled results, with each fit window marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from thermocg.rundir import atomic_savefig
-
+    """MSD(tau) of one key for labelled results, each with its diffusion coefficient in the legend."""
     if isinstance(results, MSDResult):
         results = {"": results}
-    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    fig, axes = new_figure(panel_size=(4.5, 3.4))
+    ax = axes[0, 0]
     for label, res in results.items():
-        if key not in res.msd_A2:
-            continue
-        style = {"color": "black", "lw": 2.0} if label == reference else {"lw": 1.3}
-        d = res.diffusion_1e5_cm2_s[key]
-        ax.plot(res.lag_fs / 1000.0, res.msd_A2[key], label=f"{label} D={d:.3g}e-5 cm²/s", **style)
-    ax.set_xlabel("τ (ps)")
-    ax.set_ylabel("MSD (Å²)")
-    ax.set_title(title or f"MSD ({key})")
+        if key in res.msd_A2:
+            d = res.diffusion_1e5_cm2_s[key]
+            ax.plot(res.lag_fs / 1000.0, res.msd_A2[key], label=f"{label} D={d:.3g}e-5 cm²/s",
+                    **curve_style(label, reference))
+    label_axes(ax, "τ (ps)", "MSD (Å²)", title or f"MSD ({key})")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    if path is not None:
-        atomic_savefig(fig, path, dpi=120)
-        plt.close(fig)
-    return fig
+    return finish_figure(fig, path)

@@ -15,10 +15,15 @@ perpendicular box width (beyond it the shell would see two images of one neighbo
 Conventions checked against freud (``freud.density.RDF``): for A = B it equals freud with
 ``normalization_mode="finite_size"``; for A != B freud's ``"exact"`` with A as query points. Bins
 are ``n_bins = round(r_max_A / bin_width_A)`` equal bins on [0, r_max_A]; ``r_A`` are bin centres.
+
+The RDF error, defined once here (:func:`rdf_error`, used by the study's matrices and by
+:func:`compare_rdf`): the mean over bead-type pairs of the mean over the reference's bins of
+|g(r) - g_ref(r)|.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,14 +32,17 @@ from typing import TYPE_CHECKING, Any, Mapping as MappingType
 import numpy as np
 
 from thermocg.analysis.base import AnalysisBase, AnalysisResults
+from thermocg.analysis.plots import curve_style, finish_figure, label_axes, new_figure
 from thermocg.dataset import H5MDDataset
 from thermocg.frames import Frames
 from thermocg.neighbors import neighbor_pairs, perpendicular_widths
+from thermocg.rundir import RunDir
 
 if TYPE_CHECKING:  # pragma: no cover
     from thermocg.config import Config
 
-__all__ = ["RDF", "RDFResult", "compare_rdf", "rdf_onset_A", "first_peak", "plot_rdfs", "run_rdf"]
+__all__ = ["RDF", "RDFResult", "rdf_error", "mean_abs_dg", "compare_rdf", "rdf_onset_A", "first_peak", "plot_rdfs",
+           "run_rdf"]
 
 
 @dataclass
@@ -49,6 +57,8 @@ class RDFResult(AnalysisResults):
     n_per_type type name -> number of beads of that type
     mean_volume_A3  mean box volume over the frames
     """
+
+    what = "RDF result"
 
     r_A: np.ndarray
     edges_A: np.ndarray
@@ -78,22 +88,6 @@ class RDFResult(AnalysisResults):
             mean_volume_A3=float(data.get("mean_volume_A3", 0.0)),
         )
 
-    @classmethod
-    def load_json(cls, path: str | os.PathLike) -> "RDFResult":
-        import json
-
-        path = Path(path)
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError, KeyError) as exc:
-            raise ValueError(f"{path}: not a readable RDF result ({exc})") from None
-
-
-def _all_boxes(frames: Frames | H5MDDataset, indices: np.ndarray) -> np.ndarray:
-    if isinstance(frames, Frames):
-        return frames.box[indices]
-    return frames.boxes(indices)  # only the (F, 3, 3) box dataset is read, not the positions
-
 
 class RDF(AnalysisBase):
     """Radial distribution functions per bead-type pair of CG (or any) frames.
@@ -101,37 +95,43 @@ class RDF(AnalysisBase):
     Parameters
     ----------
     frames : Frames, an H5MDDataset or the path of an H5MD file
-    r_max_A : outer radius, A; None: half the shortest perpendicular box width over the frames.
-        A larger value is an error.
+    r_max_A : outer radius, A; None: half the shortest perpendicular box width over the frames that
+        ``run()`` selects. A value larger than half the shortest width of any frame is an error.
     bin_width_A : shell width, A (the bin count is rounded so that the bins tile [0, r_max_A])
-    start, stop, step : frames to use, as a slice
 
-    ``run()`` fills ``self.results`` with an :class:`RDFResult`.
+    ``run(start, stop, step)`` fills ``self.results`` with an :class:`RDFResult`.
     """
 
     def __init__(self, frames: Frames | H5MDDataset | str | os.PathLike, *, r_max_A: float | None = None,
-                 bin_width_A: float = 0.05, start: int = 0, stop: int | None = None, step: int = 1) -> None:
-        super().__init__(frames, start=start, stop=stop, step=step)
+                 bin_width_A: float = 0.05) -> None:
+        super().__init__(frames)
         if not (bin_width_A > 0 and np.isfinite(bin_width_A)):
             raise ValueError(f"RDF: bin_width_A must be positive, got {bin_width_A}")
-        boxes = _all_boxes(self.frames, self.frame_indices)
-        half_width = min(perpendicular_widths(b).min() for b in boxes) / 2.0
-        if r_max_A is None:
-            r_max_A = half_width
-        if not r_max_A > 0:
-            raise ValueError(f"RDF: r_max_A must be positive, got {r_max_A}")
-        if r_max_A > half_width * (1 + 1e-12):
-            raise ValueError(
-                f"RDF: r_max_A = {r_max_A:.4f} A exceeds half the shortest perpendicular box width "
-                f"({half_width:.4f} A) of the selected frames"
-            )
-        self.r_max_A = float(r_max_A)
-        self.n_bins = max(1, int(round(self.r_max_A / bin_width_A)))
-        self.edges_A = np.linspace(0.0, self.r_max_A, self.n_bins + 1)
+        self.bin_width_A = float(bin_width_A)
+        self.requested_r_max_A = r_max_A
+        self.r_max_A: float | None = None  # the bins: set here for a given r_max_A, else by run()
+        self.n_bins = 0
+        self.edges_A = np.zeros(0)
+        if r_max_A is not None:
+            if not r_max_A > 0:
+                raise ValueError(f"RDF: r_max_A must be positive, got {r_max_A}")
+            half_width = min(perpendicular_widths(b).min() for b in self.all_boxes()) / 2.0
+            if r_max_A > half_width * (1 + 1e-12):
+                raise ValueError(f"RDF: r_max_A = {r_max_A:.4f} A exceeds half the shortest perpendicular box "
+                                 f"width ({half_width:.4f} A) of the frames")
+            self._set_bins(r_max_A)
         self.type_names = tuple(self.frames.type_names)
         self.types = np.asarray(self.frames.types, dtype=np.int64)
 
+    def _set_bins(self, r_max_A: float) -> None:
+        self.r_max_A = float(r_max_A)
+        self.n_bins = max(1, int(round(self.r_max_A / self.bin_width_A)))
+        self.edges_A = np.linspace(0.0, self.r_max_A, self.n_bins + 1)
+
     def _prepare(self) -> None:
+        if self.requested_r_max_A is None:  # half the shortest width of the selected frames
+            boxes = self.all_boxes()[self.frame_indices]
+            self._set_bins(min(perpendicular_widths(b).min() for b in boxes) / 2.0)
         n_types = len(self.type_names)
         self._n_per_type = np.bincount(self.types, minlength=n_types)
         self._pair_types = [(a, b) for a in range(n_types) for b in range(a, n_types)
@@ -202,13 +202,37 @@ def first_peak(r_A: np.ndarray, g: np.ndarray) -> tuple[float, float]:
     return float(r_A[k]), float(g[k])
 
 
+def mean_abs_dg(result: RDFResult, reference: RDFResult, pair: str) -> float:
+    """Mean over r of |g(r) - g_ref(r)| of one bead-type pair: THE RDF error of thermocg.
+
+    The mean runs over the reference's bin centres r_k at which ``result`` is defined (r_k no larger
+    than its last bin centre; below its first centre its first value is used); ``result`` is linearly
+    interpolated onto them (exactly its own values when the bins are the same):
+
+        mean_abs_dg = 1/K sum_k |g(r_k) - g_ref(r_k)|
+
+    Dimensionless; 0 for identical g, and a g shifted by a constant c everywhere gives |c|.
+    """
+    g = np.interp(reference.r_A, result.r_A, result.g[pair], right=np.nan)
+    defined = np.isfinite(g)
+    return float(np.mean(np.abs(g[defined] - reference.g[pair][defined])))
+
+
+def rdf_error(result: RDFResult, reference: RDFResult) -> float:
+    """The RDF error of ``result`` against ``reference``: the mean over the bead-type pairs present in
+    both of :func:`mean_abs_dg` (NaN when they share no pair). This is the number in the study's
+    ``rdf_error`` matrices and in :func:`compare_rdf`'s ``mean_abs_dg``."""
+    errors = [mean_abs_dg(result, reference, pair) for pair in reference.g if pair in result.g]
+    return float(np.mean(errors)) if errors else math.nan
+
+
 def compare_rdf(result: RDFResult, reference: RDFResult) -> dict[str, dict[str, float]]:
     """Error metrics of ``result`` against ``reference``, per pair present in both.
 
-    Per pair: ``mean_abs_dg`` (mean |g - g_ref| over the reference bins up to the smaller r_max; the
-    result is linearly interpolated onto the reference's bin centres when the bins differ),
-    ``peak_height_error`` (first-peak height minus the reference's), ``peak_position_error_A``
-    (first-peak position minus the reference's, A), and ``r_max_A`` (the range compared).
+    Per pair: ``mean_abs_dg`` (:func:`mean_abs_dg`, the RDF error), ``peak_height_error`` (first-peak
+    height minus the reference's), ``peak_position_error_A`` (first-peak position minus the
+    reference's, A), both over the reference bins up to the smaller r_max (``result`` interpolated
+    onto them when the bins differ), and ``r_max_A`` (that range).
     """
     out: dict[str, dict[str, float]] = {}
     r_max = min(result.r_max_A, reference.r_max_A)
@@ -217,15 +241,14 @@ def compare_rdf(result: RDFResult, reference: RDFResult) -> dict[str, dict[str, 
     for pair, g_ref in reference.g.items():
         if pair not in result.g:
             continue
-        g_ref = g_ref[keep]
         if result.r_A.shape == reference.r_A.shape and np.allclose(result.r_A, reference.r_A):
             g = result.g[pair][keep]
         else:
             g = np.interp(r_ref, result.r_A, result.g[pair])
         r_peak, h_peak = first_peak(r_ref, g)
-        r_peak_ref, h_peak_ref = first_peak(r_ref, g_ref)
+        r_peak_ref, h_peak_ref = first_peak(r_ref, g_ref[keep])
         out[pair] = {
-            "mean_abs_dg": float(np.mean(np.abs(g - g_ref))),
+            "mean_abs_dg": mean_abs_dg(result, reference, pair),
             "peak_height_error": h_peak - h_peak_ref,
             "peak_position_error_A": r_peak - r_peak_ref,
             "r_max_A": float(r_max),
@@ -237,7 +260,7 @@ def rdf_onset_A(result: RDFResult, threshold: float = 0.01) -> dict[str, float]:
     """Per pair, the first distance where g(r) exceeds ``threshold``: the centre of the first bin
     with g > threshold (A). A pair never above the threshold gets ``r_max_A``.
 
-    This is the ``t`` of the repulsive prior (HIPNN_TS.md): the closest approach seen in the data.
+    This is the ``t`` of the repulsive prior (docs/hipnn_ts.md): the closest approach seen in the data.
     """
     out = {}
     for pair, g in result.g.items():
@@ -255,13 +278,6 @@ def plot_rdfs(results: RDFResult | MappingType[str, RDFResult], path: str | os.P
     ``results`` is one :class:`RDFResult` or a mapping label -> RDFResult; ``reference`` names the
     label drawn in black.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from thermocg.rundir import atomic_savefig
-
     if isinstance(results, RDFResult):
         results = {"": results}
     pairs: list[str] = []
@@ -269,29 +285,20 @@ def plot_rdfs(results: RDFResult | MappingType[str, RDFResult], path: str | os.P
         pairs.extend(p for p in res.g if p not in pairs)
     n = max(1, len(pairs))
     cols = min(3, n)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = new_figure((n + cols - 1) // cols, cols, panel_size=(4.2, 3.2))
     for ax, pair in zip(axes.flat, pairs):
         for label, res in results.items():
-            if pair not in res.g:
-                continue
-            style = {"color": "black", "lw": 2.0} if label == reference else {"lw": 1.3}
-            ax.plot(res.r_A, res.g[pair], label=label or None, **style)
+            if pair in res.g:
+                ax.plot(res.r_A, res.g[pair], label=label or None, **curve_style(label, reference))
         ax.axhline(1.0, color="grey", lw=0.6, ls=":")
-        ax.set_title(pair)
-        ax.set_xlabel("r (Å)")
-        ax.set_ylabel("g(r)")
+        label_axes(ax, "r (Å)", "g(r)", pair)
         if any(results):
             ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(pairs):]:
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    if path is not None:
-        atomic_savefig(fig, path, dpi=120)
-        plt.close(fig)
-    return fig
+    return finish_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------- the stage
@@ -300,15 +307,14 @@ def run_rdf(config: "Config", run_dir: str | os.PathLike, *, state: str | list[s
             progress: bool = True) -> list[Path]:
     """RDFs of every CG dataset ``RUN_DIR/cg/<label>.h5md`` (or those of ``state``), written to
     ``RUN_DIR/rdf/<label>.json`` and ``.png``. Returns the JSON paths."""
-    from thermocg.rundir import RunDir
-
     rd = RunDir(run_dir)
     datasets = {p.stem: p for p in rd.cg_datasets()}
     if state is not None:
         wanted = {state} if isinstance(state, str) else set(state)
         missing = sorted(wanted - set(datasets))
         if missing:
-            raise FileNotFoundError(f"{rd.root / 'cg'}: no CG dataset for state(s) {missing} (found: {sorted(datasets)})")
+            raise FileNotFoundError(f"{rd.root / 'cg'}: no CG dataset for state(s) {missing} "
+                                    f"(found: {sorted(datasets)})")
         datasets = {k: v for k, v in datasets.items() if k in wanted}
     if not datasets:
         raise FileNotFoundError(f"{rd.root / 'cg'}: no CG datasets (*.h5md); run `thermocg map` first")

@@ -231,9 +231,9 @@ def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
     that are slightly off."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        tensor = tensors[name].detach().contiguous().cpu()
+        tensor = tensors[name].detach().cpu()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(np.ascontiguousarray(tensor.numpy()).tobytes())
     return digest.hexdigest()
 
 
