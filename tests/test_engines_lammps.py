@@ -78,7 +78,7 @@ def test_lammps_nvt_run_matches_thermocg_md(tmp_path, network):
     import ase.io
 
     frames, potential = engine_test_liquid(125, network=network)
-    temperature, timestep, friction, n_steps, every, discard = 300.0, 4.0, 2.0, 1600, 16, 320
+    temperature, timestep, friction, n_steps, every, discard = 300.0, 4.0, 5.0, 1600, 16, 480
     reference = simulate(potential, frames, temperature_K=temperature, timestep_fs=timestep, n_steps=n_steps, seed=1,
                          save_interval_steps=every, friction_per_ps=friction, progress=False).frames
     reference = reference.select(slice(discard // every + 1, None))

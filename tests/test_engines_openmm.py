@@ -92,7 +92,7 @@ def test_nvt_run_matches_thermocg_md(network):
     temperatures agree with each other and the target within 4 standard errors (5 blocks), the RDFs
     within the noise floor."""
     frames, potential = engine_test_liquid(125, network=network)
-    temperature, timestep, friction, n_steps, every, discard = 300.0, 4.0, 2.0, 1600, 16, 320
+    temperature, timestep, friction, n_steps, every, discard = 300.0, 4.0, 5.0, 1600, 16, 480
     reference = simulate(potential, frames, temperature_K=temperature, timestep_fs=timestep, n_steps=n_steps, seed=1,
                          save_interval_steps=every, friction_per_ps=friction, progress=False).frames
     reference = reference.select(slice(discard // every + 1, None))
