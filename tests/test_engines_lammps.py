@@ -124,7 +124,8 @@ def test_lammps_npt_uses_the_virial(tmp_path):
         volume0, pressure0 = abs(np.linalg.det(engine.box_A())), engine.thermo("press")
         engine.run(400)
         volume = abs(np.linalg.det(engine.box_A()))
-        print(f"volume {volume0:.0f} -> {volume:.0f} A^3, pressure {pressure0:.0f} -> {engine.thermo('press'):.0f} atm, "
+        print(f"volume {volume0:.0f} -> {volume:.0f} A^3, "
+              f"pressure {pressure0:.0f} -> {engine.thermo('press'):.0f} atm, "
               f"box changes seen by the model {engine.evaluator.n_box_changes}")
         assert pressure0 > 1000.0
         assert volume > 1.05 * volume0

@@ -188,7 +188,8 @@ def test_velocities_from_the_frame():
 def test_bad_inputs_are_refused(rng):
     pos, box, types = configuration(5, triclinic=False)
     potential = POTENTIAL_FACTORIES["lennard_jones"](TYPES)
-    unknown = Frames(positions=pos[None], box=box[None], types=types, type_names=("A", "C"), masses=np.full(len(pos), 1.0))
+    unknown = Frames(positions=pos[None], box=box[None], types=types, type_names=("A", "C"),
+                     masses=np.full(len(pos), 1.0))
     with pytest.raises(EngineInputError, match="bead type 'C' is unknown"):
         OpenMMEngine(potential, unknown)
     with pytest.raises(EngineInputError, match="box too small"):
