@@ -79,3 +79,43 @@ def test_frames_validation(rng):
         Frames(positions=f.positions, box=np.zeros((3, 3)), types=f.types, type_names=f.type_names, masses=f.masses)
     with pytest.raises(ValueError, match="temperature"):
         StatePoint(-5.0)
+
+
+def test_potential_energies_are_an_h5md_observable(tmp_path, rng):
+    """Per-frame potential energies (kcal/mol) round-trip as /observables/potential_energy (value, step,
+    time, unit), follow frame selection and concatenation, and files without them read as before."""
+    import dataclasses
+
+    import h5py
+
+    frames = dataclasses.replace(make_frames(rng), potential_energy_kcal_mol=rng.normal(-500.0, 5.0, 5),
+                                 state=StatePoint(300.0, pressure_bar=1.0, mole_fractions={"a": 0.25, "b": 0.75}))
+    path = write_frames(frames, tmp_path / "e.h5md", kind="allatom")
+    with h5py.File(path, "r") as f:
+        series = f["observables/potential_energy"]
+        assert series["value"].attrs["unit"] == "kcal mol-1"
+        np.testing.assert_array_equal(series["time"][:], frames.time_fs)
+        np.testing.assert_array_equal(series["step"][:], np.arange(5))
+    back = read_frames(path)
+    np.testing.assert_array_equal(back.potential_energy_kcal_mol, frames.potential_energy_kcal_mol)
+    assert back.state == frames.state and back.state.label == "T300_P1_x0.25"
+    with H5MDDataset(path) as ds:
+        assert ds.has_potential_energy
+        np.testing.assert_array_equal(ds.potential_energies(slice(1, 3)), frames.potential_energy_kcal_mol[1:3])
+        np.testing.assert_array_equal(ds.read([0, 4]).potential_energy_kcal_mol,
+                                      frames.potential_energy_kcal_mol[[0, 4]])
+    joined = Frames.concatenate([frames.select(slice(0, 2)), frames.select(slice(2, 5))])
+    np.testing.assert_array_equal(joined.potential_energy_kcal_mol, frames.potential_energy_kcal_mol)
+    plain = read_frames(write_frames(make_frames(rng), tmp_path / "plain.h5md", kind="cg"))
+    assert plain.potential_energy_kcal_mol is None
+    with H5MDDataset(tmp_path / "plain.h5md") as ds:
+        assert not ds.has_potential_energy and ds.potential_energies() is None
+    with pytest.raises(FramesError, match="potential_energy_kcal_mol must be"):
+        dataclasses.replace(frames, potential_energy_kcal_mol=np.zeros(3))
+    with pytest.raises(FramesError, match="potential_energy_kcal_mol holds NaN"):
+        dataclasses.replace(frames, potential_energy_kcal_mol=np.array([0.0, np.nan, 0, 0, 0]))
+    with pytest.raises(FramesError, match="stores the potential energy but none was given"):
+        with H5MDWriter(tmp_path / "x.h5md", types=frames.types, type_names=frames.type_names, masses=frames.masses,
+                        kind="cg", has_potential_energy=True) as writer:
+            writer.append(frames.positions, frames.box, forces=frames.forces)
+    assert not (tmp_path / "x.h5md").exists()

@@ -295,3 +295,106 @@ def test_builtin_parameters_match_gromacs_distribution(tmp_path: Path, molecule:
     rms_diff = np.sqrt(np.mean((frames.forces[0] - reference) ** 2))
     print(f"{molecule} vs oplsaa.ff/{itp}: rms F {rms:.3f}, rms diff {rms_diff:.2e} kcal/mol/A")
     assert rms > 5.0 and rms_diff < tolerance * rms
+
+
+# ------------------------------------------------------------------------- mixtures, refereed by GROMACS
+
+#: OPLS-AA methanol with SPC/E water mix by different rules: explicit cross terms (deliberately not
+#: either rule's values), which the export writes to [ nonbond_params ]
+OPLS_SPCE_CROSS = [{"pair": ["CT", "OW"], "sigma_A": 3.30, "epsilon_kcal_mol": 0.11},
+                   {"pair": ["HC", "OW"], "sigma_A": 2.90, "epsilon_kcal_mol": 0.05},
+                   {"pair": ["OH", "OW"], "sigma_A": 3.10, "epsilon_kcal_mol": 0.17}]
+
+
+def test_mixture_topology_sections() -> None:
+    from thermocg.allatom.mixture import Component, CrossInteraction, Mixture
+
+    mix = Mixture((Component(get_molecule("methanol_trappe"), 5), Component(get_molecule("water_spce"), 7)))
+    top = gromacs_topology(mix)
+    assert top.count("[ moleculetype ]") == 2 and "[ nonbond_params ]" not in top  # all Lorentz-Berthelot
+    assert top.split("[ molecules ]")[1].split() == ["methanol_trappe", "5", "water_spce", "7"]
+    cross = tuple(CrossInteraction(p["pair"][0], p["pair"][1], p["sigma_A"], p["epsilon_kcal_mol"])
+                  for p in OPLS_SPCE_CROSS)
+    opls = Mixture((Component(get_molecule("water_spce"), 4), Component(get_molecule("methanol_opls"), 3)), cross)
+    top = gromacs_topology(opls)
+    assert "\n  1        2          yes        0.5      0.5" in top  # SPC/E's rule first, OPLS's 1-4 scaling
+    params = top.split("[ nonbond_params ]")[1].split("[")[0]
+    lines = {tuple(ln.split()[:2]): ln.split()[3:] for ln in params.splitlines() if ln.strip() and ln[0] != ";"}
+    # the overrides (nm, kJ/mol) and OPLS's own geometric pairs, which comb-rule 2 would get wrong
+    assert lines[("OW", "CT")] == ["0.33000000", f"{0.11 * 4.184:.8f}"]
+    assert ("CT", "OH") in lines and ("CT", "CT") not in lines  # like pairs are the same under both rules
+    pairs = top.split("[ pairs ]")[1].split("[")[0]
+    assert len([ln for ln in pairs.splitlines() if ln.strip() and ln[0] != ";"]) == 3
+    assert all(len(ln.split()) == 5 for ln in pairs.splitlines() if ln.strip() and ln[0] != ";")  # explicit
+
+
+@needs_gmx
+@pytest.mark.parametrize("pair", ["trappe_spce", "opls_spce"])
+def test_gromacs_mixture_forces_energies_and_beads(tmp_path: Path, pair: str) -> None:
+    """A methanol-water mixture exported by ``thermocg export-allatom``: GROMACS's forces equal OpenMM's
+    (Lorentz-Berthelot cross terms; or OPLS-AA methanol with explicit cross terms in [ nonbond_params ]),
+    the .trr + .tpr (and .top) import with the declared molecule types, the .edr next to the .trr gives
+    the potential energy (kJ/mol -> kcal/mol) that OpenMM gives, and the import maps to the same beads
+    as the exported configuration."""
+    from thermocg.allatom.mixture import mixture_from_config
+    from thermocg.allatom.readers import TrajectoryImportError, read_trajectory
+    from thermocg.allatom.runner import build_system, energy_and_forces, make_context
+    from thermocg.config import Config, from_dict
+    from thermocg.mapping import build_mapping, make_whole
+
+    methanol = "methanol_trappe" if pair == "trappe_spce" else "methanol_opls"
+    system = {"molecules": [{"molecule": methanol, "n": 40}, {"molecule": "water_spce", "n": 60}],
+              "cross_interactions": OPLS_SPCE_CROSS if pair == "opls_spce" else []}
+    cutoff_A = 7.0
+    path = tmp_path / "mix.yaml"
+    path.write_text(yaml.safe_dump({
+        "run_dir": str(tmp_path / "run"), "seed": 4, "system": system,
+        "states": [{"temperature_K": 300.0, "density_g_cm3": 0.9, "mole_fractions": {methanol: 0.4}}],
+        "generate": {"platform": "CPU", "n_threads": 1, "nonbonded_cutoff_A": cutoff_A, "production_ps": 0.02,
+                     "save_interval_fs": 10.0, "equilibration_ps": 0.0}}))
+    out = tmp_path / "gmx"
+    assert main(["export-allatom", str(path), "--output", str(out)]) == 0
+    work = out / "T300_rho0.9_x0.4"
+    mixture = mixture_from_config(from_dict(Config, {"system": system}).system)
+    import MDAnalysis as mda
+
+    u = mda.Universe(str(work / "conf.gro"))
+    rng = np.random.default_rng(3)
+    positions = u.atoms.positions.astype(np.float64) + rng.normal(0.0, 0.05, (u.atoms.n_atoms, 3))
+    box = np.diag(u.dimensions[:3]).astype(np.float64)
+    (work / "conf.gro").write_text(gro_text(mixture, None, positions, box))
+    _single_point(work, "topol.top")
+    molecules = [{"molecule": methanol}, {"molecule": "water_spce"}]
+    frames, topology = read_trajectory(work / "rerun.trr", "gromacs", topology=work / "rerun.tpr", molecules=molecules)
+    assert topology.molecule_names == [methanol] * 40 + ["water_spce"] * 60
+    assert topology.type_names == mixture.topology().type_names
+    # OpenMM at the same (whole) positions, PME tightened as on the GROMACS side
+    first = np.repeat([b for _, m, _, b in mixture.molecule_blocks()],
+                      [m.n_sites for _, m, _, _ in mixture.molecule_blocks()])
+    whole = make_whole(frames.positions[:1], frames.box[:1], first)[0]
+    omm = build_system(mixture, box_A=frames.box[0], cutoff_A=cutoff_A)
+    for force in omm.getForces():
+        if hasattr(force, "setEwaldErrorTolerance"):
+            force.setEwaldErrorTolerance(1e-7)
+    energy, reference = energy_and_forces(make_context(omm, whole, frames.box[0], platform="CPU", n_threads=1))
+    rms = np.sqrt(np.mean(reference**2))
+    rms_diff = np.sqrt(np.mean((frames.forces[0] - reference) ** 2))
+    print(f"{pair}: rms F {rms:.3f}, rms diff {rms_diff:.2e} kcal/mol/A; energy GROMACS "
+          f"{frames.potential_energy_kcal_mol[0]:.4f}, OpenMM {energy:.4f} kcal/mol")
+    assert rms > 5.0 and rms_diff < 2e-4 * rms
+    assert frames.potential_energy_kcal_mol[0] == pytest.approx(energy, rel=1e-4, abs=0.05)
+    # the .top gives the same molecules; the import maps to the beads of the exported configuration
+    _, top_topology = read_trajectory(work / "rerun.trr", "gromacs", topology=work / "topol.top",
+                                      molecules=molecules)
+    assert top_topology.molecule_names == topology.molecule_names
+    mapped = build_mapping(topology).apply(frames)
+    exported = build_mapping(mixture.topology()).apply(frames.__class__(
+        positions=positions[None], box=box, types=mixture.topology().types,
+        type_names=mixture.topology().type_names, masses=mixture.atom_masses_amu()))
+    assert mapped.type_names == (methanol, "water_spce") == exported.type_names
+    np.testing.assert_allclose(mapped.masses, exported.masses, rtol=1e-12)
+    delta = mapped.positions - exported.positions
+    delta -= np.round(delta / box[0, 0]) * box[0, 0]
+    assert np.abs(delta).max() < 0.01  # the .gro keeps 0.01 A
+    with pytest.raises(TrajectoryImportError, match=r"rerun.trr: molecule type\(s\) 'water_spce' \(60 molecules\)"):
+        read_trajectory(work / "rerun.trr", "gromacs", topology=work / "rerun.tpr", molecules=molecules[:1])

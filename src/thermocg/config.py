@@ -221,26 +221,161 @@ def _positive(where: str, value: float | int | None, *, allow_zero: bool = False
 # all-atom data (generate / import), mapping, RDF
 # --------------------------------------------------------------------------------------------------
 
-@dataclass
-class SystemConfig:
-    """The all-atom system to generate."""
+def molecule_key(molecule: str) -> str:
+    """The name a molecule of ``system.molecules`` goes by in compositions (``mole_fractions``,
+    ``state_grid.composition``): a built-in molecule's name, or a YAML file's stem
+    (``mols/ethanol.yaml`` -> ``ethanol``)."""
+    if molecule.endswith((".yaml", ".yml")) or os.sep in molecule or "/" in molecule:
+        return Path(molecule).stem
+    return molecule
 
-    #: a built-in molecule (``methanol_trappe``, ``methanol_opls``, ``water_spce``) or a path to a YAML
-    #: molecule definition
-    molecule: str = "methanol_trappe"
-    n_molecules: int = 256
+
+@dataclass
+class MoleculeCountConfig:
+    """One molecule type of a mixture and how many of it the box holds."""
+
+    #: a built-in molecule (``methanol_trappe``, ``methanol_opls``, ``water_spce``) or a YAML path
+    molecule: str
+    #: molecules of this type (a state's ``mole_fractions`` may redistribute the total)
+    n: int
 
     def __post_init__(self) -> None:
-        _positive("system.n_molecules", self.n_molecules)
+        if self.n < 0:
+            raise ConfigError(f"system.molecules ({self.molecule}).n: must be non-negative, got {self.n}")
+
+
+@dataclass
+class CrossInteractionConfig:
+    """Lennard-Jones parameters of one pair of site types of two different molecule types, in place
+    of the mixing rule: E = 4 eps [(sigma/r)^12 - (sigma/r)^6]."""
+
+    #: two site types (``Site.type``), each optionally qualified by its molecule (``water_spce:OW``)
+    pair: list[str]
+    sigma_A: float
+    epsilon_kcal_mol: float
+
+    def __post_init__(self) -> None:
+        if len(self.pair) != 2:
+            raise ConfigError(f"system.cross_interactions.pair: two site types, got {self.pair}")
+        if not self.sigma_A > 0 or self.epsilon_kcal_mol < 0:
+            raise ConfigError(f"system.cross_interactions {self.pair}: sigma_A must be positive and "
+                              f"epsilon_kcal_mol non-negative, got {self.sigma_A}, {self.epsilon_kcal_mol}")
+
+
+@dataclass
+class SystemConfig:
+    """The all-atom system to generate: one molecule type (``molecule`` + ``n_molecules``), or a
+    mixture (``molecules``: a list of molecule types with counts). Exactly one of the two forms;
+    an empty section is 256 TraPPE-UA methanol."""
+
+    #: a built-in molecule (``methanol_trappe``, ``methanol_opls``, ``water_spce``) or a path to a YAML
+    #: molecule definition (one-component form; default methanol_trappe)
+    molecule: str | None = None
+    #: molecules in the box (one-component form; default 256)
+    n_molecules: int | None = None
+    #: mixture form: ``[{molecule: methanol_trappe, n: 250}, {molecule: water_spce, n: 750}]``
+    molecules: list[MoleculeCountConfig] | None = None
+    #: mixtures: LJ parameters of site-type pairs across molecule types, replacing the mixing rule;
+    #: required for every LJ pair of two molecule types whose force fields mix differently
+    cross_interactions: list[CrossInteractionConfig] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.molecules is not None:
+            given = [key for key in ("molecule", "n_molecules") if getattr(self, key) is not None]
+            if given:
+                raise ConfigError(f"system: give either system.molecules (a mixture) or system.molecule / "
+                                  f"system.n_molecules (one molecule type), not both (got system.{given[0]})")
+            if len(self.molecules) < 2:
+                raise ConfigError("system.molecules: a mixture needs two or more molecule types (for one, use "
+                                  "system.molecule and system.n_molecules)")
+            keys = [molecule_key(m.molecule) for m in self.molecules]
+            if len(set(keys)) != len(keys):
+                raise ConfigError(f"system.molecules: molecule types listed twice: {keys}")
+            if sum(m.n for m in self.molecules) < 1:
+                raise ConfigError("system.molecules: the counts n add up to zero molecules")
+        else:
+            if self.molecule is None:
+                self.molecule = "methanol_trappe"
+            if self.n_molecules is None:
+                self.n_molecules = 256
+            _positive("system.n_molecules", self.n_molecules)
+            if self.cross_interactions:
+                raise ConfigError("system.cross_interactions: only for mixtures (system.molecules)")
+
+    @property
+    def is_mixture(self) -> bool:
+        return self.molecules is not None
+
+    @property
+    def molecule_names(self) -> list[str]:
+        """The composition keys of the molecule types (:func:`molecule_key`), in system order."""
+        if self.molecules is None:
+            return [molecule_key(self.molecule)]
+        return [molecule_key(m.molecule) for m in self.molecules]
+
+    @property
+    def total_molecules(self) -> int:
+        return self.n_molecules if self.molecules is None else sum(m.n for m in self.molecules)
+
+    def mole_fractions(self) -> dict[str, float]:
+        """The system's own composition, name -> mole fraction (system order)."""
+        if self.molecules is None:
+            return {molecule_key(self.molecule): 1.0}
+        total = self.total_molecules
+        return {molecule_key(m.molecule): m.n / total for m in self.molecules}
+
+    def counts(self, mole_fractions: dict[str, float] | None = None) -> list[tuple[str, int]]:
+        """(molecule, count) per molecule type: the system's counts, or the total redistributed by
+        ``mole_fractions`` (largest remainders, so that the counts add up to the same total)."""
+        if self.molecules is None:
+            return [(self.molecule, self.n_molecules)]
+        if mole_fractions is None:
+            return [(m.molecule, m.n) for m in self.molecules]
+        total = self.total_molecules
+        fractions = complete_mole_fractions(mole_fractions, self.molecule_names, "mole_fractions")
+        exact = [fractions[molecule_key(m.molecule)] * total for m in self.molecules]
+        counts = [int(x) for x in exact]
+        for k in sorted(range(len(exact)), key=lambda k: counts[k] - exact[k])[: total - sum(counts)]:
+            counts[k] += 1
+        return [(m.molecule, n) for m, n in zip(self.molecules, counts)]
+
+
+def complete_mole_fractions(given: dict[str, float], names: list[str], where: str) -> dict[str, float]:
+    """Mole fractions of every molecule type in ``names`` (their order) from ``given``: all of them,
+    or all but one (that one takes the rest). Errors name ``where`` and the problem."""
+    unknown = [k for k in given if k not in names]
+    if unknown:
+        raise ConfigError(f"{where}: unknown molecule type(s) {unknown}; the system's are {names}")
+    for k, x in given.items():
+        if not 0.0 <= x <= 1.0:
+            raise ConfigError(f"{where}.{k}: a mole fraction must be in [0, 1], got {x}")
+    missing = [k for k in names if k not in given]
+    if len(missing) > 1:
+        raise ConfigError(f"{where}: give the mole fractions of all molecule types or of all but one; "
+                          f"missing {missing}")
+    total = sum(given.values())
+    out = dict(given)
+    if missing:
+        if total > 1.0 + 1e-9:
+            raise ConfigError(f"{where}: the mole fractions add up to {total:g} > 1")
+        out[missing[0]] = max(0.0, 1.0 - total)
+    elif abs(total - 1.0) > 1e-6:
+        raise ConfigError(f"{where}: the mole fractions add up to {total:g}, not 1")
+    return {k: out[k] for k in names}
 
 
 @dataclass
 class StateConfig:
-    """One state point: temperature with density (NVT) or pressure (NPT then NVT)."""
+    """One state point: temperature with density (NVT) or pressure (NPT then NVT); for a mixture
+    optionally a composition."""
 
     temperature_K: float
     density_g_cm3: float | None = None
     pressure_bar: float | None = None
+    #: mixtures: mole fraction per molecule type (names as in system.molecules: a built-in name or a
+    #: YAML stem), for all types or all but one; the total count is the system's. None: the system's
+    #: own counts
+    mole_fractions: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.temperature_K <= 0:
@@ -248,25 +383,43 @@ class StateConfig:
         if (self.density_g_cm3 is None) == (self.pressure_bar is None):
             raise ConfigError("state point: give exactly one of density_g_cm3 or pressure_bar")
         _positive("density_g_cm3", self.density_g_cm3)
+        if self.mole_fractions is not None:
+            for k, x in self.mole_fractions.items():
+                if not 0.0 <= x <= 1.0:
+                    raise ConfigError(f"mole_fractions.{k}: a mole fraction must be in [0, 1], got {x}")
 
     def to_state(self) -> StatePoint:
-        return StatePoint(self.temperature_K, self.density_g_cm3, self.pressure_bar)
+        """The state point; a composition must be complete (every molecule type, summing to 1) by now,
+        as :meth:`Config.state_points` makes it."""
+        try:
+            return StatePoint(self.temperature_K, self.density_g_cm3, self.pressure_bar,
+                              mole_fractions=self.mole_fractions)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 @dataclass
 class StateGridConfig:
-    """A grid of state points: every temperature with every density (or every pressure)."""
+    """A grid of state points: every temperature with every density (or every pressure), and for a
+    mixture with every composition."""
 
     temperature_K: list[float] = field(default_factory=list)
     density_g_cm3: list[float] | None = None
     pressure_bar: list[float] | None = None
+    #: mixtures: compositions, each a mapping as ``states[].mole_fractions``; None: the system's own
+    composition: list[dict[str, float]] | None = None
 
     def expand(self) -> list[StateConfig]:
         if (self.density_g_cm3 is None) == (self.pressure_bar is None):
             raise ConfigError("state_grid: give exactly one of density_g_cm3 or pressure_bar")
+        compositions: list[dict[str, float] | None] = [None] if self.composition is None else list(self.composition)
+        if not compositions:
+            raise ConfigError("state_grid.composition: an empty list (leave it out for the system's composition)")
         if self.density_g_cm3 is not None:
-            return [StateConfig(t, density_g_cm3=d) for t, d in itertools.product(self.temperature_K, self.density_g_cm3)]
-        return [StateConfig(t, pressure_bar=p) for t, p in itertools.product(self.temperature_K, self.pressure_bar)]
+            return [StateConfig(t, density_g_cm3=d, mole_fractions=x)
+                    for t, d, x in itertools.product(self.temperature_K, self.density_g_cm3, compositions)]
+        return [StateConfig(t, pressure_bar=p, mole_fractions=x)
+                for t, p, x in itertools.product(self.temperature_K, self.pressure_bar, compositions)]
 
 
 @dataclass
@@ -299,6 +452,26 @@ class GenerateConfig:
 
 
 @dataclass
+class ImportMoleculeConfig:
+    """One molecule type of an imported mixture: which molecules of the file it is, and its definition."""
+
+    #: the thermocg molecule (built-in name or YAML path): its atom names, masses and types replace
+    #: the file's, and its name becomes the molecule type (and the default bead type)
+    molecule: str
+    #: the molecule type's name in the file: a GROMACS moleculetype (.tpr/.top) or an extxyz
+    #: molecule-type array entry; None: the thermocg molecule's name (what thermocg's own exports use)
+    name_in_file: str | None = None
+    #: LAMMPS: the range [first, last] (inclusive) of the data file's molecule IDs of this type
+    molecule_ids: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.molecule_ids is not None and (len(self.molecule_ids) != 2
+                                              or self.molecule_ids[0] > self.molecule_ids[1]):
+            raise ConfigError(f"imports.molecules ({self.molecule}).molecule_ids: a range [first, last] with "
+                              f"first <= last, got {self.molecule_ids}")
+
+
+@dataclass
 class ImportConfig:
     """An all-atom trajectory with forces written by another engine."""
 
@@ -309,16 +482,29 @@ class ImportConfig:
     topology: str | None = None
     #: LAMMPS unit style of the files
     lammps_units: Literal["real", "metal"] | None = None
+    #: the state point of the frames; a mixture's must give ``mole_fractions`` of every molecule type
+    #: (checked against the file's counts)
     state: StateConfig | None = None
     #: optional molecule definition (name or YAML) giving masses/molecules when the topology lacks them
     molecule: str | None = None
+    #: a mixture: the molecule types of the file (instead of ``molecule``), checked against the file
+    molecules: list[ImportMoleculeConfig] | None = None
     #: LAMMPS only: the MD timestep, turning dump step numbers into times (None: time = step)
     timestep_fs: float | None = None
+    #: the potential energy of each frame: a LAMMPS log (thermo columns Step and PotEng) or a GROMACS
+    #: .edr; None: a GROMACS .edr next to the .trr (same stem) when there is one, and for extxyz each
+    #: frame's ``energy``. Frames without an energy are imported without energies
+    energy_file: str | None = None
 
     def __post_init__(self) -> None:
         _positive("imports.timestep_fs", self.timestep_fs)
         if self.format == "lammps" and self.lammps_units is None:
             raise ConfigError(f"imports ({self.path}): a LAMMPS dump needs lammps_units (real or metal)")
+        if self.molecule is not None and self.molecules is not None:
+            raise ConfigError(f"imports ({self.path}): give molecule (one molecule type) or molecules (a "
+                              "mixture), not both")
+        if self.molecules is not None and len(self.molecules) < 1:
+            raise ConfigError(f"imports ({self.path}).molecules: an empty list")
 
 
 @dataclass
@@ -665,13 +851,30 @@ class Config:
     study: StudyConfig = field(default_factory=StudyConfig)
 
     def state_points(self) -> list[StateConfig]:
-        """Explicit states followed by the grid's, without duplicates."""
+        """Explicit states followed by the grid's, without duplicates.
+
+        For a mixture every state comes back with its complete composition (``mole_fractions`` of
+        every molecule type, system order: the one given, completed, or the system's own), so that
+        its label carries the composition; a composition in a one-component system is an error."""
         out = list(self.states)
         if self.state_grid is not None:
             out.extend(self.state_grid.expand())
+        names = self.system.molecule_names
+        resolved = []
+        for k, s in enumerate(out):
+            where = f"states[{k}].mole_fractions" if k < len(self.states) else "state_grid.composition"
+            if not self.system.is_mixture:
+                if s.mole_fractions is not None:
+                    raise ConfigError(f"{where}: a composition needs a mixture (system.molecules)")
+                resolved.append(s)
+                continue
+            given = s.mole_fractions if s.mole_fractions is not None else self.system.mole_fractions()
+            fractions = complete_mole_fractions(given, names, where)
+            resolved.append(dataclasses.replace(s, mole_fractions=fractions))
         seen, unique = set(), []
-        for s in out:
-            key = (s.temperature_K, s.density_g_cm3, s.pressure_bar)
+        for s in resolved:
+            key = (s.temperature_K, s.density_g_cm3, s.pressure_bar,
+                   None if s.mole_fractions is None else tuple(s.mole_fractions.items()))
             if key not in seen:
                 seen.add(key)
                 unique.append(s)
@@ -723,13 +926,19 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     # relative file paths in a config are relative to the config file, wherever it is run from
     base = path.parent
     config.run_dir = _relative_to(base, config.run_dir)
-    config.system.molecule = _molecule_path(base, config.system.molecule)
+    if config.system.molecule is not None:
+        config.system.molecule = _molecule_path(base, config.system.molecule)
+    for component in config.system.molecules or []:
+        component.molecule = _molecule_path(base, component.molecule)
     for item in config.imports:
         item.path = _relative_to(base, item.path)
-        if item.topology is not None:
-            item.topology = _relative_to(base, item.topology)
+        for key in ("topology", "energy_file"):
+            if getattr(item, key) is not None:
+                setattr(item, key, _relative_to(base, getattr(item, key)))
         if item.molecule is not None:
             item.molecule = _molecule_path(base, item.molecule)
+        for component in item.molecules or []:
+            component.molecule = _molecule_path(base, component.molecule)
     return config
 
 

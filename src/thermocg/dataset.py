@@ -16,11 +16,14 @@ Layout (units in each dataset's ``unit`` attribute, as H5MD prescribes)::
     /particles/trajectory/velocity/{value (F, N, 3) Angstrom fs-1, step, time}           (optional)
     /particles/trajectory/mass            (N,) amu
     /particles/trajectory/species         (N,) int, indices into /parameters/thermocg type_names
+    /observables/potential_energy/{value (F,) kcal mol-1, step, time}                     (optional)
     /parameters/thermocg           attributes: format_version, kind ("allatom" or "cg"),
                                    type_names (JSON), state (JSON), metadata (JSON);
                                    dataset molecule_ids (N,) when known
 
-Box rows are the cell vectors a, b, c. Files are written to ``NAME.partial`` and renamed on
+Box rows are the cell vectors a, b, c. The potential energy is the all-atom system's total potential
+energy of each frame (an H5MD observable: a time series of the whole system); a CG dataset carries the
+energies of the all-atom frames it was mapped from. Files are written to ``NAME.partial`` and renamed on
 successful close, so a killed run never leaves a file that a later stage would trust.
 """
 
@@ -44,6 +47,7 @@ _UNITS = {
     "position": "Angstrom",
     "force": "kcal mol-1 Angstrom-1",
     "velocity": "Angstrom fs-1",
+    "potential_energy": "kcal mol-1",
 }
 
 
@@ -56,7 +60,7 @@ def _time_series(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: An
     sub = group.create_group(name)
     value = sub.create_dataset(
         "value", shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
-        chunks=(1, *shape), compression=compression,
+        chunks=(1, *shape) if shape else (1024,), compression=compression,
     )
     if unit:
         value.attrs["unit"] = unit
@@ -79,6 +83,7 @@ class H5MDWriter:
     kind : ``"allatom"`` or ``"cg"``
     state : the state point, stored as metadata
     has_forces, has_velocities : which time series to store
+    has_potential_energy : store ``/observables/potential_energy`` (kcal/mol per frame)
     molecule_ids : optional (N,) molecule index per particle
     metadata : JSON-serialisable provenance
     dtype : storage dtype of positions/forces/velocities (float64 keeps summed forces exact)
@@ -88,7 +93,8 @@ class H5MDWriter:
                  masses: np.ndarray, kind: str, state: StatePoint | None = None,
                  has_forces: bool = True, has_velocities: bool = False,
                  molecule_ids: np.ndarray | None = None, metadata: dict[str, Any] | None = None,
-                 dtype: Any = np.float64, compression: str | None = None) -> None:
+                 dtype: Any = np.float64, compression: str | None = None,
+                 has_potential_energy: bool = False) -> None:
         self.path = Path(path)
         self._partial = partial_path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +118,10 @@ class H5MDWriter:
             self._series["force"] = _time_series(g, "force", (n, 3), dtype, _UNITS["force"], compression)
         if has_velocities:
             self._series["velocity"] = _time_series(g, "velocity", (n, 3), dtype, _UNITS["velocity"], compression)
+        self._energy = None
+        if has_potential_energy:
+            self._energy = _time_series(f.require_group("observables"), "potential_energy", (), np.float64,
+                                        _UNITS["potential_energy"], None)
         mass = g.create_dataset("mass", data=np.asarray(masses, dtype=np.float64))
         mass.attrs["unit"] = "amu"
         g.create_dataset("species", data=np.asarray(types, dtype=np.int64))
@@ -127,8 +137,10 @@ class H5MDWriter:
 
     def append(self, positions: np.ndarray, box: np.ndarray, *, forces: np.ndarray | None = None,
                velocities: np.ndarray | None = None, time_fs: np.ndarray | float | None = None,
-               step: np.ndarray | int | None = None) -> None:
-        """Append one frame ((N, 3) arrays) or a block of frames ((F, N, 3) arrays)."""
+               step: np.ndarray | int | None = None,
+               potential_energy_kcal_mol: np.ndarray | float | None = None) -> None:
+        """Append one frame ((N, 3) arrays) or a block of frames ((F, N, 3) arrays); the potential
+        energy is one number per frame (kcal/mol)."""
         positions = np.asarray(positions)
         if positions.ndim == 2:
             positions = positions[None]
@@ -144,9 +156,16 @@ class H5MDWriter:
             data = np.asarray(data).reshape(k, self.n_particles, 3)
             self._extend(ds.parent, data)
         self._extend(self._edges.parent, box)
+        series_groups = [self._edges.parent, *[d.parent for d in self._series.values()]]
+        if self._energy is not None:
+            if potential_energy_kcal_mol is None:
+                raise FramesError(f"{self.path}: this file stores the potential energy but none was given")
+            energy = np.asarray(potential_energy_kcal_mol, dtype=np.float64).reshape(k)
+            self._extend(self._energy.parent, energy)
+            series_groups.append(self._energy.parent)
         t = np.arange(self.n_frames, self.n_frames + k, dtype=np.float64) if time_fs is None else time_fs
         s = np.arange(self.n_frames, self.n_frames + k) if step is None else step
-        for series in [self._edges.parent, *[d.parent for d in self._series.values()]]:
+        for series in series_groups:
             for name, values in (("time", t), ("step", s)):
                 ds = series[name]
                 ds.resize((self.n_frames + k,))
@@ -178,10 +197,10 @@ def write_frames(frames: Frames, path: str | os.PathLike, *, kind: str, dtype: A
         path, types=frames.types, type_names=frames.type_names, masses=frames.masses, kind=kind,
         state=frames.state, has_forces=frames.forces is not None,
         has_velocities=frames.velocities is not None, molecule_ids=frames.molecule_ids,
-        metadata=frames.metadata, dtype=dtype,
+        metadata=frames.metadata, dtype=dtype, has_potential_energy=frames.potential_energy_kcal_mol is not None,
     ) as w:
         w.append(frames.positions, frames.box, forces=frames.forces, velocities=frames.velocities,
-                 time_fs=frames.time_fs)
+                 time_fs=frames.time_fs, potential_energy_kcal_mol=frames.potential_energy_kcal_mol)
     return Path(path)
 
 
@@ -208,6 +227,8 @@ class H5MDDataset:
             self._time = g["position/time"]
             self._force = g["force/value"] if "force" in g else None
             self._velocity = g["velocity/value"] if "velocity" in g else None
+            self._energy = (self._file["observables/potential_energy/value"]
+                            if "observables/potential_energy" in self._file else None)
             self.masses = np.asarray(g["mass"], dtype=np.float64)
             self.types = np.asarray(g["species"], dtype=np.int64)
             p = self._file["parameters/thermocg"]
@@ -236,6 +257,22 @@ class H5MDDataset:
     @property
     def has_forces(self) -> bool:
         return self._force is not None
+
+    @property
+    def has_velocities(self) -> bool:
+        return self._velocity is not None
+
+    @property
+    def has_potential_energy(self) -> bool:
+        return self._energy is not None
+
+    def potential_energies(self, index: int | slice | np.ndarray | None = None) -> np.ndarray | None:
+        """The all-atom potential energies (F,) kcal/mol of the frames picked by ``index`` (all when
+        None), read without the positions; None when the file has none."""
+        if self._energy is None:
+            return None
+        energies = np.asarray(self._energy[:], dtype=np.float64)
+        return energies if index is None else energies[index]
 
     @property
     def n_particles(self) -> int:
@@ -270,6 +307,7 @@ class H5MDDataset:
                 forces=None if self._force is None else self._force[index],
                 velocities=None if self._velocity is None else self._velocity[index],
                 time_fs=self._time[index],
+                potential_energy_kcal_mol=None if self._energy is None else self._energy[index],
                 types=self.types,
                 type_names=self.type_names,
                 masses=self.masses,

@@ -10,6 +10,8 @@ Shapes and units (see ``units.py``):
 - ``masses``     (n_particles,) amu
 - ``time_fs``    (n_frames,) fs
 - ``molecule_ids`` (n_particles,) int, or None (all-atom frames carry it; CG frames may)
+- ``potential_energy_kcal_mol`` (n_frames,) kcal/mol, or None: the all-atom potential energy of each
+  frame (a CG frame mapped from an all-atom one carries the same number)
 - ``state``      the thermodynamic state point the frames were sampled at
 """
 
@@ -32,16 +34,22 @@ class FramesError(ValueError):
 
 @dataclass(frozen=True)
 class StatePoint:
-    """A thermodynamic state point: a temperature with either a density or a pressure.
+    """A thermodynamic state point: a temperature with either a density or a pressure, and for a
+    mixture its composition.
 
     ``density_g_cm3`` means NVT at that density; ``pressure_bar`` means NPT equilibration (then NVT
     production at the equilibrated mean volume). After an NPT run both may be set: the pressure that
     was asked for and the density that resulted.
+
+    ``mole_fractions`` (mixtures only): the mole fraction of every molecule type, in the system's
+    order, as ``((name, x), ...)`` (a mapping is accepted and kept in its order); the fractions are
+    in [0, 1] and sum to 1. None for a one-component system.
     """
 
     temperature_K: float
     density_g_cm3: float | None = None
     pressure_bar: float | None = None
+    mole_fractions: tuple[tuple[str, float], ...] | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.temperature_K) and self.temperature_K > 0):
@@ -52,29 +60,64 @@ class StatePoint:
             raise ValueError(f"state point: density_g_cm3 must be positive, got {self.density_g_cm3}")
         if self.pressure_bar is not None and not math.isfinite(self.pressure_bar):
             raise ValueError(f"state point: pressure_bar must be finite, got {self.pressure_bar}")
+        if self.mole_fractions is not None:
+            items = (self.mole_fractions.items() if isinstance(self.mole_fractions, dict)
+                     else self.mole_fractions)
+            fractions = tuple((str(name), float(x)) for name, x in items)
+            names = [name for name, _ in fractions]
+            if len(fractions) < 2 or len(set(names)) != len(names):
+                raise ValueError(f"state point: mole_fractions needs two or more distinct molecule types, "
+                                 f"got {names}")
+            if any(not (math.isfinite(x) and 0.0 <= x <= 1.0) for _, x in fractions):
+                raise ValueError(f"state point: mole fractions must be in [0, 1], got {dict(fractions)}")
+            if abs(sum(x for _, x in fractions) - 1.0) > 1e-6:
+                raise ValueError(f"state point: mole fractions must sum to 1, got {dict(fractions)}")
+            object.__setattr__(self, "mole_fractions", fractions)
 
     @property
     def label(self) -> str:
-        """A short name usable in file names, e.g. ``T298_rho0.786`` or ``T298_P1``."""
+        """A short name usable in file names, e.g. ``T298_rho0.786``, ``T298_P1``, ``T298_P1_x0.25``.
+
+        The composition part ``_x...`` (mixtures only) gives the mole fractions of every molecule
+        type but the last, in the system's order, each with ``%g`` and joined by ``-``: a binary
+        mixture with x(first) = 0.25 gets ``_x0.25``, a ternary one ``_x0.2-0.3``. One-component
+        labels have no composition part.
+        """
         t = f"T{self.temperature_K:g}"
         if self.pressure_bar is not None:
-            return f"{t}_P{self.pressure_bar:g}"
-        if self.density_g_cm3 is not None:
-            return f"{t}_rho{self.density_g_cm3:g}"
-        return t
+            label = f"{t}_P{self.pressure_bar:g}"
+        elif self.density_g_cm3 is not None:
+            label = f"{t}_rho{self.density_g_cm3:g}"
+        else:
+            label = t
+        if self.mole_fractions is not None:
+            label += "_x" + "-".join(f"{x:g}" for _, x in self.mole_fractions[:-1])
+        return label
 
-    def to_dict(self) -> dict[str, float]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+    @property
+    def composition(self) -> dict[str, float] | None:
+        """The mole fractions as a mapping (system order), or None."""
+        return None if self.mole_fractions is None else dict(self.mole_fractions)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: v for k, v in (("temperature_K", self.temperature_K),
+                                                 ("density_g_cm3", self.density_g_cm3),
+                                                 ("pressure_bar", self.pressure_bar)) if v is not None}
+        if self.mole_fractions is not None:
+            out["mole_fractions"] = dict(self.mole_fractions)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "StatePoint":
-        allowed = {"temperature_K", "density_g_cm3", "pressure_bar"}
+        allowed = {"temperature_K", "density_g_cm3", "pressure_bar", "mole_fractions"}
         unknown = set(data) - allowed
         if unknown:
             raise ValueError(f"state point: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
         if "temperature_K" not in data:
             raise ValueError("state point: temperature_K is required")
-        return cls(**{k: (None if v is None else float(v)) for k, v in data.items()})
+        values = {k: (None if v is None else float(v)) for k, v in data.items() if k != "mole_fractions"}
+        fractions = data.get("mole_fractions")
+        return cls(**values, mole_fractions=None if fractions is None else dict(fractions))
 
 
 def _check_finite(name: str, array: np.ndarray | None) -> None:
@@ -97,6 +140,8 @@ class Frames:
     time_fs: np.ndarray | None = None
     molecule_ids: np.ndarray | None = None
     state: StatePoint | None = None
+    #: (n_frames,) kcal/mol: the all-atom potential energy of each frame, when known
+    potential_energy_kcal_mol: np.ndarray | None = None
     #: free-form provenance (source file, force field, seed, versions); JSON-serialisable
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -144,7 +189,12 @@ class Frames:
             self.molecule_ids = np.asarray(self.molecule_ids, dtype=np.int64)
             if self.molecule_ids.shape != (n_particles,):
                 raise FramesError(f"molecule_ids must be ({n_particles},), got {self.molecule_ids.shape}")
-        for name in ("positions", "forces", "velocities", "box", "masses"):
+        if self.potential_energy_kcal_mol is not None:
+            self.potential_energy_kcal_mol = np.asarray(self.potential_energy_kcal_mol, dtype=np.float64)
+            if self.potential_energy_kcal_mol.shape != (n_frames,):
+                raise FramesError(f"potential_energy_kcal_mol must be ({n_frames},), got "
+                                  f"{self.potential_energy_kcal_mol.shape}")
+        for name in ("positions", "forces", "velocities", "box", "masses", "potential_energy_kcal_mol"):
             _check_finite(name, getattr(self, name))
 
     @property
@@ -178,6 +228,7 @@ class Frames:
             forces=pick(self.forces),
             velocities=pick(self.velocities),
             time_fs=pick(self.time_fs),
+            potential_energy_kcal_mol=pick(self.potential_energy_kcal_mol),
         )
 
     @staticmethod
@@ -201,6 +252,7 @@ class Frames:
             forces=cat("forces"),
             velocities=cat("velocities"),
             time_fs=cat("time_fs"),
+            potential_energy_kcal_mol=cat("potential_energy_kcal_mol"),
         )
 
 

@@ -169,6 +169,9 @@ class Mapping:
             time_fs=None if frames.time_fs is None else frames.time_fs.copy(),
             molecule_ids=self.bead_molecule_ids,
             state=frames.state,
+            # the CG frame's all-atom potential energy is the all-atom frame's: the same number
+            potential_energy_kcal_mol=(None if frames.potential_energy_kcal_mol is None
+                                       else frames.potential_energy_kcal_mol.copy()),
             metadata={**frames.metadata, "mapping": self.description},
         )
 
@@ -360,7 +363,6 @@ def map_trajectory(aa_h5md: str | os.PathLike, topology: Topology, mapping: Mapp
         if not ds.has_forces:
             raise MappingError(f"{aa_h5md}: the trajectory has no forces; force matching needs them")
         meta = {**ds.metadata, **(metadata or {}), "source": str(aa_h5md), "mapping": mapping.description}
-        has_velocities = ds._velocity is not None  # noqa: SLF001 - the dataset exposes no public flag
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -369,12 +371,13 @@ def map_trajectory(aa_h5md: str | os.PathLike, topology: Topology, mapping: Mapp
         with H5MDWriter(
             out_h5md, types=mapping.bead_types, type_names=mapping.bead_type_names,
             masses=mapping.bead_masses, kind="cg", state=ds.state, has_forces=True,
-            has_velocities=has_velocities, molecule_ids=mapping.bead_molecule_ids, metadata=meta,
+            has_velocities=ds.has_velocities, molecule_ids=mapping.bead_molecule_ids, metadata=meta,
+            has_potential_energy=ds.has_potential_energy,
         ) as writer:
             for block in ds.iter_blocks(block_size):
                 cg = mapping.apply(block)
                 writer.append(cg.positions, cg.box, forces=cg.forces, velocities=cg.velocities,
-                              time_fs=cg.time_fs)
+                              time_fs=cg.time_fs, potential_energy_kcal_mol=cg.potential_energy_kcal_mol)
                 if bar is not None:
                     bar.update(block.n_frames)
         if bar is not None:

@@ -6,11 +6,14 @@ DIR`` writes, for one state point of the config, everything ``gmx grompp`` needs
 field that ``thermocg generate`` runs with OpenMM:
 
 - ``conf.gro``   the box built and energy-minimised by OpenMM as in ``generate`` (nm, 3 decimals)
-- ``topol.top``  [defaults] with the molecule's mixing rule (comb-rule 2 Lorentz-Berthelot or 3
-                 geometric) and 1-4 scaling, [atomtypes], and one [moleculetype]: atoms with charges
-                 and masses, [constraints] (type 1, which also generate exclusions), harmonic [bonds]
-                 (type 1) and [angles] (type 1), periodic [dihedrals] (type 9), [pairs] for the 1-4
-                 pairs when they are scaled rather than excluded; nrexcl 3
+- ``topol.top``  [defaults] with the (first) molecule's mixing rule (comb-rule 2 Lorentz-Berthelot or
+                 3 geometric) and 1-4 scaling, [atomtypes], [nonbond_params] for every atom-type pair
+                 the rule does not give (a mixture's cross-interaction overrides, or a molecule type
+                 that mixes by the other rule), and one [moleculetype] per molecule type: atoms with
+                 charges and masses, [constraints] (type 1, which also generate exclusions), harmonic
+                 [bonds] (type 1) and [angles] (type 1), periodic [dihedrals] (type 9), [pairs] for
+                 the 1-4 pairs when they are scaled rather than excluded; nrexcl 3; [molecules] lists
+                 the molecule types in the order of the atoms (a mixture: component by component)
 - ``nvt.mdp``    NVT production: stochastic dynamics (GROMACS's Langevin integrator, tau-t =
                  1 / friction) at the state's temperature, PME, plain LJ and Coulomb cutoffs as the
                  force field prescribes, DispCorr EnerPres, positions, velocities and **forces**
@@ -28,6 +31,7 @@ give the forces of our built-in definitions.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from thermocg import units
+from thermocg.allatom.mixture import Mixture, as_mixture
 from thermocg.allatom.molecules import Molecule, get_molecule
 from thermocg.neighbors import perpendicular_widths
 from thermocg.rundir import atomic_write_text
@@ -59,51 +64,107 @@ def _gmx_name(text: str, width: int = 5) -> str:
     return name
 
 
-def _atom_types(molecule: Molecule) -> dict[str, tuple[str, Any]]:
-    """site name -> (GROMACS atom type, site); sites sharing a type but not its LJ get their own."""
-    chosen: dict[str, tuple[str, Any]] = {}
-    by_type: dict[str, Any] = {}
-    for site in molecule.sites:
-        name = site.type
-        first = by_type.setdefault(name, site)
-        if (first.sigma_A, first.epsilon_kcal_mol) != (site.sigma_A, site.epsilon_kcal_mol):
-            name = f"{site.type}_{site.name}"
-        chosen[site.name] = (name, site)
-    return chosen
+def _atomtype_names(mixture: Mixture) -> list[str]:
+    """A GROMACS atom-type name per LJ class of the mixture (:attr:`Mixture.lj_classes`): the site type,
+    qualified by the molecule when two molecule types share it, and by the site name when sites of one
+    type carry different LJ parameters."""
+    names: list[str] = []
+    qualified = mixture.atom_type_names()
+    for k, cls in enumerate(mixture.lj_classes):
+        name = qualified[k].replace(":", "_")
+        if name in names:
+            molecule = mixture.components[cls.component].molecule
+            site = next(s.name for s, c in zip(molecule.sites, mixture.site_classes(cls.component)) if c == k)
+            name = f"{name}_{site}"
+        names.append(name)
+    return names
 
 
-def gromacs_topology(molecule: Molecule, n_molecules: int, *, system_name: str | None = None) -> str:
-    """The text of ``topol.top`` for ``n_molecules`` copies of ``molecule`` (see the module docstring)."""
-    if molecule.mixing not in ("lorentz-berthelot", "geometric"):
-        raise GromacsExportError(f"{molecule.name}: mixing rule {molecule.mixing!r} has no GROMACS comb-rule")
-    comb_rule = 2 if molecule.mixing == "lorentz-berthelot" else 3
-    _, pairs14 = molecule.topology_pairs()
-    scaled14 = bool(pairs14) and (molecule.scale14_lj != 0.0 or molecule.scale14_coulomb != 0.0)
-    types = _atom_types(molecule)
+def _comb_rule_pair(comb_rule: int, a: Any, b: Any) -> tuple[float, float]:
+    eps = math.sqrt(a.epsilon_kcal_mol * b.epsilon_kcal_mol)
+    sigma = 0.5 * (a.sigma_A + b.sigma_A) if comb_rule == 2 else math.sqrt(a.sigma_A * b.sigma_A)
+    return sigma, eps
+
+
+def gromacs_topology(system: Molecule | Mixture, n_molecules: int | None = None, *,
+                     system_name: str | None = None) -> str:
+    """The text of ``topol.top`` for ``n_molecules`` copies of a molecule, or for a mixture (one
+    ``[ moleculetype ]`` per molecule type, one ``[ molecules ]`` line each, in atom order).
+
+    [ defaults ] takes the first molecule type's mixing rule (comb-rule 2 Lorentz-Berthelot, 3
+    geometric) and 1-4 scaling. Every pair of atom types whose LJ parameters are not what that rule
+    gives (a cross interaction set in the config, or the pairs of a molecule type whose force field
+    mixes by the other rule) is written to [ nonbond_params ] with its sigma and epsilon. 1-4 pairs of
+    a molecule type that mixes by the other rule, or scales LJ 1-4 differently, get explicit
+    parameters on their [ pairs ] lines; its Coulomb 1-4 scale must be the global fudgeQQ.
+    """
+    mixture = as_mixture(system, n_molecules)
+    first = mixture.molecules[0]
+    for molecule in mixture.molecules:
+        if molecule.mixing not in ("lorentz-berthelot", "geometric"):
+            raise GromacsExportError(f"{molecule.name}: mixing rule {molecule.mixing!r} has no GROMACS comb-rule")
+    comb_rule = 2 if first.mixing == "lorentz-berthelot" else 3
+    scaled = {}
+    for molecule in mixture.molecules:
+        _, pairs14 = molecule.topology_pairs()
+        scaled[molecule.name] = bool(pairs14) and (molecule.scale14_lj != 0.0 or molecule.scale14_coulomb != 0.0)
+    with_pairs = [m for m in mixture.molecules if scaled[m.name]]
+    fudge_lj, fudge_qq = ((with_pairs[0].scale14_lj, with_pairs[0].scale14_coulomb) if with_pairs
+                          else (first.scale14_lj, first.scale14_coulomb))
+    for molecule in with_pairs:
+        if molecule.scale14_coulomb != fudge_qq:
+            raise GromacsExportError(
+                f"{molecule.name}: its 1-4 Coulomb scale {molecule.scale14_coulomb:g} differs from "
+                f"{with_pairs[0].name}'s {fudge_qq:g}; one GROMACS topology has one fudgeQQ")
+    classes = mixture.lj_classes
+    type_names = _atomtype_names(mixture)
     lines = [
-        f"; {molecule.name}: {molecule.source or molecule.origin}",
+        f"; {mixture.name}: {mixture.source or ', '.join(mixture.origins) or 'thermocg'}",
         "; written by thermocg (units: nm, kJ/mol, e, amu)",
         "",
         "[ defaults ]",
         "; nbfunc  comb-rule  gen-pairs  fudgeLJ  fudgeQQ",
-        f"  1        {comb_rule}          yes        {molecule.scale14_lj:g}      {molecule.scale14_coulomb:g}",
+        f"  1        {comb_rule}          yes        {fudge_lj:g}      {fudge_qq:g}",
         "",
         "[ atomtypes ]",
         "; name  mass  charge  ptype  sigma(nm)  epsilon(kJ/mol)",
     ]
-    seen = set()
-    for name, site in types.values():
-        if name in seen:
-            continue
-        seen.add(name)
-        sigma_nm = site.sigma_A * units.A_TO_NM if site.epsilon_kcal_mol > 0 else 0.0
-        lines.append(f"  {name:<10s} {site.mass_amu:10.5f}  0.0  A  {sigma_nm:.8f}  "
-                     f"{site.epsilon_kcal_mol * units.KCAL_TO_KJ:.8f}")
+    for k, cls in enumerate(classes):
+        molecule = mixture.components[cls.component].molecule
+        mass = next(s.mass_amu for s, c in zip(molecule.sites, mixture.site_classes(cls.component)) if c == k)
+        sigma_nm = cls.sigma_A * units.A_TO_NM if cls.epsilon_kcal_mol > 0 else 0.0
+        lines.append(f"  {type_names[k]:<10s} {mass:10.5f}  0.0  A  {sigma_nm:.8f}  "
+                     f"{cls.epsilon_kcal_mol * units.KCAL_TO_KJ:.8f}")
+    overrides = []
+    for i, a in enumerate(classes):
+        for j in range(i, len(classes)):
+            b = classes[j]
+            sigma, eps, _ = mixture.pair_lj(a, b)
+            rule_sigma, rule_eps = _comb_rule_pair(comb_rule, a, b)
+            if eps == 0.0 and rule_eps == 0.0:
+                continue
+            if abs(eps - rule_eps) > 1e-12 * max(eps, 1e-300) or abs(sigma - rule_sigma) > 1e-12 * sigma:
+                overrides.append(f"  {type_names[i]:<10s} {type_names[j]:<10s} 1  {sigma * units.A_TO_NM:.8f}  "
+                                 f"{eps * units.KCAL_TO_KJ:.8f}")
+    if overrides:
+        lines += ["", "[ nonbond_params ]", "; i  j  funct  sigma(nm)  epsilon(kJ/mol)", *overrides]
+    for k, molecule in enumerate(mixture.molecules):
+        lines += _moleculetype(molecule, [type_names[c] for c in mixture.site_classes(k)], comb_rule,
+                               scaled[molecule.name], fudge_lj)
+    lines += ["", "[ system ]", f"  {system_name or mixture.name}", "", "[ molecules ]"]
+    lines += [f"  {c.molecule.name}  {int(c.n_molecules)}" for c in mixture.components if c.n_molecules > 0]
+    return "\n".join(lines + [""])
+
+
+def _moleculetype(molecule: Molecule, site_types: list[str], comb_rule: int, scaled14: bool,
+                  fudge_lj: float) -> list[str]:
+    """The [ moleculetype ] block of one molecule type (atoms, constraints, bonds, pairs, angles, dihedrals)."""
+    _, pairs14 = molecule.topology_pairs()
     residue = _gmx_name(molecule.name.upper()[:5])
-    lines += ["", "[ moleculetype ]", "; name  nrexcl", f"  {molecule.name}  3", "", "[ atoms ]",
-              "; nr  type  resnr  residue  atom  cgnr  charge  mass"]
+    lines = ["", "[ moleculetype ]", "; name  nrexcl", f"  {molecule.name}  3", "", "[ atoms ]",
+             "; nr  type  resnr  residue  atom  cgnr  charge  mass"]
     for k, site in enumerate(molecule.sites, start=1):
-        lines.append(f"  {k:4d}  {types[site.name][0]:<10s} 1  {residue}  {_gmx_name(site.name)}  {k}  "
+        lines.append(f"  {k:4d}  {site_types[k - 1]:<10s} 1  {residue}  {_gmx_name(site.name)}  {k}  "
                      f"{site.charge_e:.6f}  {site.mass_amu:.5f}")
     if molecule.constraints:
         lines += ["", "[ constraints ]", "; i  j  funct  length(nm)"]
@@ -114,8 +175,17 @@ def gromacs_topology(molecule: Molecule, n_molecules: int, *, system_name: str |
         lines += [f"  {b.atoms[0] + 1}  {b.atoms[1] + 1}  1  {b.length_A * units.A_TO_NM:.8f}  "
                   f"{b.k_kcal_mol_A2 * _KCAL_A2_TO_KJ_NM2:.6f}" for b in molecule.bonds]
     if scaled14:
-        lines += ["", "[ pairs ]", "; i  j  funct (parameters from gen-pairs: fudgeLJ, fudgeQQ)"]
-        lines += [f"  {i + 1}  {j + 1}  1" for i, j in sorted(pairs14)]
+        own_rule = 2 if molecule.mixing == "lorentz-berthelot" else 3
+        if own_rule == comb_rule and molecule.scale14_lj == fudge_lj:
+            lines += ["", "[ pairs ]", "; i  j  funct (parameters from gen-pairs: fudgeLJ, fudgeQQ)"]
+            lines += [f"  {i + 1}  {j + 1}  1" for i, j in sorted(pairs14)]
+        else:
+            # the molecule's own mixing and LJ scaling, written out (gen-pairs would use the global ones)
+            lines += ["", "[ pairs ]", "; i  j  funct  sigma(nm)  epsilon(kJ/mol)  (1-4 LJ already scaled)"]
+            for i, j in sorted(pairs14):
+                sigma, eps = _comb_rule_pair(own_rule, molecule.sites[i], molecule.sites[j])
+                lines.append(f"  {i + 1}  {j + 1}  1  {sigma * units.A_TO_NM:.8f}  "
+                             f"{eps * molecule.scale14_lj * units.KCAL_TO_KJ:.8f}")
     if molecule.angles:
         lines += ["", "[ angles ]", "; i  j  k  funct  theta0(deg)  k(kJ/mol/rad^2)"]
         lines += [f"  {a.atoms[0] + 1}  {a.atoms[1] + 1}  {a.atoms[2] + 1}  1  {a.theta0_deg:.6f}  "
@@ -127,16 +197,16 @@ def gromacs_topology(molecule: Molecule, n_molecules: int, *, system_name: str |
             i, j, k, m = (a + 1 for a in t.atoms)
             lines.append(f"  {i}  {j}  {k}  {m}  9  {t.phase_deg:.6f}  {t.k_kcal_mol * units.KCAL_TO_KJ:.8f}  "
                          f"{t.periodicity}")
-    lines += ["", "[ system ]", f"  {system_name or molecule.name}", "", "[ molecules ]",
-              f"  {molecule.name}  {int(n_molecules)}", ""]
-    return "\n".join(lines)
+    return lines
 
 
-def gro_text(molecule: Molecule, n_molecules: int, positions_A: np.ndarray, box_A: np.ndarray, *,
+def gro_text(system: Molecule | Mixture, n_molecules: int | None, positions_A: np.ndarray, box_A: np.ndarray, *,
              title: str = "thermocg", velocities_A_fs: np.ndarray | None = None) -> str:
-    """A .gro file: molecule by molecule, positions in nm (3 decimals), the box as GROMACS orders it."""
+    """A .gro file: molecule by molecule (a mixture: in its atom order), positions in nm (3 decimals),
+    the box as GROMACS orders it."""
+    mixture = as_mixture(system, n_molecules)
     positions = np.asarray(positions_A, dtype=np.float64) * units.A_TO_NM
-    n_atoms = n_molecules * molecule.n_sites
+    n_atoms = mixture.n_atoms
     if positions.shape != (n_atoms, 3):
         raise GromacsExportError(f"positions have shape {positions.shape}, expected ({n_atoms}, 3)")
     box = np.asarray(box_A, dtype=np.float64) * units.A_TO_NM
@@ -144,27 +214,29 @@ def gro_text(molecule: Molecule, n_molecules: int, positions_A: np.ndarray, box_
         raise GromacsExportError("GROMACS needs a lower-triangular box (a along x, b in the xy plane)")
     if n_atoms > 99999:
         raise GromacsExportError(f"{n_atoms} atoms: a .gro numbers atoms with 5 digits (at most 99999)")
-    residue = _gmx_name(molecule.name.upper()[:5])
-    names = [_gmx_name(s.name) for s in molecule.sites]
+    residues = {m.name: _gmx_name(m.name.upper()[:5]) for m in mixture.molecules}
+    site_names = {m.name: [_gmx_name(s.name) for s in m.sites] for m in mixture.molecules}
     velocities = None
     if velocities_A_fs is not None:
         velocities = np.asarray(velocities_A_fs, dtype=np.float64) * units.A_TO_NM / units.FS_TO_PS
     lines = [title.replace("\n", " "), f"{n_atoms:5d}"]
-    for k in range(n_atoms):
-        mol, site = divmod(k, molecule.n_sites)
-        x, y, z = positions[k]
-        line = f"{(mol + 1) % 100000:5d}{residue:<5s}{names[site]:>5s}{(k + 1) % 100000:5d}{x:8.3f}{y:8.3f}{z:8.3f}"
-        if velocities is not None:
-            vx, vy, vz = velocities[k]
-            line += f"{vx:8.4f}{vy:8.4f}{vz:8.4f}"
-        lines.append(line)
+    for _, molecule, mol, start in mixture.molecule_blocks():
+        residue = residues[molecule.name]
+        for site, name in enumerate(site_names[molecule.name]):
+            k = start + site
+            x, y, z = positions[k]
+            line = f"{(mol + 1) % 100000:5d}{residue:<5s}{name:>5s}{(k + 1) % 100000:5d}{x:8.3f}{y:8.3f}{z:8.3f}"
+            if velocities is not None:
+                vx, vy, vz = velocities[k]
+                line += f"{vx:8.4f}{vy:8.4f}{vz:8.4f}"
+            lines.append(line)
     diagonal = [box[0, 0], box[1, 1], box[2, 2]]
     off = [box[0, 1], box[0, 2], box[1, 0], box[1, 2], box[2, 0], box[2, 1]]
     lines.append(" ".join(f"{v:.5f}" for v in diagonal + (off if any(abs(v) > 0 for v in off) else [])))
     return "\n".join(lines) + "\n"
 
 
-def mdp_text(molecule: Molecule, *, cutoff_A: float, temperature_K: float, timestep_fs: float,
+def mdp_text(molecule: Molecule | Mixture, *, cutoff_A: float, temperature_K: float, timestep_fs: float,
              n_steps: int, save_interval_fs: float, friction_per_ps: float, seed: int,
              pressure_bar: float | None = None, generate_velocities: bool = True,
              write_frames: bool = True) -> str:
@@ -217,7 +289,7 @@ def mdp_text(molecule: Molecule, *, cutoff_A: float, temperature_K: float, times
     return "\n".join(lines) + "\n"
 
 
-def write_gromacs_inputs(molecule: Molecule | str, n_molecules: int, positions_A: np.ndarray, box_A: np.ndarray,
+def write_gromacs_inputs(molecule: Molecule | Mixture | str, n_molecules: int | None, positions_A: np.ndarray, box_A: np.ndarray,
                          out_dir: str | os.PathLike, *, cutoff_A: float, temperature_K: float,
                          timestep_fs: float = 1.0, production_ps: float = 100.0, save_interval_fs: float = 100.0,
                          friction_per_ps: float = 1.0, seed: int = 0, pressure_bar: float | None = None,
@@ -234,6 +306,8 @@ def write_gromacs_inputs(molecule: Molecule | str, n_molecules: int, positions_A
     """
     if isinstance(molecule, str):
         molecule = get_molecule(molecule)
+    molecule = as_mixture(molecule, n_molecules)
+    n_molecules = None
     box = np.asarray(box_A, dtype=np.float64)
     half_width = 0.5 * perpendicular_widths(box).min()
     if not 0 < cutoff_A < half_width:
@@ -301,20 +375,21 @@ def run_export_allatom(config: Config, run_dir: str | os.PathLike, *,
         make_context,
         resolve_cutoff_A,
         selected_states,
+        system_for_state,
     )
     from thermocg.rundir import RunDir
 
-    molecule = get_molecule(config.system.molecule)
     settings = config.generate
     root = Path(output) if output is not None else RunDir(run_dir).root / "gromacs"
     written = []
     for st in selected_states(config, state):
+        mixture = system_for_state(config, st)
         seed = _state_seed(config.seed, st.label)
         seed_box, _, _, _ = _derive_seeds(seed)
-        density = st.density_g_cm3 if st.pressure_bar is None else molecule.density_guess_g_cm3
-        positions, box = build_box(molecule, config.system.n_molecules, density, rng=np.random.default_rng(seed_box))
-        cutoff_A = resolve_cutoff_A(molecule, box, settings.nonbonded_cutoff_A)
-        system = build_system(molecule, config.system.n_molecules, box, cutoff_A=cutoff_A)
+        density = st.density_g_cm3 if st.pressure_bar is None else mixture.density_guess_g_cm3
+        positions, box = build_box(mixture, density_g_cm3=density, rng=np.random.default_rng(seed_box))
+        cutoff_A = resolve_cutoff_A(mixture, box, settings.nonbonded_cutoff_A)
+        system = build_system(mixture, box_A=box, cutoff_A=cutoff_A)
         context = make_context(system, positions, box, platform=settings.platform, n_threads=settings.n_threads)
         openmm.LocalEnergyMinimizer.minimize(context, 10.0, 2000)
         minimised = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
@@ -323,14 +398,15 @@ def run_export_allatom(config: Config, run_dir: str | os.PathLike, *,
             raise GenerateError(f"state {st.label}: the minimised box has non-finite positions")
         out = root / st.label
         paths = write_gromacs_inputs(
-            molecule, config.system.n_molecules, positions, box, out, cutoff_A=cutoff_A,
+            mixture, None, positions, box, out, cutoff_A=cutoff_A,
             temperature_K=st.temperature_K, timestep_fs=settings.timestep_fs,
             production_ps=settings.production_ps, equilibration_ps=settings.equilibration_ps,
             save_interval_fs=settings.save_interval_fs, friction_per_ps=settings.friction_per_ps,
             seed=seed % (2**31 - 1), pressure_bar=st.pressure_bar, npt_equilibration_ps=settings.npt_equilibration_ps,
-            title=f"thermocg {molecule.name} {st.label}")
+            title=f"thermocg {mixture.name} {st.label}")
         if progress:
-            print(f"thermocg export-allatom: {molecule.name} x {config.system.n_molecules} at {st.label} -> {out} "
+            counts = " + ".join(f"{n} {name}" for name, n in mixture.counts.items())
+            print(f"thermocg export-allatom: {counts} at {st.label} -> {out} "
                   f"({', '.join(p.name for p in paths.values())}; cutoff {cutoff_A:.2f} A)")
         written.append(out)
     return written

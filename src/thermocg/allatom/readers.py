@@ -15,8 +15,23 @@ extxyz     one file (ASE); forces as the per-atom   A, eV/A (ASE convention), AS
            ``forces`` array                         (A / (A sqrt(amu/eV)))
 =========  =====================================  ==============================================
 
+Potential energies (kcal/mol per frame, kept with the frames as ``potential_energy_kcal_mol``) come
+from the file where the format has them: extxyz frames' ``energy`` (eV, like the forces); a LAMMPS log
+whose thermo table has ``Step`` and ``PotEng`` columns (``energy_file``; real: kcal/mol, metal: eV),
+matched to the dump by step; a GROMACS .edr (``energy_file``, or the .edr next to the .trr with the
+same stem; kJ/mol), read with pyedr and matched to the .trr by time. A LAMMPS dump's per-atom energy
+column is not read (a per-atom ``pe`` leaves out the k-space part); write a log.
+
+**Mixtures.** ``molecules`` declares the molecule types of the file, each a definition (built-in name
+or YAML) plus where its molecules are: a GROMACS moleculetype name (.tpr/.top) or an extxyz per-atom
+molecule-type array entry (``name_in_file``, default the definition's name), or a range of LAMMPS data
+file molecule IDs (``molecule_ids: [first, last]``). Every molecule of the file must belong to a
+declared type, have that type's number of atoms in its site order, and every declared type must occur;
+the definitions' atom names, masses and types replace the file's. Errors name the file.
+
 Which atoms form molecules comes from the topology (LAMMPS data molecule ids; GROMACS .tpr molecule
-numbers or residues of a .gro/.top; an extxyz per-atom ``molecule_ids``/``mol_id`` array), or from a
+numbers or residues of a .gro/.top; an extxyz per-atom ``molecule_ids``/``mol_id`` array, with an
+optional per-atom ``molecule_types``/``mol_type`` array of molecule-type names), or from a
 ``molecule`` definition (a built-in name or a YAML file, :func:`thermocg.allatom.molecules.get_molecule`):
 with one, the atoms are taken to be molecule after molecule, each in the definition's site order, and
 the definition's atom names, masses and types replace the file's. A .gro or an extxyz file without
@@ -33,7 +48,8 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -66,7 +82,8 @@ class TrajectoryImportError(ValueError):
 def read_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.PathLike | None = None,
                     lammps_units: str | None = None, state: StatePoint | None = None,
                     molecule: "str | Molecule | None" = None,
-                    timestep_fs: float | None = None) -> tuple[Frames, Topology]:
+                    timestep_fs: float | None = None, molecules: "Sequence[Any] | None" = None,
+                    energy_file: str | os.PathLike | None = None) -> tuple[Frames, Topology]:
     """Read an all-atom trajectory with forces into internal units (all frames in memory).
 
     Parameters
@@ -81,14 +98,19 @@ def read_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
         molecules when the files lack them
     timestep_fs : LAMMPS only: the MD timestep, so that dump step numbers become times (default:
         time = step number)
+    molecules : a mixture's molecule types (module docstring): objects or mappings with ``molecule``
+        (name, YAML path or Molecule), optional ``name_in_file`` and ``molecule_ids`` ([first, last])
+    energy_file : LAMMPS log or GROMACS .edr with the potential energies (module docstring)
 
     Returns
     -------
     (Frames, Topology): positions (F, N, 3) A, forces kcal/mol/A, velocities A/fs (when present), box
-    (F, 3, 3) A, time_fs, and the matching topology. :func:`iter_trajectory` reads block by block.
+    (F, 3, 3) A, time_fs, potential energies kcal/mol (when the files have them), and the matching
+    topology. :func:`iter_trajectory` reads block by block.
     """
     topo, blocks = iter_trajectory(path, format, topology=topology, lammps_units=lammps_units, state=state,
-                                   molecule=molecule, timestep_fs=timestep_fs)
+                                   molecule=molecule, timestep_fs=timestep_fs, molecules=molecules,
+                                   energy_file=energy_file)
     parts = list(blocks)
     frames = parts[0] if len(parts) == 1 else Frames.concatenate(parts)
     return frames, topo
@@ -97,7 +119,8 @@ def read_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
 def iter_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.PathLike | None = None,
                     lammps_units: str | None = None, state: StatePoint | None = None,
                     molecule: "str | Molecule | None" = None, timestep_fs: float | None = None,
-                    block_size: int = 256) -> tuple[Topology, Iterator[Frames]]:
+                    block_size: int = 256, molecules: "Sequence[Any] | None" = None,
+                    energy_file: str | os.PathLike | None = None) -> tuple[Topology, Iterator[Frames]]:
     """The topology and an iterator over :class:`Frames` of at most ``block_size`` frames each.
 
     Same arguments and checks as :func:`read_trajectory`; a trajectory larger than memory can be
@@ -113,7 +136,12 @@ def iter_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
         raise TrajectoryImportError(f"{topology}: no such topology file (for {path})")
     if block_size < 1:
         raise ValueError(f"iter_trajectory: block_size must be >= 1, got {block_size}")
+    if molecule is not None and molecules is not None:
+        raise TrajectoryImportError(f"{path}: give molecule (one molecule type) or molecules (a mixture), not both")
+    if energy_file is not None and not Path(energy_file).is_file():
+        raise TrajectoryImportError(f"{energy_file}: no such energy file (for {path})")
     mol = _resolve_molecule(molecule, path)
+    specs = None if molecules is None else _resolve_specs(molecules, path)
     if format == "lammps":
         if lammps_units not in _LAMMPS_UNITS:
             raise TrajectoryImportError(
@@ -122,13 +150,24 @@ def iter_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
             )
         if topology is None:
             raise TrajectoryImportError(f"{path}: a LAMMPS dump needs its data file (topology) for masses")
-        topo, n_atoms, raw_blocks = _read_lammps(path, Path(topology), lammps_units, timestep_fs, block_size)
+        energies = None if energy_file is None else _lammps_log_energies(Path(energy_file), lammps_units)
+        topo, n_atoms, raw_blocks = _read_lammps(path, Path(topology), lammps_units, timestep_fs, block_size,
+                                                 specs=specs, energies=energies)
     elif format == "gromacs":
         if topology is None:
             raise TrajectoryImportError(f"{path}: a GROMACS .trr needs a topology (.tpr, .gro or .top)")
-        topo, n_atoms, raw_blocks = _read_gromacs(path, Path(topology), block_size)
+        edr = Path(energy_file) if energy_file is not None else path.with_suffix(".edr")
+        energies = _edr_energies(edr, required=energy_file is not None) if edr.is_file() else None
+        topo, n_atoms, raw_blocks = _read_gromacs(path, Path(topology), block_size, energies=energies,
+                                                  energy_source=edr)
     else:
+        if energy_file is not None:
+            raise TrajectoryImportError(f"{energy_file}: an extxyz file carries its own energies (each frame's "
+                                        "'energy'); energy_file is for LAMMPS logs and GROMACS .edr files")
         topo, n_atoms, raw_blocks = _read_extxyz(path, None if topology is None else Path(topology), block_size)
+    if specs is not None:
+        # LAMMPS data files and GROMACS topologies state masses; an extxyz may carry element masses only
+        topo = _apply_molecules(topo, specs, n_atoms, path, check_masses=format != "extxyz")
     topo = _apply_molecule(topo, mol, n_atoms, path)
     if topo is None:
         raise TrajectoryImportError(
@@ -155,7 +194,7 @@ def iter_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
                 positions=arrays["positions"], box=arrays["box"], forces=arrays["forces"],
                 velocities=arrays.get("velocities"), time_fs=arrays["time_fs"], types=topo.types,
                 type_names=topo.type_names, masses=topo.masses, molecule_ids=topo.molecule_ids, state=state,
-                metadata=dict(metadata),
+                potential_energy_kcal_mol=arrays.get("potential_energy"), metadata=dict(metadata),
             )
         except FramesError as exc:
             raise TrajectoryImportError(f"{path}: frames {offset}..: {exc}") from None
@@ -169,6 +208,8 @@ def iter_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
             block = frames_of(arrays, offset)
             if (block.velocities is None) != (first_frames.velocities is None):
                 raise TrajectoryImportError(f"{path}: velocities present in some frames only (frame {offset})")
+            if (block.potential_energy_kcal_mol is None) != (first_frames.potential_energy_kcal_mol is None):
+                raise TrajectoryImportError(f"{path}: potential energies present in some frames only (frame {offset})")
             offset += block.n_frames
             yield block
 
@@ -209,6 +250,173 @@ def _resolve_molecule(molecule: "str | Molecule | None", path: Path) -> "Molecul
         return get_molecule(molecule)
     except ValueError as exc:
         raise TrajectoryImportError(f"{path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class _MoleculeSpec:
+    """A declared molecule type of an imported mixture."""
+
+    molecule: "Molecule"
+    name_in_file: str
+    molecule_ids: tuple[int, int] | None
+
+
+def _resolve_specs(molecules: "Sequence[Any]", path: Path) -> list[_MoleculeSpec]:
+    specs = []
+    for k, item in enumerate(molecules):
+        get = item.get if isinstance(item, dict) else (lambda key, default=None, _i=item: getattr(_i, key, default))
+        if get("molecule") is None:
+            raise TrajectoryImportError(f"{path}: molecules[{k}] names no molecule")
+        molecule = _resolve_molecule(get("molecule"), path)
+        ids = get("molecule_ids")
+        specs.append(_MoleculeSpec(molecule, str(get("name_in_file") or molecule.name),
+                                   None if ids is None else (int(ids[0]), int(ids[1]))))
+    names = [s.molecule.name for s in specs]
+    in_file = [s.name_in_file for s in specs]
+    if len(set(names)) != len(names) or len(set(in_file)) != len(in_file):
+        raise TrajectoryImportError(f"{path}: molecules declares a molecule type twice ({names}, in the file "
+                                    f"{in_file})")
+    return specs
+
+
+def _apply_molecules(topo: Topology | None, specs: list[_MoleculeSpec], n_atoms: int, path: Path, *,
+                     check_masses: bool = True) -> Topology:
+    """Check the file's molecules against the declared molecule types (atom counts, contiguity and,
+    with ``check_masses``, the file's atom masses to 1 %) and rebuild the topology from their
+    definitions (atom names, masses, types), in the file's atom order."""
+    from thermocg.allatom.mixture import site_type_names
+
+    if topo is None or topo.n_atoms != n_atoms:
+        raise TrajectoryImportError(
+            f"{path}: a mixture needs the file's molecules and their types (a GROMACS .tpr or .top, a "
+            "LAMMPS data file with molecule IDs, an extxyz with molecule ids and molecule types)")
+    by_name = {s.name_in_file: k for k, s in enumerate(specs)}
+    groups = _molecule_atoms(topo)
+    component_of = np.empty(len(groups), dtype=np.int64)
+    unknown: dict[str, int] = {}
+    for m, atoms in enumerate(groups):
+        name = topo.molecule_names[m]
+        if name not in by_name:
+            unknown[name] = unknown.get(name, 0) + 1
+            continue
+        component_of[m] = by_name[name]
+    if unknown:
+        raise TrajectoryImportError(
+            f"{path}: molecule type(s) {', '.join(f'{n!r} ({c} molecules)' for n, c in unknown.items())} of the "
+            f"file are not declared in molecules (declared, as named in the file: {list(by_name)})")
+    counts = np.bincount(component_of, minlength=len(specs))
+    absent = [specs[k].molecule.name for k in np.flatnonzero(counts == 0)]
+    if absent:
+        raise TrajectoryImportError(f"{path}: declared molecule type(s) {absent} do not occur in the file")
+    # (no cross interactions are needed to name the types: the file's forces are what they are)
+    site_types = site_type_names([s.molecule for s in specs])
+    atom_names: list[str] = [""] * n_atoms
+    atom_types: list[str] = [""] * n_atoms
+    masses = np.zeros(n_atoms)
+    for m, atoms in enumerate(groups):
+        spec = specs[component_of[m]]
+        molecule = spec.molecule
+        if len(atoms) != molecule.n_sites:
+            raise TrajectoryImportError(
+                f"{path}: molecule {m + 1} ({spec.name_in_file}) has {len(atoms)} atoms, but {molecule.name} "
+                f"has {molecule.n_sites} sites")
+        if not np.array_equal(atoms, np.arange(atoms[0], atoms[0] + len(atoms))):
+            raise TrajectoryImportError(
+                f"{path}: the atoms of molecule {m + 1} ({spec.name_in_file}) are not contiguous in "
+                f"{molecule.name}'s site order, as a molecule definition requires")
+        if check_masses and not np.allclose(topo.masses[atoms], molecule.masses_amu, rtol=1e-2):
+            raise TrajectoryImportError(
+                f"{path}: the atom masses of molecule {m + 1} ({spec.name_in_file}: "
+                f"{np.round(topo.masses[atoms], 3).tolist()} amu) are not those of {molecule.name} "
+                f"({np.round(molecule.masses_amu, 3).tolist()}); is it declared as the right molecule type?")
+        for site, atom in enumerate(atoms):
+            atom_names[atom] = molecule.sites[site].name
+            atom_types[atom] = site_types[component_of[m]][site]
+            masses[atom] = molecule.sites[site].mass_amu
+    type_names = tuple(dict.fromkeys(t for types in site_types for t in types))
+    return Topology(atom_names=atom_names, molecule_ids=topo.molecule_ids,
+                    molecule_names=[specs[k].molecule.name for k in component_of], masses=masses,
+                    type_names=type_names, types=np.array([type_names.index(t) for t in atom_types]))
+
+
+def _molecule_atoms(topo: Topology) -> list[np.ndarray]:
+    """Atom indices (sorted) of each molecule of ``topo``, by molecule id."""
+    order = np.argsort(topo.molecule_ids, kind="stable")
+    bounds = np.flatnonzero(np.diff(topo.molecule_ids[order])) + 1
+    return np.split(order, bounds)
+
+
+# --------------------------------------------------------------------------------------------------
+# potential energies: LAMMPS logs, GROMACS .edr
+# --------------------------------------------------------------------------------------------------
+
+def _lammps_log_energies(path: Path, unit_style: str | None) -> dict[int, float]:
+    """Step -> potential energy (kcal/mol) from the thermo tables of a LAMMPS log (columns Step, PotEng)."""
+    conv = 1.0 if unit_style == "real" else units.EV_TO_KCAL_MOL
+    energies: dict[int, float] = {}
+    step_col = pe_col = None
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        raise TrajectoryImportError(f"{path}: cannot read the LAMMPS log ({exc.strerror})") from None
+    for line in lines:
+        tokens = line.split()
+        if tokens and tokens[0] == "Step":
+            step_col = 0
+            pe_col = tokens.index("PotEng") if "PotEng" in tokens else None
+            continue
+        if step_col is None or pe_col is None:
+            continue
+        try:
+            step, energy = int(float(tokens[step_col])), float(tokens[pe_col])
+        except (ValueError, IndexError):
+            step_col = pe_col = None  # the table ended ("Loop time of ...")
+            continue
+        energies[step] = energy * conv
+    if not energies:
+        raise TrajectoryImportError(f"{path}: no thermo table with Step and PotEng columns (thermo_style custom "
+                                    "step pe ... writes one)")
+    return energies
+
+
+def _edr_energies(path: Path, *, required: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """(times ps, potential energies kcal/mol) of a GROMACS .edr, read with pyedr."""
+    try:
+        import pyedr
+    except ImportError:
+        message = f"{path}: reading a GROMACS .edr needs pyedr (pip install pyedr)"
+        if required:
+            raise TrajectoryImportError(message) from None
+        warnings.warn(message + "; importing without potential energies", stacklevel=3)
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = pyedr.edr_to_dict(str(path))
+    except Exception as exc:  # pyedr raises plain Exceptions for damaged files
+        raise TrajectoryImportError(f"{path}: not a readable GROMACS .edr ({type(exc).__name__}: {exc})") from None
+    if "Potential" not in data or "Time" not in data:
+        raise TrajectoryImportError(f"{path}: the .edr has no Potential energy term")
+    return np.asarray(data["Time"], dtype=np.float64), np.asarray(data["Potential"], dtype=np.float64) * units.KJ_TO_KCAL
+
+
+def _energies_at_times(table: tuple[np.ndarray, np.ndarray], times_ps: np.ndarray, source: Path,
+                       path: Path) -> np.ndarray:
+    """The .edr energies at the trajectory's frame times (a frame without an energy is an error)."""
+    edr_times, energies = table
+    order = np.argsort(edr_times)
+    edr_times, energies = edr_times[order], energies[order]
+    spacing = np.diff(edr_times)
+    tolerance = 0.25 * float(spacing[spacing > 0].min()) if np.any(spacing > 0) else 1e-6
+    index = np.clip(np.searchsorted(edr_times, times_ps), 1, max(len(edr_times) - 1, 1))
+    nearest = np.where(np.abs(edr_times[index - 1] - times_ps) <= np.abs(edr_times[index] - times_ps),
+                       index - 1, index) if len(edr_times) > 1 else np.zeros(len(times_ps), dtype=np.int64)
+    missing = np.abs(edr_times[nearest] - times_ps) > tolerance
+    if np.any(missing):
+        raise TrajectoryImportError(
+            f"{source}: no potential energy at time {times_ps[np.argmax(missing)]:g} ps of {path} (write "
+            "energies at least as often as frames: nstenergy dividing nstxout)")
+    return energies[nearest]
 
 
 def _apply_molecule(topo: Topology | None, molecule: "Molecule | None", n_atoms: int,
@@ -321,8 +529,9 @@ def _mda_blocks(universe: Any, path: Path, block_size: int) -> Iterator[dict[str
         }
 
 
-def _read_lammps(path: Path, data_file: Path, unit_style: str, timestep_fs: float | None,
-                 block_size: int) -> tuple[Topology, int, Iterator[dict[str, Any]]]:
+def _read_lammps(path: Path, data_file: Path, unit_style: str, timestep_fs: float | None, block_size: int, *,
+                 specs: list[_MoleculeSpec] | None = None,
+                 energies: dict[int, float] | None = None) -> tuple[Topology, int, Iterator[dict[str, Any]]]:
     u = _universe(data_file, path, format="LAMMPSDUMP", topology_format="DATA", dt=1.0)  # times from steps
     conv = _LAMMPS_UNITS[unit_style]
     atoms = u.atoms
@@ -330,23 +539,56 @@ def _read_lammps(path: Path, data_file: Path, unit_style: str, timestep_fs: floa
         raise TrajectoryImportError(f"{data_file}: the LAMMPS data file gives no (positive) masses")
     type_labels = [str(t) for t in atoms.types]
     resids = np.asarray(atoms.resids) if hasattr(atoms, "resids") else np.arange(len(atoms))
-    topo = _topology_from_arrays(type_labels, resids, ["molecule"] * len(atoms), np.asarray(atoms.masses),
-                                 type_labels)
+    names = ["molecule"] * len(atoms)
+    if specs is not None:
+        names = _lammps_molecule_types(resids, specs, data_file)
+    topo = _topology_from_arrays(type_labels, resids, names, np.asarray(atoms.masses), type_labels)
 
     def blocks() -> Iterator[dict[str, Any]]:
         for raw in _mda_blocks(u, path, block_size):
+            energy = None
+            if energies is not None:
+                steps = raw["step"].astype(np.int64)
+                missing = [int(st) for st in steps if int(st) not in energies]
+                if missing:
+                    raise TrajectoryImportError(f"{path}: the LAMMPS log gives no PotEng at dump step {missing[0]}")
+                energy = np.array([energies[int(st)] for st in steps])
             yield {
                 "positions": raw["positions"],
                 "forces": None if raw["forces"] is None else raw["forces"] * conv["force"],
                 "velocities": None if raw["velocities"] is None else raw["velocities"] * conv["velocity"],
                 "box": raw["box"],
                 "time_fs": raw["step"] * (timestep_fs if timestep_fs is not None else 1.0),
+                "potential_energy": energy,
             }
 
     return topo, len(atoms), blocks()
 
 
-def _read_gromacs(path: Path, topology: Path, block_size: int) -> tuple[Topology | None, int, Iterator[dict[str, Any]]]:
+def _lammps_molecule_types(molecule_ids: np.ndarray, specs: list[_MoleculeSpec], data_file: Path) -> list[str]:
+    """The declared molecule type of every atom from the ranges of LAMMPS molecule IDs."""
+    if any(s.molecule_ids is None for s in specs):
+        raise TrajectoryImportError(
+            f"{data_file}: a LAMMPS data file has no molecule-type names; give molecule_ids: [first, last] for "
+            "every declared molecule type")
+    names = np.full(len(molecule_ids), "", dtype=object)
+    for spec in specs:
+        first, last = spec.molecule_ids
+        inside = (molecule_ids >= first) & (molecule_ids <= last)
+        if np.any(inside & (names != "")):
+            raise TrajectoryImportError(f"{data_file}: the molecule_ids ranges of the molecule types overlap")
+        names[inside] = spec.name_in_file
+    if np.any(names == ""):
+        orphans = np.unique(molecule_ids[names == ""])
+        raise TrajectoryImportError(
+            f"{data_file}: molecule ID(s) {orphans[:5].tolist()}{' ...' if len(orphans) > 5 else ''} are in no "
+            "declared molecule_ids range")
+    return [str(n) for n in names]
+
+
+def _read_gromacs(path: Path, topology: Path, block_size: int, *,
+                  energies: tuple[np.ndarray, np.ndarray] | None = None, energy_source: Path | None = None
+                  ) -> tuple[Topology | None, int, Iterator[dict[str, Any]]]:
     kwargs: dict[str, Any] = {"format": "TRR"}
     if topology.suffix == ".top":
         kwargs["topology_format"] = "ITP"
@@ -368,6 +610,8 @@ def _read_gromacs(path: Path, topology: Path, block_size: int) -> tuple[Topology
                 "velocities": None if raw["velocities"] is None else raw["velocities"] * units.FS_TO_PS,
                 "box": raw["box"],
                 "time_fs": raw["time"] * units.PS_TO_FS,
+                "potential_energy": None if energies is None else _energies_at_times(
+                    energies, raw["time"], energy_source, path),
             }
 
     return topo, len(atoms), blocks()
@@ -378,6 +622,14 @@ def _read_gromacs(path: Path, topology: Path, block_size: int) -> tuple[Topology
 # --------------------------------------------------------------------------------------------------
 
 _MOLECULE_ARRAYS = ("molecule_ids", "molecule_id", "mol_id", "mol-id", "molid")
+_MOLECULE_TYPE_ARRAYS = ("molecule_types", "molecule_type", "mol_type", "moltype", "molecule_names")
+
+
+def _extxyz_energy(atoms: Any) -> float | None:
+    """The frame's potential energy in eV (ASE's extxyz reader puts ``energy`` on a calculator), or None."""
+    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+    value = results.get("energy", atoms.info.get("energy"))
+    return None if value is None else float(value)
 
 
 def _extxyz_arrays(images: list[Any], path: Path, offset: int) -> dict[str, Any]:
@@ -407,7 +659,12 @@ def _extxyz_arrays(images: list[Any], path: Path, offset: int) -> dict[str, Any]
         # ASE velocity unit: A / (A sqrt(amu/eV)); ase.units.fs is one femtosecond in that time unit
         velocities = np.array([a.get_velocities() for a in images], dtype=np.float64) * ase_units.fs
     times = [a.info.get("time_fs", a.info.get("time", offset + k)) for k, a in enumerate(images)]
+    energies = [_extxyz_energy(a) for a in images]
+    if any(e is None for e in energies) and not all(e is None for e in energies):
+        frame = next(k for k, e in enumerate(energies) if e is None)
+        raise TrajectoryImportError(f"{path}: potential energies present in some frames only (frame {offset + frame})")
     return {
+        "potential_energy": None if energies[0] is None else np.array(energies) * units.EV_TO_KCAL_MOL,
         "positions": np.array([a.get_positions() for a in images], dtype=np.float64),
         "forces": None if forces is None else np.array(forces) * units.EV_TO_KCAL_MOL,
         "velocities": velocities,
@@ -459,8 +716,12 @@ def _read_extxyz(path: Path, topology: Path | None,
     if key is None:
         return None, n_atoms, blocks()
     names = list(first.arrays["atom_names"]) if "atom_names" in first.arrays else first.get_chemical_symbols()
-    mol_name = str(first.info.get("molecule", "molecule"))
-    topo = _topology_from_arrays([str(n) for n in names], np.asarray(first.arrays[key]), [mol_name] * n_atoms,
+    type_key = next((k for k in _MOLECULE_TYPE_ARRAYS if k in first.arrays), None)
+    if type_key is not None:
+        per_atom = [str(t) for t in first.arrays[type_key]]
+    else:
+        per_atom = [str(first.info.get("molecule", "molecule"))] * n_atoms
+    topo = _topology_from_arrays([str(n) for n in names], np.asarray(first.arrays[key]), per_atom,
                                  first.get_masses(), first.get_chemical_symbols())
     return topo, n_atoms, blocks()
 
@@ -468,6 +729,41 @@ def _read_extxyz(path: Path, topology: Path | None,
 # --------------------------------------------------------------------------------------------------
 # the stage
 # --------------------------------------------------------------------------------------------------
+
+def check_import_composition(topology: Topology, state: StatePoint, item: Any) -> dict[str, int] | None:
+    """The molecule counts of an imported mixture, checked against the declared state's mole fractions
+    (each within half a molecule); None for one molecule type. A mixture's state must declare them."""
+    counts: dict[str, int] = {}
+    for name in topology.molecule_names:
+        counts[name] = counts.get(name, 0) + 1
+    if len(counts) < 2:
+        if state.mole_fractions is not None:
+            raise TrajectoryImportError(f"{item.path}: the state declares mole_fractions, but the file holds one "
+                                        f"molecule type ({', '.join(counts)})")
+        return None
+    if state.mole_fractions is None:
+        raise TrajectoryImportError(
+            f"{item.path}: the file holds a mixture ({counts}); declare its composition in the state "
+            "(state.mole_fractions)")
+    from thermocg.config import molecule_key
+
+    # composition keys are the config's names (built-in names or YAML stems) of the declared molecules
+    key_of = {}
+    for spec in item.molecules or []:
+        key_of[_resolve_molecule(spec.molecule, Path(item.path)).name] = molecule_key(str(spec.molecule))
+    total = sum(counts.values())
+    declared = dict(state.mole_fractions)
+    found = {key_of.get(name, name): n for name, n in counts.items()}
+    if set(found) != set(declared):
+        raise TrajectoryImportError(f"{item.path}: the file holds {sorted(found)}, the state declares mole fractions "
+                                    f"of {sorted(declared)}")
+    for name, n in found.items():
+        if abs(declared[name] * total - n) > 0.5 + 1e-9:
+            raise TrajectoryImportError(
+                f"{item.path}: {n} of the {total} molecules are {name} (x = {n / total:.4g}), but the state "
+                f"declares x = {declared[name]:g}")
+    return counts
+
 
 def run_import(config: "Config", run_dir: str | os.PathLike, *,
                state: str | list[str] | None = None) -> list[Path]:
@@ -505,7 +801,9 @@ def run_import(config: "Config", run_dir: str | os.PathLike, *,
         point = item.state.to_state()
         topo, blocks = iter_trajectory(item.path, item.format, topology=item.topology,
                                        lammps_units=item.lammps_units, state=point, molecule=item.molecule,
-                                       timestep_fs=item.timestep_fs)
+                                       timestep_fs=item.timestep_fs, molecules=item.molecules,
+                                       energy_file=item.energy_file)
+        composition = check_import_composition(topo, point, item)
         out_dir = rd.allatom(label)
         inputs = [p for p in (item.path, item.topology) if p]
         prov = provenance.collect(inputs)
@@ -516,10 +814,11 @@ def run_import(config: "Config", run_dir: str | os.PathLike, *,
             rd.allatom_trajectory(label), types=topo.types, type_names=topo.type_names, masses=topo.masses,
             kind="allatom", state=point, has_forces=True, has_velocities=first.velocities is not None,
             molecule_ids=topo.molecule_ids, metadata={**first.metadata, "provenance": prov},
+            has_potential_energy=first.potential_energy_kcal_mol is not None,
         ) as writer:
             for block in itertools.chain([first], blocks):
                 writer.append(block.positions, block.box, forces=block.forces, velocities=block.velocities,
-                              time_fs=block.time_fs)
+                              time_fs=block.time_fs, potential_energy_kcal_mol=block.potential_energy_kcal_mol)
                 n_frames += block.n_frames
                 for t, v, d in zip(block.time_fs * units.FS_TO_PS, block.volume_A3, block.density_g_cm3):
                     rows.append(f"{t:.6f},{v:.6f},{d:.6f}")
@@ -531,6 +830,8 @@ def run_import(config: "Config", run_dir: str | os.PathLike, *,
             "source": {"format": item.format, **to_dict(item)},
             "n_frames": n_frames,
             "n_atoms": topo.n_atoms,
+            "potential_energies": first.potential_energy_kcal_mol is not None,
+            **({"molecule_counts": composition} if composition else {}),
             "provenance": prov,
         }
         atomic_write_text(out_dir / "metadata.json", json.dumps(metadata, indent=2, default=str))

@@ -1,6 +1,8 @@
 """All-atom reference MD with OpenMM: system construction, NPT then NVT, and the outputs per state point.
 
-For every state point ``generate_state`` builds a box (``build.build_box``), minimises it, and runs
+The system is one molecule type or a mixture (:mod:`thermocg.allatom.mixture`; a state's composition
+sets the counts of each molecule type). For every state point ``generate_state`` builds a box
+(``build.build_box``), minimises it, and runs
 
 - pressure state points (``pressure_bar``): NPT equilibration (Langevin middle integrator + Monte
   Carlo barostat), then the box is rescaled (molecule centres of mass, molecules kept rigid) to the
@@ -12,7 +14,9 @@ converts at this edge to A, fs, kcal/mol (``thermocg.units``).
 
 Outputs in ``out_dir`` (normally ``RunDir(run_dir).allatom(state.label)``):
 
-- ``traj.h5md``     positions (A), forces (kcal/mol/A), velocities (A/fs, optional), box rows (A);
+- ``traj.h5md``     positions (A), forces (kcal/mol/A), velocities (A/fs, optional), box rows (A),
+                    and the potential energy of every saved frame (kcal/mol, the H5MD observable
+                    ``observables/potential_energy``: OpenMM's getPotentialEnergy of that state);
                     H5MD because it is binary, compressed-ready, holds forces and a time-dependent box in
                     one file and MDAnalysis reads it (see ``thermocg.dataset``). Molecules are kept whole
                     (OpenMM wraps whole molecules by their centre).
@@ -20,7 +24,9 @@ Outputs in ``out_dir`` (normally ``RunDir(run_dir).allatom(state.label)``):
 - ``thermo.csv``    phase, time_ps, potential/kinetic energy (kcal/mol), temperature (K), volume (A^3),
                     density (g/cm^3), one row per ``thermo_interval_fs`` in every phase
 - ``metadata.json`` requested and resulting state point (NPT: the equilibrated density), force field,
-                    cutoff used, seed, platform, ns/day, package versions; written last, so its presence
+                    cutoff used, seed, platform, ns/day, package versions; for a mixture the
+                    molecule counts, mole fractions and every cross LJ pair with its origin
+                    (``override`` or the mixing rule); written last, so its presence
                     marks a complete state point
 - ``resolved.yaml`` the settings actually used
 
@@ -45,6 +51,7 @@ import numpy as np
 
 from thermocg import units
 from thermocg.allatom.build import build_box
+from thermocg.allatom.mixture import Mixture, MixtureError, as_mixture, mixture_from_config
 from thermocg.allatom.molecules import Molecule, get_molecule
 from thermocg.config import ConfigError, GenerateConfig, write_resolved
 from thermocg.frames import StatePoint, Topology
@@ -76,15 +83,16 @@ class GenerateError(ValueError):
 # the OpenMM system
 # --------------------------------------------------------------------------------------------------
 
-def resolve_cutoff_A(molecule: Molecule, box_A: np.ndarray, requested_A: float | None = None) -> float:
-    """The non-bonded cutoff: the requested one, else the force field's, capped at 0.45 box edges.
+def resolve_cutoff_A(system: "Molecule | Mixture", box_A: np.ndarray, requested_A: float | None = None) -> float:
+    """The non-bonded cutoff: the requested one, else the force field's (a mixture: the largest of its
+    force fields'), capped at 0.45 box edges.
 
     A box too small for the force field's own cutoff (a tiny test box, the demo) gets a shorter
     cutoff, with a warning; the long-range dispersion correction and PME keep the error modest, but
     such data is not the force field's reference. A cutoff the user asked for that does not fit the
     box is an error.
     """
-    cutoff = float(requested_A if requested_A is not None else molecule.cutoff_A)
+    cutoff = float(requested_A if requested_A is not None else system.cutoff_A)
     box_A = np.asarray(box_A, dtype=np.float64)
     volume = abs(np.linalg.det(box_A))
     # shortest perpendicular width of a (possibly triclinic) cell
@@ -92,12 +100,12 @@ def resolve_cutoff_A(molecule: Molecule, box_A: np.ndarray, requested_A: float |
     limit = MAX_CUTOFF_FRACTION * min(widths)
     if cutoff > limit and requested_A is not None:
         raise GenerateError(
-            f"{molecule.name}: the requested non-bonded cutoff {cutoff:g} A does not fit the "
+            f"{system.name}: the requested non-bonded cutoff {cutoff:g} A does not fit the "
             f"{min(widths):.2f} A box (at most {limit:.2f} A, 0.45 of its shortest width); lower "
             f"generate.nonbonded_cutoff_A or use more molecules")
     if cutoff > limit:
         warnings.warn(
-            f"{molecule.name}: cutoff {cutoff:g} A does not fit the {min(widths):.2f} A box; using "
+            f"{system.name}: cutoff {cutoff:g} A does not fit the {min(widths):.2f} A box; using "
             f"{limit:.2f} A (use more molecules for the force field's own cutoff)", stacklevel=2)
         cutoff = limit
     return cutoff
@@ -112,48 +120,58 @@ def _mixed_lj(molecule: Molecule, i: int, j: int) -> tuple[float, float]:
     return 0.5 * (a.sigma_A + b.sigma_A), eps
 
 
-def build_system(molecule: Molecule, n_molecules: int, box_A: np.ndarray, *, cutoff_A: float,
-                 intermolecular_only: bool = False) -> "openmm.System":
-    """An OpenMM System of ``n_molecules`` copies of ``molecule`` in the periodic box ``box_A`` (3, 3) A.
+def build_system(system: "Molecule | Mixture", n_molecules: int | None = None, box_A: np.ndarray | None = None, *,
+                 cutoff_A: float, intermolecular_only: bool = False) -> "openmm.System":
+    """An OpenMM System in the periodic box ``box_A`` (3, 3) A: ``n_molecules`` copies of a molecule,
+    or a :class:`~thermocg.allatom.mixture.Mixture` (``n_molecules`` left out).
 
-    Particles are ordered molecule by molecule. Constraints become OpenMM constraints (three on a
-    rigid water: OpenMM applies SETTLE); bonds, angles and torsions go to force group
-    ``FORCE_GROUP_BONDED``; LJ + PME Coulomb (+ scaled 1-4 pairs) to ``FORCE_GROUP_NONBONDED``.
-    Lorentz-Berthelot mixing is OpenMM's ``NonbondedForce`` itself; geometric mixing moves LJ to a
-    ``CustomNonbondedForce`` with sigma_ij = sqrt(sigma_i sigma_j) (NonbondedForce then carries only
-    charges, and the 1-4 pairs as exceptions with explicitly mixed parameters).
+    Particles are in the mixture's atom order (component by component, molecule by molecule).
+    Constraints become OpenMM constraints (three on a rigid water: OpenMM applies SETTLE); bonds,
+    angles and torsions go to force group ``FORCE_GROUP_BONDED``; LJ + PME Coulomb (+ scaled 1-4
+    pairs) to ``FORCE_GROUP_NONBONDED``. When every pair is Lorentz-Berthelot (every force field
+    mixes so and no cross interaction is overridden) LJ is OpenMM's ``NonbondedForce`` itself;
+    otherwise LJ moves to a ``CustomNonbondedForce`` that looks sigma and epsilon up in tables over
+    the system's LJ classes (each force field's own rule within its molecule type, the overrides or
+    the shared rule across types: :meth:`Mixture.pair_lj`), and ``NonbondedForce`` carries only the
+    charges and the 1-4 pairs, as exceptions with each molecule's own mixing and scaling.
 
     ``intermolecular_only=True`` leaves out every intramolecular term (bonded terms, 1-4 pairs): its
     forces are those between molecules only (a reference for the one-bead-per-molecule CG force).
     """
     import openmm
 
+    if box_A is None:
+        raise GenerateError("build_system: give the periodic box box_A (3, 3) A")
+    mixture = as_mixture(system, n_molecules)
     kcal_to_kj = units.KCAL_TO_KJ
     a_to_nm = units.A_TO_NM
-    system = openmm.System()
+    omm = openmm.System()
     box_nm = np.asarray(box_A, dtype=np.float64) * a_to_nm
-    system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box_nm])
-    n_sites = molecule.n_sites
-    for _ in range(n_molecules):
-        for site in molecule.sites:
-            system.addParticle(site.mass_amu)
+    omm.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box_nm])
+    for mass in mixture.atom_masses_amu():
+        omm.addParticle(float(mass))
 
-    geometric = molecule.mixing == "geometric"
+    tabulated = not mixture.follows_lorentz_berthelot
     nonbonded = openmm.NonbondedForce()
     nonbonded.setNonbondedMethod(openmm.NonbondedForce.PME)
     nonbonded.setCutoffDistance(cutoff_A * a_to_nm)
     nonbonded.setEwaldErrorTolerance(EWALD_ERROR_TOLERANCE)
-    nonbonded.setUseDispersionCorrection(molecule.dispersion_correction and not geometric)
+    nonbonded.setUseDispersionCorrection(mixture.dispersion_correction and not tabulated)
     nonbonded.setForceGroup(FORCE_GROUP_NONBONDED)
     custom = None
-    if geometric:
+    if tabulated:
+        sigma, eps = mixture.lj_tables()
+        n_classes = len(sigma)
         custom = openmm.CustomNonbondedForce(
-            "4*eps*((sig/r)^12 - (sig/r)^6); sig = sqrt(sig1*sig2); eps = sqrt(eps1*eps2)")
-        custom.addPerParticleParameter("sig")
-        custom.addPerParticleParameter("eps")
+            "4*eps*((sig/r)^12 - (sig/r)^6); sig = sigma_nm(c1, c2); eps = epsilon_kj(c1, c2)")
+        custom.addTabulatedFunction("sigma_nm", openmm.Discrete2DFunction(
+            n_classes, n_classes, (sigma * a_to_nm).T.ravel().tolist()))
+        custom.addTabulatedFunction("epsilon_kj", openmm.Discrete2DFunction(
+            n_classes, n_classes, (eps * kcal_to_kj).T.ravel().tolist()))
+        custom.addPerParticleParameter("c")
         custom.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic)
         custom.setCutoffDistance(cutoff_A * a_to_nm)
-        custom.setUseLongRangeCorrection(molecule.dispersion_correction)
+        custom.setUseLongRangeCorrection(mixture.dispersion_correction)
         custom.setForceGroup(FORCE_GROUP_NONBONDED)
 
     bond_force = openmm.HarmonicBondForce()
@@ -162,21 +180,25 @@ def build_system(molecule: Molecule, n_molecules: int, box_A: np.ndarray, *, cut
     for f in (bond_force, angle_force, torsion_force):
         f.setForceGroup(FORCE_GROUP_BONDED)
 
-    excluded, pairs14 = molecule.topology_pairs()
-    all_pairs = [(i, j) for i in range(n_sites) for j in range(i + 1, n_sites)]
-    for m in range(n_molecules):
-        base = m * n_sites
-        for site in molecule.sites:
+    pair_lists = {}
+    for k, molecule in enumerate(mixture.molecules):
+        excluded, pairs14 = molecule.topology_pairs()
+        n_sites = molecule.n_sites
+        pair_lists[k] = (excluded, pairs14, [(i, j) for i in range(n_sites) for j in range(i + 1, n_sites)])
+    for k, molecule, _, base in mixture.molecule_blocks():
+        excluded, pairs14, all_pairs = pair_lists[k]
+        classes = mixture.site_classes(k)
+        for s, site in enumerate(molecule.sites):
             sigma_nm = site.sigma_A * a_to_nm
             eps_kj = site.epsilon_kcal_mol * kcal_to_kj
-            if geometric:
+            if tabulated:
                 nonbonded.addParticle(site.charge_e, 1.0 * a_to_nm, 0.0)
-                custom.addParticle([sigma_nm, eps_kj])
+                custom.addParticle([float(classes[s])])
             else:
                 # sigma is irrelevant when epsilon is zero; keep it positive for OpenMM
                 nonbonded.addParticle(site.charge_e, sigma_nm if eps_kj > 0 else 1.0 * a_to_nm, eps_kj)
         for c in molecule.constraints:
-            system.addConstraint(base + c.atoms[0], base + c.atoms[1], c.length_A * a_to_nm)
+            omm.addConstraint(base + c.atoms[0], base + c.atoms[1], c.length_A * a_to_nm)
         # every intramolecular pair is an exception: excluded, scaled (1-4) or, when asked, removed
         for i, j in all_pairs:
             if (i, j) in pairs14 and not intermolecular_only:
@@ -201,14 +223,14 @@ def build_system(molecule: Molecule, n_molecules: int, box_A: np.ndarray, *, cut
         for t in molecule.torsions:
             torsion_force.addTorsion(*(base + k for k in t.atoms), t.periodicity, math.radians(t.phase_deg),
                                      t.k_kcal_mol * kcal_to_kj)
-    system.addForce(nonbonded)
+    omm.addForce(nonbonded)
     if custom is not None:
-        system.addForce(custom)
+        omm.addForce(custom)
     for f, n in ((bond_force, bond_force.getNumBonds()), (angle_force, angle_force.getNumAngles()),
                  (torsion_force, torsion_force.getNumTorsions())):
         if n:
-            system.addForce(f)
-    return system
+            omm.addForce(f)
+    return omm
 
 
 def select_platform(name: str = "auto", *, n_threads: int = 2) -> tuple["openmm.Platform", dict[str, str]]:
@@ -262,18 +284,10 @@ def energy_and_forces(context: "openmm.Context", *, groups: Iterable[int] | None
     return float(energy), np.asarray(forces, dtype=np.float64)
 
 
-def topology_for(molecule: Molecule, n_molecules: int) -> Topology:
-    """The :class:`~thermocg.frames.Topology` of ``n_molecules`` copies, molecule by molecule."""
-    type_names = molecule.type_names
-    type_index = {t: k for k, t in enumerate(type_names)}
-    return Topology(
-        atom_names=molecule.site_names * n_molecules,
-        molecule_ids=np.repeat(np.arange(n_molecules), molecule.n_sites),
-        molecule_names=[molecule.name] * n_molecules,
-        masses=np.tile(molecule.masses_amu, n_molecules),
-        type_names=type_names,
-        types=np.tile([type_index[s.type] for s in molecule.sites], n_molecules),
-    )
+def topology_for(system: "Molecule | Mixture", n_molecules: int | None = None) -> Topology:
+    """The :class:`~thermocg.frames.Topology` of ``n_molecules`` copies of a molecule, or of a mixture,
+    in atom order (component by component, molecule by molecule)."""
+    return as_mixture(system, n_molecules).topology()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -318,17 +332,19 @@ def _derive_seeds(seed: int) -> tuple[int, int, int, int]:
     return tuple(int(s) for s in rng.integers(1, 2**31 - 1, size=4))  # type: ignore[return-value]
 
 
-def generate_state(molecule: Molecule | str, state: StatePoint, *, n_molecules: int,
+def generate_state(molecule: "Molecule | Mixture | str", state: StatePoint, *, n_molecules: int | None = None,
                    settings: GenerateConfig, seed: int, out_dir: str | Path, progress: bool = True,
                    config: "Config | None" = None) -> Path:
     """Run the all-atom MD of one state point and write its outputs (module docstring); returns traj.h5md.
 
     Parameters
     ----------
-    molecule : a :class:`Molecule` or the name/YAML path for :func:`get_molecule`
+    molecule : a :class:`Molecule` or the name/YAML path for :func:`get_molecule`, or a
+        :class:`~thermocg.allatom.mixture.Mixture` (then ``n_molecules`` is left out)
     state : temperature with ``density_g_cm3`` (NVT) or ``pressure_bar`` (NPT, then NVT at the mean
-        equilibrated volume; the written state carries both the pressure and that density)
-    n_molecules : molecules in the box
+        equilibrated volume; the written state carries both the pressure and that density); for a
+        mixture, its ``mole_fractions`` must be the mixture's (to 1/2 molecule) when given
+    n_molecules : molecules in the box (one molecule type)
     settings : timestep, lengths (ps), intervals (fs), friction, platform, threads, cutoff
     seed : seeds the box, the integrator, the barostat and the velocities. On the CPU platform with
         ``n_threads=1`` a seed reproduces the run bit for bit; with more threads OpenMM's scheduling
@@ -346,8 +362,14 @@ def generate_state(molecule: Molecule | str, state: StatePoint, *, n_molecules: 
         molecule = get_molecule(molecule)
     if not isinstance(state, StatePoint):
         raise GenerateError(f"state must be a StatePoint, got {state!r}")
-    if isinstance(n_molecules, bool) or not isinstance(n_molecules, (int, np.integer)) or n_molecules < 1:
+    if not isinstance(molecule, Mixture) and (isinstance(n_molecules, bool) or not isinstance(
+            n_molecules, (int, np.integer)) or n_molecules < 1):
         raise GenerateError(f"n_molecules must be a positive integer, got {n_molecules!r}")
+    try:
+        system_def = as_mixture(molecule, n_molecules)
+    except MixtureError as exc:
+        raise GenerateError(str(exc)) from None
+    check_composition(system_def, state)
     npt = state.pressure_bar is not None
     if not npt and state.density_g_cm3 is None:
         raise GenerateError(f"state {state.label}: give density_g_cm3 (NVT) or pressure_bar (NPT)")
@@ -365,10 +387,10 @@ def generate_state(molecule: Molecule | str, state: StatePoint, *, n_molecules: 
 
     seed_box, seed_integrator, seed_barostat, seed_velocities = _derive_seeds(seed)
     temperature = state.temperature_K
-    start_density = state.density_g_cm3 if not npt else molecule.density_guess_g_cm3
-    positions, box = build_box(molecule, n_molecules, start_density, rng=np.random.default_rng(seed_box))
-    cutoff_A = resolve_cutoff_A(molecule, box, settings.nonbonded_cutoff_A)
-    system = build_system(molecule, n_molecules, box, cutoff_A=cutoff_A)
+    start_density = state.density_g_cm3 if not npt else system_def.density_guess_g_cm3
+    positions, box = build_box(system_def, density_g_cm3=start_density, rng=np.random.default_rng(seed_box))
+    cutoff_A = resolve_cutoff_A(system_def, box, settings.nonbonded_cutoff_A)
+    system = build_system(system_def, box_A=box, cutoff_A=cutoff_A)
     system.addForce(openmm.CMMotionRemover())
     barostat_index = None
     if npt:
@@ -385,8 +407,8 @@ def generate_state(molecule: Molecule | str, state: StatePoint, *, n_molecules: 
     openmm.LocalEnergyMinimizer.minimize(context, 10.0, 2000)
     context.setVelocitiesToTemperature(temperature * u.kelvin, seed_velocities)
 
-    n_atoms = n_molecules * molecule.n_sites
-    total_mass = molecule.mass_amu * n_molecules
+    n_atoms = system_def.n_atoms
+    total_mass = system_def.mass_amu
     dof = 3 * n_atoms - system.getNumConstraints() - 3
     thermo = _Thermo(rows=[])
 
@@ -404,7 +426,7 @@ def generate_state(molecule: Molecule | str, state: StatePoint, *, n_molecules: 
     from tqdm.auto import tqdm
 
     bar = tqdm(total=n_npt + n_eq + n_prod, unit="step", disable=not progress,
-               desc=f"generate {molecule.name} {state.label}", mininterval=2.0)
+               desc=f"generate {system_def.name} {state.label}", mininterval=2.0)
 
     def run_phase(phase: str, n_steps: int, on_save=None) -> list[float]:
         volumes = []
@@ -445,18 +467,20 @@ def generate_state(molecule: Molecule | str, state: StatePoint, *, n_molecules: 
                              "at_mean_volume": units.mass_density_g_cm3(total_mass, mean_volume)}
             system.removeForce(barostat_index)
             context.reinitialize(preserveState=True)
-            _rescale_to_volume(context, molecule, n_molecules, mean_volume)
+            _rescale_to_volume(context, system_def, mean_volume)
             final_state = StatePoint(temperature, density_g_cm3=units.mass_density_g_cm3(total_mass, mean_volume),
-                                     pressure_bar=state.pressure_bar)
+                                     pressure_bar=state.pressure_bar, mole_fractions=state.mole_fractions)
         run_phase("nvt_equilibration", n_eq)
 
-        topology = topology_for(molecule, n_molecules)
-        h5_metadata = {"force_field": molecule.name, "source": molecule.source, "seed": int(seed),
+        topology = system_def.topology()
+        h5_metadata = {"force_field": system_def.name, "source": system_def.source, "seed": int(seed),
                        "cutoff_A": cutoff_A, "timestep_fs": dt_fs, "requested_state": state.to_dict()}
+        if system_def.is_mixture:
+            h5_metadata["molecule_counts"] = system_def.counts
         writer = H5MDWriter(out_dir / "traj.h5md", types=topology.types, type_names=topology.type_names,
                             masses=topology.masses, kind="allatom", state=final_state, has_forces=True,
                             has_velocities=settings.save_velocities, molecule_ids=topology.molecule_ids,
-                            metadata=h5_metadata)
+                            metadata=h5_metadata, has_potential_energy=True)
 
         def save(s: "openmm.State") -> None:
             pos = s.getPositions(asNumpy=True).value_in_unit(u.nanometer) * units.NM_TO_A
@@ -465,8 +489,9 @@ def generate_state(molecule: Molecule | str, state: StatePoint, *, n_molecules: 
                    if settings.save_velocities else None)
             box_now = np.asarray(s.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer)) * units.NM_TO_A
             time_fs = s.getTime().value_in_unit(u.picosecond) * units.PS_TO_FS
+            energy = s.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole) * units.KJ_TO_KCAL
             writer.append(pos, box_now, forces=frc, velocities=vel, time_fs=time_fs,
-                          step=int(round(time_fs / dt_fs)))
+                          step=int(round(time_fs / dt_fs)), potential_energy_kcal_mol=energy)
 
         with writer:
             t0 = time.perf_counter()
@@ -479,8 +504,10 @@ def generate_state(molecule: Molecule | str, state: StatePoint, *, n_molecules: 
 
     topology.save(out_dir / "topology.json")
     atomic_write_text(out_dir / "thermo.csv", thermo.csv())
-    resolved: dict[str, Any] = {"generate": settings, "n_molecules": int(n_molecules), "seed": int(seed),
-                                "molecule": molecule.name, "state": state.to_dict()}
+    resolved: dict[str, Any] = {"generate": settings, "n_molecules": system_def.n_molecules, "seed": int(seed),
+                                "molecule": system_def.name, "state": state.to_dict()}
+    if system_def.is_mixture:
+        resolved["molecule_counts"] = system_def.counts
     write_resolved(config if config is not None else resolved, out_dir / "resolved.yaml",
                    extra={"resolved": {"cutoff_A": cutoff_A, "platform": platform_name, **resolved}})
     prod_rows = [r for r in thermo.rows if r[0] == "production"]
@@ -489,10 +516,12 @@ def generate_state(molecule: Molecule | str, state: StatePoint, *, n_molecules: 
         "requested_state": state.to_dict(),
         "ensemble": "NPT equilibration, then NVT" if npt else "NVT",
         "equilibrated_density_g_cm3": density_stats,
-        "force_field": molecule.describe(),
+        "force_field": (system_def.describe() if system_def.is_mixture else system_def.molecules[0].describe()),
         "cutoff_A": cutoff_A,
         "ewald_error_tolerance": EWALD_ERROR_TOLERANCE,
-        "n_molecules": int(n_molecules),
+        "n_molecules": system_def.n_molecules,
+        **({"molecule_counts": system_def.counts, "mole_fractions": system_def.mole_fractions}
+           if system_def.is_mixture else {}),
         "n_atoms": int(n_atoms),
         "n_frames": int(n_frames),
         "seed": int(seed),
@@ -502,13 +531,13 @@ def generate_state(molecule: Molecule | str, state: StatePoint, *, n_molecules: 
         "production_mean_temperature_K": float(np.mean([r[4] for r in prod_rows])) if prod_rows else None,
         "ns_per_day": ns_per_day,
         "settings": {k: v for k, v in vars(settings).items()},
-        "provenance": provenance.collect(inputs=[molecule.origin] if molecule.origin != "builtin" else None),
+        "provenance": provenance.collect(inputs=system_def.origins or None),
     }
     atomic_write_text(out_dir / "metadata.json", json.dumps(metadata, indent=2, default=str))
     return out_dir / "traj.h5md"
 
 
-def _rescale_to_volume(context: "openmm.Context", molecule: Molecule, n_molecules: int, volume_A3: float) -> None:
+def _rescale_to_volume(context: "openmm.Context", system: Mixture, volume_A3: float) -> None:
     """Scale the box and the molecules' centres of mass (molecules rigid) to ``volume_A3``."""
     import openmm
     import openmm.unit as u
@@ -517,13 +546,34 @@ def _rescale_to_volume(context: "openmm.Context", molecule: Molecule, n_molecule
     pos = np.asarray(s.getPositions(asNumpy=True).value_in_unit(u.nanometer))
     box = np.asarray(s.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer))
     factor = (volume_A3 * units.A_TO_NM**3 / abs(np.linalg.det(box))) ** (1.0 / 3.0)
-    per_mol = pos.reshape(n_molecules, molecule.n_sites, 3)
-    w = molecule.masses_amu / molecule.mass_amu
-    com = np.einsum("msk,s->mk", per_mol, w)
-    per_mol = per_mol + (factor - 1.0) * com[:, None, :]
+    molecule_ids = system.atom_molecule_ids()
+    masses = system.atom_masses_amu()
+    molecule_mass = np.bincount(molecule_ids, weights=masses)
+    com = np.stack([np.bincount(molecule_ids, weights=masses * pos[:, k]) for k in range(3)], -1)
+    com /= molecule_mass[:, None]
+    pos = pos + (factor - 1.0) * com[molecule_ids]
     context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box * factor])
-    context.setPositions(per_mol.reshape(-1, 3))
+    context.setPositions(pos)
     context.applyConstraints(1e-6)
+
+
+def check_composition(system: Mixture, state: StatePoint) -> None:
+    """A state's composition must be the system's: the same molecule types (in order) and mole fractions
+    within half a molecule of the counts. A one-component system takes no composition."""
+    if state.mole_fractions is None:
+        return
+    if not system.is_mixture:
+        raise GenerateError(f"state {state.label}: a composition (mole_fractions) needs a mixture")
+    wanted = [name for name, _ in state.mole_fractions]
+    have = list(system.counts)
+    if len(wanted) != len(have):
+        raise GenerateError(f"state {state.label}: mole fractions of {wanted} for a system of {have}")
+    total = system.n_molecules
+    for (name, x), c in zip(state.mole_fractions, system.components):
+        if abs(x * total - c.n_molecules) > 0.5 + 1e-9:
+            raise GenerateError(
+                f"state {state.label}: mole fraction {x:g} of {name} is not {c.n_molecules} of the "
+                f"{total} molecules of {c.molecule.name}")
 
 
 def _state_seed(seed: int, label: str) -> int:
@@ -547,6 +597,12 @@ def selected_states(config: "Config", state: str | list[str] | None = None) -> l
     return points
 
 
+def system_for_state(config: "Config", state: StatePoint) -> Mixture:
+    """The all-atom system of ``config.system`` at ``state``: its counts redistributed by the state's
+    composition (a mixture), or the one molecule type and its count."""
+    return mixture_from_config(config.system, state.composition)
+
+
 def run_generate(config: "Config", run_dir: str | Path, *, state: str | list[str] | None = None,
                  progress: bool = True) -> list[Path]:
     """Generate all-atom data for every state point of ``config`` (or those labelled ``state``).
@@ -554,13 +610,14 @@ def run_generate(config: "Config", run_dir: str | Path, *, state: str | list[str
     Writes ``RunDir(run_dir).allatom(label)/...`` per state point; returns the traj.h5md paths.
     """
     points = selected_states(config, state)
-    molecule = get_molecule(config.system.molecule)
     rundir = RunDir(run_dir)
     paths = []
     for point in points:
+        system = system_for_state(config, point)
         out = rundir.allatom(point.label)
-        print(f"thermocg generate: {molecule.name} x {config.system.n_molecules} at {point.label} -> {out}")
-        paths.append(generate_state(molecule, point, n_molecules=config.system.n_molecules,
-                                    settings=config.generate, seed=_state_seed(config.seed, point.label),
-                                    out_dir=out, progress=progress, config=config))
+        counts = " + ".join(f"{n} {name}" for name, n in system.counts.items())
+        print(f"thermocg generate: {counts} at {point.label} -> {out}")
+        paths.append(generate_state(system, point, settings=config.generate,
+                                    seed=_state_seed(config.seed, point.label), out_dir=out, progress=progress,
+                                    config=config))
     return paths

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from thermocg import units
 from thermocg.config import Config, ConfigError, StateConfig, result_dict, to_dict
 
 #: bump when the meaning of a unit's outputs changes, so old manifests are not trusted
@@ -24,9 +23,6 @@ STUDY_FORMAT_VERSION = 2
 
 #: the kinds of unit, in the order a state's and a model's units run
 UNIT_KINDS = ("aa", "map", "ref", "model", "md", "eval")
-
-#: molar masses (amu) of the built-in molecules, for estimating boxes before anything runs
-_MOLAR_MASS = {"methanol_trappe": 32.042, "methanol_opls": 32.042, "water_spce": 18.015}
 
 
 @dataclass(frozen=True)
@@ -158,39 +154,20 @@ def plan_units(config: Config) -> list[Unit]:
 # validation before any work
 # --------------------------------------------------------------------------------------------------
 
-def _molecule(name: str) -> Any:
-    try:
-        from thermocg.allatom.molecules import get_molecule
-
-        return get_molecule(name)
-    except Exception:  # unknown name or library not importable: the estimate falls back to a table
-        return None
-
-
-def _molar_mass(name: str) -> float | None:
-    mol = _molecule(name)
-    if mol is not None and getattr(mol, "sites", None):
-        return float(sum(site.mass_amu for site in mol.sites))
-    return _MOLAR_MASS.get(Path(name).stem)
-
-
-def _density_g_cm3(config: Config, state: StateConfig) -> float | None:
-    """The state's density, or for a pressure state the molecule's ``density_guess_g_cm3``."""
-    if state.density_g_cm3 is not None:
-        return state.density_g_cm3
-    return getattr(_molecule(config.system.molecule), "density_guess_g_cm3", None)
-
-
 def estimated_box_length_A(config: Config, state: StateConfig) -> float | None:
-    """Edge of the cubic all-atom box (A) of a state point: (N M / (N_A rho))^(1/3).
+    """Edge of the cubic all-atom box (A) of a state point: (M / rho)^(1/3), M the mass of the
+    state's molecules (mixtures: the counts of its composition).
 
-    Pressure state points use the molecule's ``density_guess_g_cm3`` (the NPT run finds the real
-    one), so the check is an estimate there."""
-    density = _density_g_cm3(config, state)
-    mass = _molar_mass(config.system.molecule)
-    if mass is None or density is None:
-        return None
-    return units.volume_for_density_A3(config.system.n_molecules * mass, density) ** (1.0 / 3.0)
+    Pressure state points use the molecules' ``density_guess_g_cm3`` (the NPT run finds the real
+    one), so the check is an estimate there. None when a molecule cannot be loaded."""
+    from thermocg.allatom.mixture import estimated_box_length_A as mixture_box_length_A
+
+    return mixture_box_length_A(config.system, state)
+
+
+def _system_text(config: Config) -> str:
+    names = ", ".join(config.system.molecule_names)
+    return f"{config.system.total_molecules} molecules of {names}"
 
 
 def _check_labels(states: dict[str, StateConfig], where: str, labels: list[str]) -> None:
@@ -224,10 +201,9 @@ def _check_cutoffs_fit(config: Config, states: dict[str, StateConfig]) -> None:
         for key, cutoff in checks:
             if cutoff is not None and cutoff > half + 1e-9:
                 raise ConfigError(
-                    f"{key}: {cutoff:g} A does not fit the box of state {label} ({config.system.n_molecules} "
-                    f"molecules of {config.system.molecule} at {_density_g_cm3(config, state) or 0.0:g} g/cm^3 "
-                    f"make a cubic box of {length:.2f} A, half of it {half:.2f} A); lower the cutoff or raise "
-                    f"system.n_molecules"
+                    f"{key}: {cutoff:g} A does not fit the box of state {label} ({_system_text(config)} make "
+                    f"a cubic box of {length:.2f} A, half of it {half:.2f} A); lower the cutoff or raise the "
+                    "number of molecules (system.n_molecules or system.molecules)"
                 )
 
 
