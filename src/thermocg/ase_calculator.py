@@ -1,7 +1,13 @@
 """An ASE calculator for any thermocg potential, so ASE's integrators and optimisers can drive CG beads.
 
-ASE works in eV and A (forces eV/A, masses amu, time in ``ase.units.fs``); thermocg potentials in
-kcal/mol and A. The calculator converts at this edge: E_eV = E_kcal_mol / EV_TO_KCAL_MOL.
+ASE works in eV and A (forces eV/A, stress eV/A^3, masses amu, time in ``ase.units.fs``); thermocg
+potentials in kcal/mol and A. The calculator converts at this edge: E_eV = E_kcal_mol / EV_TO_KCAL_MOL.
+
+Stress: the configurational (virial) stress of any potential, sigma = (1/V) dE/d(eps) = -W / V with W
+the virial of :func:`thermocg.potentials.base.energy_forces_virial` (autograd through a homogeneous
+strain), in ASE's Voigt order (xx, yy, zz, yz, xz, xy) and sign convention (negative under
+compression; the pressure is -tr(sigma)/3). ASE adds the kinetic part itself
+(``atoms.get_stress(include_ideal_gas=True)``), so ASE's NPT integrators and cell filters work.
 
 Bead types: CG beads are not chemical elements. The calculator takes each atom's bead type from, in
 order, the per-atom array ``bead_type`` (strings, as :class:`thermocg.md.ExtXYZReporter` writes),
@@ -20,13 +26,13 @@ from ase.calculators.calculator import Calculator, all_changes
 from thermocg import units
 from thermocg.frames import Frames
 from thermocg.neighbors import NeighborList, check_cutoff_fits
-from thermocg.potentials.base import Potential, energy_and_forces
+from thermocg.potentials.base import Potential, energy_and_forces, energy_forces_virial
 
 __all__ = ["ThermoCGCalculator", "atoms_from_frames"]
 
 
 class ThermoCGCalculator(Calculator):
-    """Energy (eV) and forces (eV/A) of a thermocg :class:`~thermocg.potentials.Potential`.
+    """Energy (eV), forces (eV/A) and stress (eV/A^3) of a thermocg :class:`~thermocg.potentials.Potential`.
 
     Parameters
     ----------
@@ -35,7 +41,7 @@ class ThermoCGCalculator(Calculator):
     skin_A : neighbour-list skin; the list is reused while no bead moved more than skin/2
     """
 
-    implemented_properties = ["energy", "free_energy", "forces"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
     def __init__(self, potential: Potential, *, type_of_symbol: dict[str, str] | None = None,
                  skin_A: float = 1.0, **kwargs: Any) -> None:
@@ -78,7 +84,14 @@ class ThermoCGCalculator(Calculator):
         positions = torch.as_tensor(atoms.get_positions(), dtype=torch.float64, device=self.potential.device)
         box_t = torch.as_tensor(box, dtype=torch.float64, device=self.potential.device)
         pairs = self._neighbors.get(positions, box_t)
-        energy, forces = energy_and_forces(self.potential, positions, box_t, types, pairs=pairs)
+        if "stress" in properties:
+            energy, forces, virial = energy_forces_virial(self.potential, positions, box_t, types, pairs=pairs)
+            w = virial[0].double().cpu().numpy()
+            stress = -w / abs(float(np.linalg.det(box))) / units.EV_TO_KCAL_MOL
+            self.results["stress"] = np.array([stress[0, 0], stress[1, 1], stress[2, 2],
+                                               stress[1, 2], stress[0, 2], stress[0, 1]])
+        else:
+            energy, forces = energy_and_forces(self.potential, positions, box_t, types, pairs=pairs)
         e_ev = float(energy[0]) / units.EV_TO_KCAL_MOL
         self.results["energy"] = e_ev
         self.results["free_energy"] = e_ev

@@ -40,6 +40,12 @@ EV_TO_KCAL_MOL = 23.060547830619026
 #: kJ/mol/nm (GROMACS, OpenMM) -> kcal/mol/A.
 KJ_MOL_NM_TO_KCAL_MOL_A = KJ_TO_KCAL / NM_TO_A
 
+#: kcal/mol/A -> kJ/mol/nm (forces handed to OpenMM).
+KCAL_MOL_A_TO_KJ_MOL_NM = KCAL_TO_KJ * NM_TO_A
+
+#: Pressure (or stress) of 1 kcal/mol/A^3 in bar: 4184 J / N_A / 1e-30 m^3 = 6.9477e9 Pa.
+KCAL_MOL_A3_TO_BAR = 4184.0 / 6.02214076e23 / 1.0e-30 / 1.0e5
+
 #: Acceleration of a force in kcal/mol/A on a mass in amu, in A/fs^2.
 #: 1 kcal/mol = 4184 J / 6.02214076e23; 1 amu = 1.66053906660e-27 kg; A/fs^2 = 1e20 m/s^2.
 #: (kcal/mol/A) / amu = 4184 J / (N_A * 1e-10 m * 1.66053906660e-27 kg) in m/s^2, times 1e-20 for A/fs^2.

@@ -520,3 +520,40 @@ def load_potential(path: str | os.PathLike, *, device: str | torch.device = "cpu
         if isinstance(part, Potential):
             part.model_file = Path(path)
     return module.to(device)
+
+
+def energy_forces_virial(potential: Potential, positions: torch.Tensor | np.ndarray, box: torch.Tensor | np.ndarray,
+                         types: torch.Tensor | np.ndarray, *, pairs: PairIndex | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Energies (n_frames,) kcal/mol, forces (n_frames, n_particles, 3) kcal/mol/A and virials
+    (n_frames, 3, 3) kcal/mol, all detached.
+
+    The virial is the derivative of the energy under a homogeneous strain,
+
+        W_ab = -dE/d(eps_ab),    R -> R (I + eps),  box -> box (I + eps)   (rows are vectors),
+
+    taken by autograd through a symmetric strain (eps + eps^T) / 2 applied to the positions and the
+    box at eps = 0, so W is symmetric. For pair forces it equals sum over pairs of r_ij f_ij
+    (positive when the pairs repel). The stress tensor in ASE's sign convention (positive under
+    tension) is ``-W / V``; the pressure is (N k_B T + tr W / 3) / V. ``types`` are this potential's
+    type indices; ``pairs`` reuses a neighbour list (the strain is zero, so the list still holds).
+    """
+    dtype, device = potential.dtype, potential.device
+    positions = torch.as_tensor(positions).to(device=device, dtype=dtype)
+    box = torch.as_tensor(box).to(device=device, dtype=dtype)
+    types = torch.as_tensor(types).to(device=device, dtype=torch.long)
+    if positions.dim() == 2:
+        positions = positions.unsqueeze(0)
+    n_frames = positions.shape[0]
+    if box.dim() == 2:
+        box = box.unsqueeze(0).expand(n_frames, 3, 3)
+    positions = positions.detach().requires_grad_(True)
+    strain = torch.zeros(n_frames, 3, 3, dtype=dtype, device=device, requires_grad=True)
+    with torch.enable_grad():
+        deformation = torch.eye(3, dtype=dtype, device=device) + 0.5 * (strain + strain.transpose(1, 2))
+        strained_positions = torch.bmm(positions, deformation)
+        strained_box = torch.bmm(box, deformation)
+        graph = build_graph(strained_positions, strained_box, types, potential.cutoff_A, pairs=pairs)
+        energy = potential(graph)
+        grad_positions, grad_strain = torch.autograd.grad(energy.sum(), (positions, strain))
+    return energy.detach(), -grad_positions.detach(), -grad_strain.detach()
