@@ -95,3 +95,45 @@ def test_skin_list_reused_then_rebuilt(rng):
 def test_cutoff_larger_than_half_box_is_an_error():
     with pytest.raises(ValueError, match="half the shortest perpendicular box width"):
         check_cutoff_fits(6.0, np.diag([10.0, 20.0, 20.0]))
+
+
+def test_row_offsets_give_each_particles_pairs(rng):
+    box = torch.tensor([[[11.0, 0, 0], [2.0, 12.0, 0], [-1.5, 1.0, 13.0]], [[10.0, 0, 0], [0, 10.0, 0], [0, 0, 10.0]]],
+                       dtype=torch.float64)
+    pos = torch.tensor(rng.uniform(0, 10, (2, 30, 3)))
+    pairs = pair_index(pos, box, 4.5)
+    offsets = pairs.row_offsets
+    assert offsets.shape == (61,) and offsets[0] == 0 and offsets[-1] == len(pairs.pair_i)
+    for k in range(60):
+        assert torch.all(pairs.pair_i[offsets[k]:offsets[k + 1]] == k)
+    assert torch.equal(offsets[1:] - offsets[:-1], torch.bincount(pairs.pair_i, minlength=60))
+    graph = build_graph(pos, box, torch.zeros(30, dtype=torch.long), 4.5, pairs=pairs)
+    assert graph.row_offsets is offsets
+    # a list of other particles than the graph's is not taken for its layout
+    assert build_graph(pos[:, :20], box, torch.zeros(20, dtype=torch.long), 4.5, pairs=pair_index(
+        pos[:1], box[:1], 4.5)).row_offsets is None
+
+
+def test_cartesian_shifts_follow_the_box(rng):
+    """The shifts S @ box are kept with the list while the box is unchanged, and recomputed when it changes."""
+    box = torch.tensor([[11.0, 0, 0], [2.0, 12.0, 0], [-1.5, 1.0, 13.0]], dtype=torch.float64)
+    pos = torch.tensor(rng.uniform(0, 10, (25, 3)))
+    pairs = pair_index(pos[None], box[None], 4.0)
+    first = pairs.cartesian_shifts(box[None])
+    assert pairs.cartesian_shifts(box[None].clone()) is first  # equal box: reused
+    for scaled in (box, box * 1.01, box):
+        graph = build_graph(pos, scaled, torch.zeros(25, dtype=torch.long), 4.0, pairs=pairs)
+        expected = pos[pairs.pair_j] - pos[pairs.pair_i] + pairs.shifts @ scaled
+        torch.testing.assert_close(graph.pair_vec, expected, rtol=0, atol=1e-12)
+
+
+def test_pair_dist_read_first_without_grad_stays_differentiable(rng):
+    box = torch.eye(3, dtype=torch.float64) * 10.0
+    pos = torch.tensor(rng.uniform(0, 10, (20, 3)), requires_grad=True)
+    g = build_graph(pos, box, torch.zeros(20, dtype=torch.long), 4.0)
+    with torch.no_grad():
+        first = g.pair_dist
+    assert first.requires_grad and g.pair_dist is first
+    torch.testing.assert_close(first, g.pair_vec.norm(dim=1), rtol=1e-15, atol=0)
+    (grad,) = torch.autograd.grad(g.pair_dist.sum(), pos)
+    assert grad.abs().max() > 0.1

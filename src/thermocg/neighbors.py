@@ -99,7 +99,10 @@ class Graph:
     @property
     def pair_dist(self) -> torch.Tensor:
         if self._pair_dist is None:
-            self._pair_dist = torch.linalg.vector_norm(self.pair_vec, dim=1)
+            # kept for every later user, so it must carry the autograd graph whenever pair_vec does,
+            # even when the first user asks for it under no_grad
+            with torch.enable_grad():
+                self._pair_dist = torch.linalg.vector_norm(self.pair_vec, dim=1)
         return self._pair_dist
 
     def frame_sum(self, per_particle: torch.Tensor) -> torch.Tensor:

@@ -123,14 +123,13 @@ class _PairLayout:
         graph = self.graph
         vec, pair_i, pair_j, offsets = graph.pair_vec, graph.pair_i, graph.pair_j, graph.row_offsets
         if offsets is None:
-            with torch.no_grad():
-                if pair_i.numel() > 1 and not bool((pair_i[1:] >= pair_i[:-1]).all()):
-                    order = torch.argsort(pair_i, stable=True)
-                    pair_i, pair_j = pair_i[order], pair_j[order]
-                    vec = vec[order]
-                counts = torch.bincount(pair_i, minlength=graph.positions.shape[0])
-                offsets = torch.zeros(len(counts) + 1, dtype=torch.long, device=counts.device)
-                torch.cumsum(counts, 0, out=offsets[1:])
+            if pair_i.numel() > 1 and not bool((pair_i[1:] >= pair_i[:-1]).all()):
+                order = torch.argsort(pair_i, stable=True)
+                pair_i, pair_j = pair_i[order], pair_j[order]
+                vec = torch.index_select(vec, 0, order)  # differentiable: the forces flow back through it
+            counts = torch.bincount(pair_i, minlength=graph.positions.shape[0])
+            offsets = torch.zeros(len(counts) + 1, dtype=torch.long, device=counts.device)
+            torch.cumsum(counts, 0, out=offsets[1:])
         type_j = graph.types[pair_j] if n_types > 1 else graph.types.new_empty(0)
         return vec, offsets, type_j
 
