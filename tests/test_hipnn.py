@@ -365,6 +365,23 @@ def test_fused_kernel_first_and_second_derivatives(n_types):
     torch.testing.assert_close(env[0].sum(1), components.T @ sens, rtol=1e-13, atol=1e-15)
 
 
+def test_fused_invariants_and_their_derivatives():
+    """(h_0, |h_1..3|, traceless-tensor norm) by the kernel equal the PyTorch expressions; gradcheck
+    and gradgradcheck of its backward and double backward (float64)."""
+    from thermocg.potentials.hipnn import CUSP_REG, _FusedInvariants
+
+    if not extension_available():
+        pytest.skip("the compiled kernel is unavailable")
+    h = torch.randn(4, 9, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    function = lambda x: _FusedInvariants.apply(x, _ext.hipnn_ops(warn=False))  # noqa: E731
+    assert torch.autograd.gradcheck(function, (h,))
+    assert torch.autograd.gradgradcheck(function, (h,))
+    h1, h2 = h[:, 1:4], h[:, 4:9]
+    expected = torch.stack([h[:, 0], torch.sqrt(h1.square().sum(1) + CUSP_REG),
+                            torch.sqrt(2.0 * (h2.square().sum(1) + h2[:, 0] * h2[:, 3]) + CUSP_REG)], 1)
+    torch.testing.assert_close(function(h), expected, rtol=1e-14, atol=0)
+
+
 def perturbed_model(n_types, n_interaction, *, seed=2, cutoff=9.0):
     model = HipnnTS([f"T{k}" for k in range(n_types)], n_features=16, n_sensitivities=7, cutoff_A=cutoff,
                     dist_soft_max_A=cutoff - 1.0, n_interaction_layers=n_interaction, seed=seed).double()

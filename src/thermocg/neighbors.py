@@ -175,6 +175,54 @@ def pair_index(positions: torch.Tensor, box: torch.Tensor, cutoff_A: float) -> P
     )
 
 
+class _PairGather:
+    """The constant part of the pair-vector map: indices, CSR offsets (or empty), compiled kernels."""
+
+    def __init__(self, ops, pair_i: torch.Tensor, pair_j: torch.Tensor, offsets: torch.Tensor | None,
+                 n_particles: int) -> None:
+        self.ops, self.pair_i, self.pair_j, self.n_particles = ops, pair_i, pair_j, n_particles
+        self.offsets = offsets if offsets is not None else pair_i.new_empty(0)
+
+
+class _PairVectors(torch.autograd.Function):
+    """r_p = R[j_p] - R[i_p] + shift_p by the compiled kernel; its backward (the adjoint, a per-row sum
+    and a scatter) is a differentiable Function too, so forces built with create_graph can be trained."""
+
+    @staticmethod
+    def forward(ctx, positions, shift, gather):  # noqa: D102 - documented on the class
+        ctx.gather = gather
+        ctx.has_shift = shift is not None
+        empty = positions.new_empty(0)
+        return gather.ops.pair_vectors(positions, gather.pair_i, gather.pair_j, shift if shift is not None else empty)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        grad_positions = _PairVectorsAdjoint.apply(grad, ctx.gather) if ctx.needs_input_grad[0] else None
+        grad_shift = grad if ctx.has_shift and ctx.needs_input_grad[1] else None
+        return grad_positions, grad_shift, None
+
+
+class _PairVectorsAdjoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, grad, gather):  # noqa: D102
+        ctx.gather = gather
+        return gather.ops.pair_vectors_adjoint(grad, gather.pair_i, gather.pair_j, gather.offsets, gather.n_particles)
+
+    @staticmethod
+    def backward(ctx, up):  # noqa: D102
+        return _PairVectors.apply(up, None, ctx.gather), None
+
+
+def _pair_vector_kernels(positions: torch.Tensor):
+    """The compiled pair-vector kernels for CPU float32/float64 tensors, else None (no warning here:
+    the potentials that profit most say so themselves)."""
+    if positions.device.type != "cpu" or positions.dtype not in (torch.float32, torch.float64):
+        return None
+    from thermocg._ext import hipnn_ops
+
+    return hipnn_ops(warn=False)
+
+
 def build_graph(positions: torch.Tensor, box: torch.Tensor, types: torch.Tensor, cutoff_A: float,
                 *, pairs: PairIndex | None = None) -> Graph:
     """The pair graph of a batch of frames.
@@ -192,8 +240,13 @@ def build_graph(positions: torch.Tensor, box: torch.Tensor, types: torch.Tensor,
         pairs = pair_index(positions, box, cutoff_A)
     flat = positions.reshape(n_frames * n_particles, 3)
     shift_cart = pairs.cartesian_shifts(box)
-    # index_select (backward: index_add) is several times faster on CPU than advanced indexing
-    vec = torch.index_select(flat, 0, pairs.pair_j) - torch.index_select(flat, 0, pairs.pair_i) + shift_cart
+    offsets = pairs.row_offsets if pairs.row_offsets is not None and len(pairs.row_offsets) == len(flat) + 1 else None
+    ops = _pair_vector_kernels(flat)
+    if ops is not None:
+        vec = _PairVectors.apply(flat, shift_cart, _PairGather(ops, pairs.pair_i, pairs.pair_j, offsets, len(flat)))
+    else:
+        # index_select (backward: index_add) is several times faster on CPU than advanced indexing
+        vec = torch.index_select(flat, 0, pairs.pair_j) - torch.index_select(flat, 0, pairs.pair_i) + shift_cart
     types = types.to(device=positions.device, dtype=torch.long)
     return Graph(
         positions=flat,
@@ -204,7 +257,7 @@ def build_graph(positions: torch.Tensor, box: torch.Tensor, types: torch.Tensor,
         pair_i=pairs.pair_i,
         pair_j=pairs.pair_j,
         pair_vec=vec,
-        row_offsets=pairs.row_offsets if pairs.row_offsets is not None and len(pairs.row_offsets) == len(flat) + 1 else None,
+        row_offsets=offsets,
     )
 
 

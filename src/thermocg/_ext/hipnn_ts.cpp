@@ -737,6 +737,225 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hipnn_ts_env_double_b
   return {grad_grad_env, grad_vec, grad_inv_mu_rows.sum(0), grad_sigma_rows.sum(0)};
 }
 
+// ---------------------------------------------------------------------------------------------
+// The rotation invariants of the interaction output h[i, c, f] (c = 0..8 as T_c), out[i] = (h_0, vn, qn):
+//   vn = sqrt(sum_{a=1..3} h_a^2 + eps),   qn = sqrt(h_Q . M h_Q + eps)
+// with h_Q = (h_4 .. h_8) = (xx, xy, xz, yy, yz) and M h_Q = 2 h_Q + (h_yy, 0, 0, h_xx, 0): h_Q . M h_Q is
+// twice the squared Frobenius norm of the traceless symmetric tensor. Gradients: dvn/dh_a = h_a / vn,
+// dqn/dh_Q = M h_Q / qn; second derivatives (I - h h^T / vn^2) / vn and (M - Mh (Mh)^T / qn^2) / qn.
+// One (i, f) at a time, vectorised over f.
+
+template <typename T>
+void invariants_rows(const T* h, int64_t n_features, T eps, T* out, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
+    const T* hi = h + i * kComponents * n_features;
+    T* oi = out + i * 3 * n_features;
+#pragma omp simd
+    for (int64_t f = 0; f < n_features; ++f) {
+      const T h1 = hi[n_features + f], h2 = hi[2 * n_features + f], h3 = hi[3 * n_features + f];
+      const T xx = hi[4 * n_features + f], xy = hi[5 * n_features + f], xz = hi[6 * n_features + f],
+              yy = hi[7 * n_features + f], yz = hi[8 * n_features + f];
+      oi[f] = hi[f];
+      oi[n_features + f] = std::sqrt(h1 * h1 + h2 * h2 + h3 * h3 + eps);
+      oi[2 * n_features + f] =
+          std::sqrt(T(2) * (xx * xx + xy * xy + xz * xz + yy * yy + yz * yz + xx * yy) + eps);
+    }
+  }
+}
+
+// grad_h = J^T g; with up (the upstream gradient of grad_h) also the double backward:
+// grad_g = J up and grad_h2 = sum_k g_k H_k up.
+template <typename T>
+void invariants_backward_rows(const T* g, const T* h, const T* up, int64_t n_features, T eps, T* grad_h,
+                              T* grad_g, T* grad_h2, int64_t begin, int64_t end) {
+  const int64_t F = n_features;
+  for (int64_t i = begin; i < end; ++i) {
+    const T* hi = h + i * kComponents * F;
+    const T* gi = g + i * 3 * F;
+    T* ghi = grad_h ? grad_h + i * kComponents * F : nullptr;
+    const T* ui = up ? up + i * kComponents * F : nullptr;
+    T* ggi = grad_g ? grad_g + i * 3 * F : nullptr;
+    T* gh2i = grad_h2 ? grad_h2 + i * kComponents * F : nullptr;
+#pragma omp simd
+    for (int64_t f = 0; f < F; ++f) {
+      const T h1 = hi[F + f], h2 = hi[2 * F + f], h3 = hi[3 * F + f];
+      const T xx = hi[4 * F + f], xy = hi[5 * F + f], xz = hi[6 * F + f], yy = hi[7 * F + f], yz = hi[8 * F + f];
+      const T vn = std::sqrt(h1 * h1 + h2 * h2 + h3 * h3 + eps);
+      const T m4 = T(2) * xx + yy, m5 = T(2) * xy, m6 = T(2) * xz, m7 = T(2) * yy + xx, m8 = T(2) * yz;  // M h_Q
+      const T qn = std::sqrt(xx * m4 + xy * m5 + xz * m6 + yy * m7 + yz * m8 + eps);  // h_Q . M h_Q
+      const T inv_v = T(1) / vn, inv_q = T(1) / qn;
+      const T gv = gi[F + f] * inv_v, gq = gi[2 * F + f] * inv_q;
+      if (ghi) {
+        ghi[f] = gi[f];
+        ghi[F + f] = gv * h1;
+        ghi[2 * F + f] = gv * h2;
+        ghi[3 * F + f] = gv * h3;
+        ghi[4 * F + f] = gq * m4;
+        ghi[5 * F + f] = gq * m5;
+        ghi[6 * F + f] = gq * m6;
+        ghi[7 * F + f] = gq * m7;
+        ghi[8 * F + f] = gq * m8;
+      }
+      if (ui) {
+        const T u1 = ui[F + f], u2 = ui[2 * F + f], u3 = ui[3 * F + f];
+        const T u4 = ui[4 * F + f], u5 = ui[5 * F + f], u6 = ui[6 * F + f], u7 = ui[7 * F + f], u8 = ui[8 * F + f];
+        const T hu = (h1 * u1 + h2 * u2 + h3 * u3) * inv_v;                        // dvn along up
+        const T mu = (m4 * u4 + m5 * u5 + m6 * u6 + m7 * u7 + m8 * u8) * inv_q;  // dqn along up
+        if (ggi) {
+          ggi[f] = ui[f];
+          ggi[F + f] = hu;
+          ggi[2 * F + f] = mu;
+        }
+        if (gh2i) {
+          const T cv = gv * hu * inv_v, cq = gq * mu * inv_q;
+          gh2i[f] = T(0);
+          gh2i[F + f] = gv * u1 - cv * h1;
+          gh2i[2 * F + f] = gv * u2 - cv * h2;
+          gh2i[3 * F + f] = gv * u3 - cv * h3;
+          gh2i[4 * F + f] = gq * (T(2) * u4 + u7) - cq * m4;
+          gh2i[5 * F + f] = gq * (T(2) * u5) - cq * m5;
+          gh2i[6 * F + f] = gq * (T(2) * u6) - cq * m6;
+          gh2i[7 * F + f] = gq * (T(2) * u7 + u4) - cq * m7;
+          gh2i[8 * F + f] = gq * (T(2) * u8) - cq * m8;
+        }
+      }
+    }
+  }
+}
+
+void check_invariant_input(const at::Tensor& h, const char* what) {
+  TORCH_CHECK(h.device().is_cpu() && h.dim() == 3 && h.size(1) == kComponents, what,
+              ": h must be a CPU tensor (n, 9, F)");
+}
+
+at::Tensor hipnn_ts_invariants(const at::Tensor& h_in, double eps) {
+  check_invariant_input(h_in, "hipnn_ts_invariants");
+  const auto h = h_in.contiguous();
+  auto out = at::empty({h.size(0), 3, h.size(2)}, h.options());
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "hipnn_ts_invariants", [&] {
+    at::parallel_for(0, h.size(0), 64, [&](int64_t begin, int64_t end) {
+      invariants_rows<scalar_t>(h.data_ptr<scalar_t>(), h.size(2), scalar_t(eps), out.data_ptr<scalar_t>(), begin,
+                                end);
+    });
+  });
+  return out;
+}
+
+at::Tensor hipnn_ts_invariants_backward(const at::Tensor& grad_in, const at::Tensor& h_in, double eps) {
+  check_invariant_input(h_in, "hipnn_ts_invariants_backward");
+  const auto h = h_in.contiguous();
+  const auto grad = grad_in.contiguous();
+  TORCH_CHECK(grad.sizes() == at::IntArrayRef({h.size(0), 3, h.size(2)}) && grad.scalar_type() == h.scalar_type(),
+              "hipnn_ts_invariants_backward: grad must be (n, 3, F) of h's dtype");
+  auto grad_h = at::empty_like(h);
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "hipnn_ts_invariants_backward", [&] {
+    at::parallel_for(0, h.size(0), 64, [&](int64_t begin, int64_t end) {
+      invariants_backward_rows<scalar_t>(grad.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), nullptr, h.size(2),
+                                         scalar_t(eps), grad_h.data_ptr<scalar_t>(), nullptr, nullptr, begin, end);
+    });
+  });
+  return grad_h;
+}
+
+std::tuple<at::Tensor, at::Tensor> hipnn_ts_invariants_double_backward(const at::Tensor& up_in,
+                                                                       const at::Tensor& grad_in,
+                                                                       const at::Tensor& h_in, double eps,
+                                                                       bool need_grad, bool need_h) {
+  check_invariant_input(h_in, "hipnn_ts_invariants_double_backward");
+  const auto h = h_in.contiguous();
+  const auto grad = grad_in.contiguous();
+  const auto up = up_in.contiguous();
+  TORCH_CHECK(up.sizes() == h.sizes() && grad.dim() == 3 && grad.size(1) == 3,
+              "hipnn_ts_invariants_double_backward: shapes");
+  auto grad_grad = need_grad ? at::empty_like(grad) : at::empty({0}, h.options());
+  auto grad_h = need_h ? at::empty_like(h) : at::empty({0}, h.options());
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "hipnn_ts_invariants_double_backward", [&] {
+    at::parallel_for(0, h.size(0), 64, [&](int64_t begin, int64_t end) {
+      invariants_backward_rows<scalar_t>(grad.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), up.data_ptr<scalar_t>(),
+                                         h.size(2), scalar_t(eps), nullptr,
+                                         need_grad ? grad_grad.data_ptr<scalar_t>() : nullptr,
+                                         need_h ? grad_h.data_ptr<scalar_t>() : nullptr, begin, end);
+    });
+  });
+  return {grad_grad, grad_h};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pair vectors r_p = R[j_p] - R[i_p] + shift_p and their adjoint (the gradient with respect to R):
+// grad_R[k] = sum_{p: j_p = k} g_p - sum_{p: i_p = k} g_p. The first sum is a serial scatter in pair
+// order, the second a per-row sum when the pairs are sorted by i (CSR offsets), so the result does
+// not depend on the number of threads. Both are linear, and each is the other's adjoint.
+
+at::Tensor pair_vectors(const at::Tensor& positions_in, const at::Tensor& pair_i_in, const at::Tensor& pair_j_in,
+                        const at::Tensor& shift_in) {
+  TORCH_CHECK(positions_in.device().is_cpu() && positions_in.dim() == 2 && positions_in.size(1) == 3,
+              "pair_vectors: positions must be a CPU tensor (N, 3)");
+  const auto positions = positions_in.contiguous();
+  const auto pair_i = pair_i_in.contiguous();
+  const auto pair_j = pair_j_in.contiguous();
+  const auto shift = shift_in.contiguous();
+  const int64_t n_pairs = pair_i.size(0);
+  TORCH_CHECK(pair_j.size(0) == n_pairs && pair_i.scalar_type() == at::kLong && pair_j.scalar_type() == at::kLong,
+              "pair_vectors: pair_i, pair_j must be int64 of one length");
+  TORCH_CHECK(shift.numel() == 0 || (shift.size(0) == n_pairs && shift.scalar_type() == positions.scalar_type()),
+              "pair_vectors: shift must be (P, 3) of the positions' dtype, or empty");
+  auto out = at::empty({n_pairs, 3}, positions.options());
+  AT_DISPATCH_FLOATING_TYPES(positions.scalar_type(), "pair_vectors", [&] {
+    const scalar_t* pos = positions.data_ptr<scalar_t>();
+    const int64_t *pi = pair_i.data_ptr<int64_t>(), *pj = pair_j.data_ptr<int64_t>();
+    const scalar_t* sh = shift.numel() ? shift.data_ptr<scalar_t>() : nullptr;
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n_pairs, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const scalar_t *ri = pos + 3 * pi[p], *rj = pos + 3 * pj[p];
+        for (int k = 0; k < 3; ++k) o[3 * p + k] = rj[k] - ri[k] + (sh ? sh[3 * p + k] : scalar_t(0));
+      }
+    });
+  });
+  return out;
+}
+
+at::Tensor pair_vectors_adjoint(const at::Tensor& grad_in, const at::Tensor& pair_i_in, const at::Tensor& pair_j_in,
+                                const at::Tensor& offsets_in, int64_t n_particles) {
+  const auto grad = grad_in.contiguous();
+  const auto pair_i = pair_i_in.contiguous();
+  const auto pair_j = pair_j_in.contiguous();
+  const auto offsets = offsets_in.contiguous();
+  const int64_t n_pairs = pair_i.size(0);
+  TORCH_CHECK(grad.device().is_cpu() && grad.dim() == 2 && grad.size(0) == n_pairs && grad.size(1) == 3,
+              "pair_vectors_adjoint: grad must be a CPU tensor (P, 3)");
+  TORCH_CHECK(offsets.numel() == 0 || offsets.numel() == n_particles + 1,
+              "pair_vectors_adjoint: offsets must be (N + 1,) or empty");
+  auto out = at::zeros({n_particles, 3}, grad.options());
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "pair_vectors_adjoint", [&] {
+    const scalar_t* g = grad.data_ptr<scalar_t>();
+    const int64_t *pi = pair_i.data_ptr<int64_t>(), *pj = pair_j.data_ptr<int64_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    if (offsets.numel()) {
+      const int64_t* off = offsets.data_ptr<int64_t>();
+      at::parallel_for(0, n_particles, 64, [&](int64_t begin, int64_t end) {
+        for (int64_t k = begin; k < end; ++k) {
+          scalar_t sx = 0, sy = 0, sz = 0;
+          for (int64_t p = off[k]; p < off[k + 1]; ++p) {
+            sx += g[3 * p];
+            sy += g[3 * p + 1];
+            sz += g[3 * p + 2];
+          }
+          o[3 * k] = -sx;
+          o[3 * k + 1] = -sy;
+          o[3 * k + 2] = -sz;
+        }
+      });
+    } else {
+      for (int64_t p = 0; p < n_pairs; ++p)
+        for (int k = 0; k < 3; ++k) o[3 * pi[p] + k] -= g[3 * p + k];
+    }
+    for (int64_t p = 0; p < n_pairs; ++p)
+      for (int k = 0; k < 3; ++k) o[3 * pj[p] + k] += g[3 * p + k];
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(thermocg, m) {
@@ -747,10 +966,21 @@ TORCH_LIBRARY(thermocg, m) {
   m.def("hipnn_ts_env_double_backward(Tensor grad_env, Tensor vec, Tensor offsets, Tensor type_j, int n_types, "
         "Tensor inv_mu, Tensor sigma, float cutoff, float floor, Tensor up_vec, Tensor up_inv_mu, "
         "Tensor up_sigma, bool need_grad_env, bool need_rest) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("hipnn_ts_invariants(Tensor h, float eps) -> Tensor");
+  m.def("pair_vectors(Tensor positions, Tensor pair_i, Tensor pair_j, Tensor shift) -> Tensor");
+  m.def("pair_vectors_adjoint(Tensor grad, Tensor pair_i, Tensor pair_j, Tensor offsets, int n_particles) -> Tensor");
+  m.def("hipnn_ts_invariants_backward(Tensor grad, Tensor h, float eps) -> Tensor");
+  m.def("hipnn_ts_invariants_double_backward(Tensor up, Tensor grad, Tensor h, float eps, bool need_grad, "
+        "bool need_h) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(thermocg, CPU, m) {
   m.impl("hipnn_ts_env", &hipnn_ts_env);
   m.impl("hipnn_ts_env_backward", &hipnn_ts_env_backward);
   m.impl("hipnn_ts_env_double_backward", &hipnn_ts_env_double_backward);
+  m.impl("hipnn_ts_invariants", &hipnn_ts_invariants);
+  m.impl("pair_vectors", &pair_vectors);
+  m.impl("pair_vectors_adjoint", &pair_vectors_adjoint);
+  m.impl("hipnn_ts_invariants_backward", &hipnn_ts_invariants_backward);
+  m.impl("hipnn_ts_invariants_double_backward", &hipnn_ts_invariants_double_backward);
 }

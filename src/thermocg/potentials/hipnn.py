@@ -241,6 +241,38 @@ class _FusedEnvironmentBackward(torch.autograd.Function):
         return grad_grad_env if need_env else None, grad_vec, grad_inv_mu, grad_sigma, None
 
 
+class _FusedInvariants(torch.autograd.Function):
+    """(h_0, vn, qn) = (h_0, sqrt(|h_1..3|^2 + eps), sqrt(2 (|h_4..8|^2 + h_xx h_yy) + eps)), (n, 3, F), by
+    the C++ kernel from h (n, 9, F); backward and double backward are kernels too (gradgradcheck in tests)."""
+
+    @staticmethod
+    def forward(ctx, h, ops):  # noqa: D102 - documented on the class
+        ctx.save_for_backward(h)
+        ctx.ops = ops
+        return ops.hipnn_ts_invariants(h, CUSP_REG)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        (h,) = ctx.saved_tensors
+        return _FusedInvariantsBackward.apply(grad, h, ctx.ops), None
+
+
+class _FusedInvariantsBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, grad, h, ops):  # noqa: D102
+        ctx.save_for_backward(grad, h)
+        ctx.ops = ops
+        return ops.hipnn_ts_invariants_backward(grad, h, CUSP_REG)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, up):  # noqa: D102
+        grad, h = ctx.saved_tensors
+        need_grad, need_h = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_grad, grad_h = ctx.ops.hipnn_ts_invariants_double_backward(up, grad, h, CUSP_REG, need_grad, need_h)
+        return grad_grad if need_grad else None, grad_h if need_h else None, None
+
+
 def _sensitivity_floor(dtype: torch.dtype) -> float:
     """0.7 ln(tiny): the floor of the sensitivities' exponent (see :class:`_GaussianSensitivity`)."""
     return 0.7 * math.log(torch.finfo(dtype).tiny)
@@ -321,9 +353,12 @@ class InteractionTS(torch.nn.Module):
 
     def forward(self, features: torch.Tensor, pairs: _PairLayout, ops: Any = None) -> torch.Tensor:
         h = self.environment(features, pairs, ops)
-        h0, h1, h2 = h[:, 0], h[:, 1:4], h[:, 4:9]
-        vec_norm = torch.sqrt(h1.square().sum(1) + CUSP_REG)
-        quad_norm = torch.sqrt(2.0 * (h2.square().sum(1) + h2[:, 0] * h2[:, 3]) + CUSP_REG)
+        if ops is not None:
+            h0, vec_norm, quad_norm = _FusedInvariants.apply(h, ops).unbind(1)
+        else:
+            h0, h1, h2 = h[:, 0], h[:, 1:4], h[:, 4:9]
+            vec_norm = torch.sqrt(h1.square().sum(1) + CUSP_REG)
+            quad_norm = torch.sqrt(2.0 * (h2.square().sum(1) + h2[:, 0] * h2[:, 3]) + CUSP_REG)
         y = h0 + self.vec_scales * vec_norm + self.quad_scales * quad_norm + self.self_interaction(features)
         skip = features if self.adjust is None else self.adjust(features)
         return self.residual(functional.softplus(y)) + skip
