@@ -155,8 +155,9 @@ def pair_index(positions: torch.Tensor, box: torch.Tensor, cutoff_A: float) -> P
     parts_i, parts_j, parts_s, parts_f = [], [], [], []
     for f in range(n_frames):
         i, j, s = neighbor_pairs(pos_np[f], box_np[f], cutoff_A)
-        order = np.argsort(i, kind="stable")
-        i, j, s = i[order], j[order], s[order]
+        if len(i) > 1 and not bool(np.all(i[1:] >= i[:-1])):  # vesin often returns them sorted already
+            order = np.argsort(i, kind="stable")
+            i, j, s = i[order], j[order], s[order]
         parts_i.append(i + f * n_particles)
         parts_j.append(j + f * n_particles)
         parts_s.append(s)

@@ -1,8 +1,10 @@
 """thermocg's compiled kernels: built from the C++ sources beside this file on first use, then cached.
 
-One extension today, ``hipnn_ts.cpp``: the fused HIP-NN-TS interaction environment (forward, backward
-and double backward) for CPU tensors, registered as ``torch.ops.thermocg.hipnn_ts_env*``. Its PyTorch
-equivalent in :mod:`thermocg.potentials.hipnn` is the fallback and the referee in the tests.
+One source today, ``hipnn_ts.cpp``, registered as ``torch.ops.thermocg.*`` for CPU tensors: the fused
+HIP-NN-TS interaction environment and the rotation invariants (forward, backward and double backward;
+used by :mod:`thermocg.potentials.hipnn`), and the pair vectors with their adjoint (used by
+:func:`thermocg.neighbors.build_graph`). Their PyTorch equivalents are the fallback and the referees in
+the tests.
 
 How it is built. :func:`torch.utils.cpp_extension.load` compiles the source with the C++ compiler
 (``c++``, or ``$CXX``) and ninja (the ``ninja`` package from PyPI is a dependency) into a cache directory,

@@ -1,8 +1,12 @@
-// Fused HIP-NN-TS interaction environment for CPU (thermocg): sensitivities, cosine cutoff, tensor
-// components l = 0, 1, 2 and the neighbour sum in one pass over the pairs, with the first and second
-// derivatives written out by hand. The equations are in docs/hipnn_ts.md; the Python side
-// (thermocg/_ext/__init__.py, thermocg/potentials/hipnn.py) builds, loads and wraps these operators
-// in autograd Functions, and tests/test_hipnn.py referees them against the plain PyTorch path.
+// thermocg's compiled CPU kernels, registered as torch.ops.thermocg.*:
+//   hipnn_ts_env*         the fused HIP-NN-TS interaction environment: sensitivities, cosine cutoff,
+//                         tensor components l = 0, 1, 2 and the neighbour sum in one pass over the
+//                         pairs, with first and second derivatives written out by hand;
+//   hipnn_ts_invariants*  the rotation invariants of the interaction output, with their derivatives;
+//   pair_vectors*         r = R_j - R_i + shift and its adjoint (for thermocg.neighbors.build_graph).
+// The equations are in docs/hipnn_ts.md; the Python side (thermocg/_ext/__init__.py builds and loads
+// this file; thermocg/potentials/hipnn.py and thermocg/neighbors.py wrap the operators in autograd
+// Functions), and tests/test_hipnn.py and tests/test_neighbors.py referee them against PyTorch.
 //
 // Layout. Pairs come in CSR order: the pairs of receiving bead i are vec[offsets[i] .. offsets[i+1]),
 // each r_ij = R_j - R_i + shift (A), with the type of j in type_j (empty when there is one type).

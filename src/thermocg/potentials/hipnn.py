@@ -1,10 +1,10 @@
 """HIP-NN-TS: the hierarchically interacting particle neural network with tensor sensitivity (l <= 2).
 
-Our own PyTorch implementation of the network of Lubbers et al. (J. Chem. Phys. 148, 241715, 2018)
-with the tensor sensitivity of Chigaev et al. (J. Chem. Phys. 158, 184108, 2023), as hippynn 0.1.3
-builds it in ``HipnnQuad`` + ``HEnergy`` (``/work/shared/HIPNN_TS.md`` states the equations). It is
-refereed by hippynn in ``tests/test_hipnn.py`` (same weights, float64: energies to 1e-8 relative,
-forces to 1e-7 absolute).
+Our own implementation of the network of Lubbers et al. (J. Chem. Phys. 148, 241715, 2018) with the
+tensor sensitivity of Chigaev et al. (J. Chem. Phys. 158, 184108, 2023), as hippynn 0.1.3 builds it in
+``HipnnQuad`` + ``HEnergy``; ``docs/hipnn_ts.md`` states the equations, the weight correspondence and
+the performance. It is refereed by hippynn in ``tests/test_hipnn.py`` (same weights, float64; asserted:
+energies to 1e-12 relative, forces to 1e-12 kcal/mol/A; measured: 5e-16 and 6e-15).
 
 The forward pass, for beads i with one-hot types x_i (width n_types) and pairs j of i within r_c:
 
@@ -21,12 +21,18 @@ The forward pass, for beads i with one-hot types x_i (width n_types) and pairs j
 Energies kcal/mol, distances A (sensitivity centres mu in A, widths sigma in A). Forces are -dE/dR by
 autograd (:func:`thermocg.potentials.base.energy_and_forces`).
 
-How it is computed (why it is fast on CPU): the pairs are laid out as a padded (n_beads, K) block per
-receiving bead (K = the largest neighbour count), and the neighbour sums become batched matrix
-products. In the first block the input is one-hot, so A is the product of the (K, 9 * n_types) table of
-T_c x_j,t with the (K, n_sens) sensitivities: no (pairs, 9 * n_sens * features) tensor is ever
-materialised (hippynn builds and scatters exactly that). Later blocks (dense features) use a batched
-product of the (9 * n_sens, K) sensitivity table with the (K, F) neighbour features.
+How it is computed. Two code paths give the same numbers to rounding (:attr:`HipnnTS.kernel`):
+
+- the compiled fused kernel (:mod:`thermocg._ext`, CPU): the first block's A comes from one pass over
+  the pairs in CSR order (sensitivities, cutoff, tensor components and the neighbour sum together),
+  with hand-written backward and double backward, and the l = 1, 2 invariants from a second kernel;
+- the PyTorch path (fallback, CUDA, and the referee in the tests): the pairs are laid out as a padded
+  (n_beads, K) block per receiving bead (K = the largest neighbour count), and the neighbour sums
+  become batched matrix products. In the first block the input is one-hot, so A is the product of the
+  (K, 9 * n_types) table of T_c x_j,t with the (K, n_sens) sensitivities: no (pairs, 9 * n_sens *
+  features) tensor is ever materialised (hippynn builds and scatters exactly that). Later blocks
+  (dense features, on both paths) use a batched product of the (9 * n_sens, K) sensitivity table with
+  the (K, F) neighbour features.
 """
 
 from __future__ import annotations
