@@ -2,6 +2,8 @@
 #   make demo   set up a virtual environment and run the embedded default study
 #   make test   set up the same environment and run the test suite
 # TORCH is installed first unless torch is already importable, so that no multi-GB CUDA build is pulled.
+# setup then builds thermocg's compiled kernel (python -m thermocg._ext, cached; without a C++ compiler
+# it says so and thermocg uses its PyTorch paths).
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
@@ -27,6 +29,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+	$(BIN)/python -m thermocg._ext
 
 demo: setup
 	$(BIN)/thermocg study $(DEMO_CONFIG) --run-dir $(DEMO_RUN_DIR)

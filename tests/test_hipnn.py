@@ -1,18 +1,27 @@
-"""HIP-NN-TS refereed by hippynn 0.1.3, and the repulsive prior with known answers.
+"""HIP-NN-TS refereed by hippynn 0.1.3, its fused C++ kernel refereed by its PyTorch path, and the
+repulsive prior with known answers.
 
 The referee: hippynn's ``HipnnQuad`` + ``HEnergy`` in float64 with randomised weights (sensitivity
 centres and widths moved off their initial values too, so that a loader that ignored them would fail),
-the same weights copied into ours, the same pair list; energies must agree to 1e-8 relative and
-forces to 1e-7 kcal/mol/A. hippynn runs with its plain (uncompiled) PyTorch message-passing kernels
-here: the same arithmetic as its default torch.compile'd ones without ~15 s of compilation per test.
+the same weights copied into ours, the same pair list; energies must agree to 1e-12 relative and
+forces to 1e-12 kcal/mol/A (|F| ~ 1; measured: 5e-16 and 6e-15). Every comparison runs on both of
+our code paths: the compiled fused kernel (``kernel="extension"``, skipped where it cannot be built;
+``test_extension_is_used_where_a_compiler_exists`` makes sure that is not a silent skip on CI) and
+the PyTorch path (``kernel="pytorch"``). hippynn runs with its plain (uncompiled) PyTorch
+message-passing kernels here: the same arithmetic as its default torch.compile'd ones without ~15 s
+of compilation per test.
 """
+
+import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
+from thermocg import _ext
 from thermocg.frames import Frames
-from thermocg.neighbors import build_graph
+from thermocg.neighbors import Graph, build_graph, pair_index
 from thermocg.potentials import energy_and_forces
 from thermocg.potentials.hipnn import HipnnTS, load_hippynn_state_dict
 from thermocg.potentials.priors import PriorDataError, RepulsivePrior, derive_repulsive_prior
@@ -21,6 +30,27 @@ from thermocg.potentials.priors import PriorDataError, RepulsivePrior, derive_re
 from hippynn import custom_kernels
 from hippynn.layers.targets import HEnergy
 from hippynn.networks.hipnn import HipnnQuad
+
+
+def extension_available() -> bool:
+    return _ext.hipnn_ops(warn=False) is not None
+
+
+@pytest.fixture(params=["extension", "pytorch"])
+def kernel(request):
+    """Our two code paths for the first interaction block; the compiled one only where it exists."""
+    if request.param == "extension" and not extension_available():
+        pytest.skip(f"the compiled kernel is unavailable: {_ext.build_info()['error']}")
+    return request.param
+
+
+def uses_extension(model, graph) -> bool:
+    """Whether a forward + backward of ``model`` on ``graph`` ran the compiled kernel (profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        torch.autograd.grad(model(graph).sum(), graph.positions, retain_graph=True)
+    return any(event.name.startswith("thermocg::hipnn_ts_env") for event in prof.events())
 
 
 @pytest.fixture
@@ -88,21 +118,22 @@ def test_reference_hyperparameters_have_118954_parameters():
 
 
 @pytest.mark.usefixtures("plain_hippynn_kernels")
-def test_matches_hippynn_at_reference_hyperparameters():
+def test_matches_hippynn_at_reference_hyperparameters(kernel):
     """512 beads of 1-bead methanol density (0.0128 /A^3), 128 features, 20 sensitivities, r_c 15 A."""
     rng = np.random.default_rng(1)
     pos, box = liquid_like(8, 0.0128, rng)
     net, head, ours = build_pair(1, n_features=128, n_sensitivities=20, soft_min=2.0, soft_max=13.0, cutoff=15.0,
                                  n_interaction=1, n_atom=3, seed=11)
+    ours.kernel = kernel
     e, f, e_h, f_h, n_pairs = compare_with_hippynn(net, head, ours, pos[None], box, np.zeros(len(pos), dtype=int))
     assert n_pairs > 80_000
     assert torch.abs(f_h).max() > 0.1  # a non-trivial field of forces
-    np.testing.assert_allclose(e.numpy(), e_h.numpy(), rtol=1e-8)
-    np.testing.assert_allclose(f.numpy(), f_h.numpy(), atol=1e-7, rtol=0)
+    np.testing.assert_allclose(e.numpy(), e_h.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(f.numpy(), f_h.numpy(), atol=1e-12, rtol=0)
 
 
 @pytest.mark.usefixtures("plain_hippynn_kernels")
-def test_matches_hippynn_with_two_types_and_two_interaction_layers():
+def test_matches_hippynn_with_two_types_and_two_interaction_layers(kernel):
     """Two frames of 512 beads in a triclinic box, two bead types, two interaction blocks (12 features, r_c 8 A)."""
     rng = np.random.default_rng(2)
     frames = [liquid_like(8, 0.0128, rng, tilt=True) for _ in range(2)]
@@ -111,10 +142,11 @@ def test_matches_hippynn_with_two_types_and_two_interaction_layers():
     types = rng.integers(0, 2, positions.shape[1])
     net, head, ours = build_pair(2, n_features=12, n_sensitivities=8, soft_min=2.0, soft_max=7.0, cutoff=8.0,
                                  n_interaction=2, n_atom=2, seed=12)
+    ours.kernel = kernel
     e, f, e_h, f_h, _ = compare_with_hippynn(net, head, ours, positions, box, types)
     assert e.shape == (2,) and abs(e[0] - e[1]) > 1e-3
-    np.testing.assert_allclose(e.numpy(), e_h.numpy(), rtol=1e-8)
-    np.testing.assert_allclose(f.numpy(), f_h.numpy(), atol=1e-7, rtol=0)
+    np.testing.assert_allclose(e.numpy(), e_h.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(f.numpy(), f_h.numpy(), atol=1e-12, rtol=0)
 
 
 def test_hippynn_loader_strips_graph_prefixes_and_rejects_other_shapes():
@@ -255,13 +287,14 @@ def test_sensitivity_function_first_and_second_derivatives():
 
 
 @pytest.mark.usefixtures("plain_hippynn_kernels")
-def test_force_matching_gradients_match_hippynn():
+def test_force_matching_gradients_match_hippynn(kernel):
     """d(force loss)/d(weights) through create_graph forces: ours equals hippynn's (float64)."""
     rng = np.random.default_rng(4)
     pos, box = liquid_like(5, 0.0128, rng)
     target = torch.as_tensor(rng.normal(size=pos.shape))
     net, head, ours = build_pair(1, n_features=8, n_sensitivities=6, soft_min=2.0, soft_max=8.0, cutoff=9.0,
                                  n_interaction=1, n_atom=1, seed=13)
+    ours.kernel = kernel
     types = torch.zeros(len(pos), dtype=torch.long)
 
     def loss_of(energy_fn):
@@ -280,3 +313,224 @@ def test_force_matching_gradients_match_hippynn():
     torch.testing.assert_close(mine.sigma.grad, theirs.sensitivity.sigma.grad.reshape(-1), rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(mine.quad_scales.grad, theirs.quadscales.grad, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(ours.energy_heads[1].weight.grad, head.layers[1].weight.grad, rtol=1e-9, atol=1e-12)
+
+
+# ------------------------------------------------------------------ the fused kernel and its fallback
+
+
+def fused_environment(n_types, *, seed, at_cutoff=False):
+    """The fused environment as a function of (vec, inv_mu, sigma) on 6 beads x 4 pairs, float64, with
+    one pair beyond the cutoff (and, with ``at_cutoff``, one exactly at it, where the function is only
+    once differentiable); such pairs must contribute nothing."""
+    from thermocg.potentials.hipnn import _FusedEnvironment, _FusedLayout, _sensitivity_floor
+
+    rng = np.random.default_rng(seed)
+    n_beads, per_bead, cutoff = 6, 4, 6.0
+    vec = rng.normal(size=(n_beads * per_bead, 3)) * 2.5
+    vec[3] = [7.0, 0.0, 0.0]
+    if at_cutoff:
+        vec[9] = [0.0, cutoff, 0.0]
+    offsets = torch.arange(0, n_beads * per_bead + 1, per_bead)
+    type_j = (torch.as_tensor(rng.integers(0, n_types, n_beads * per_bead)) if n_types > 1
+              else torch.empty(0, dtype=torch.long))
+    inputs = (torch.tensor(vec, requires_grad=True),
+              torch.tensor(1.0 / np.linspace(2.0, 5.0, 4), requires_grad=True),
+              torch.tensor(rng.uniform(3.0, 10.0, 4), requires_grad=True))
+    layout = _FusedLayout(_ext.hipnn_ops(warn=False), offsets, type_j, n_types, cutoff,
+                          _sensitivity_floor(torch.float64))
+    return (lambda v, inv_mu, sigma: _FusedEnvironment.apply(v, inv_mu, sigma, layout)), inputs
+
+
+@pytest.mark.parametrize("n_types", [1, 3])
+def test_fused_kernel_first_and_second_derivatives(n_types):
+    """gradcheck and gradgradcheck (float64) of the kernel's backward and hand-written double backward
+    with respect to the pair vectors, 1/mu and sigma; pairs at or beyond r_c give exactly zero."""
+    if not extension_available():
+        pytest.skip("the compiled kernel is unavailable")
+    function, inputs = fused_environment(n_types, seed=n_types)
+    assert torch.autograd.gradcheck(function, inputs)
+    assert torch.autograd.gradgradcheck(function, inputs)
+    function, inputs = fused_environment(n_types, seed=n_types, at_cutoff=True)
+    env = function(*inputs)
+    assert env.shape == (6, 9, n_types, 4) and env.abs().max() > 1e-3
+    (grad_vec,) = torch.autograd.grad(env.square().sum(), inputs[0])
+    assert torch.all(grad_vec[[3, 9]] == 0)
+    # the first bead's row by hand: sum over its pairs of T_c(rhat) s_nu(d)
+    vec, inv_mu, sigma = (x.detach() for x in inputs)
+    d = vec[:4].norm(dim=1, keepdim=True)
+    sens = torch.exp(-0.5 * (sigma * (1 / d - inv_mu)) ** 2) * torch.cos(np.pi * d / 12.0) ** 2 * (d < 6.0)
+    rhat = vec[:4] / d
+    x, y, z = rhat.unbind(1)
+    components = torch.stack([torch.ones_like(x), x, y, z, x * x - 1 / 3, x * y, x * z, y * y - 1 / 3, y * z], 1)
+    torch.testing.assert_close(env[0].sum(1), components.T @ sens, rtol=1e-13, atol=1e-15)
+
+
+def test_fused_invariants_and_their_derivatives():
+    """(h_0, |h_1..3|, traceless-tensor norm) by the kernel equal the PyTorch expressions; gradcheck
+    and gradgradcheck of its backward and double backward (float64)."""
+    from thermocg.potentials.hipnn import CUSP_REG, _FusedInvariants
+
+    if not extension_available():
+        pytest.skip("the compiled kernel is unavailable")
+    h = torch.randn(4, 9, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    function = lambda x: _FusedInvariants.apply(x, _ext.hipnn_ops(warn=False))  # noqa: E731
+    assert torch.autograd.gradcheck(function, (h,))
+    assert torch.autograd.gradgradcheck(function, (h,))
+    h1, h2 = h[:, 1:4], h[:, 4:9]
+    expected = torch.stack([h[:, 0], torch.sqrt(h1.square().sum(1) + CUSP_REG),
+                            torch.sqrt(2.0 * (h2.square().sum(1) + h2[:, 0] * h2[:, 3]) + CUSP_REG)], 1)
+    torch.testing.assert_close(function(h), expected, rtol=1e-14, atol=0)
+
+
+def perturbed_model(n_types, n_interaction, *, seed=2, cutoff=9.0):
+    model = HipnnTS([f"T{k}" for k in range(n_types)], n_features=16, n_sensitivities=7, cutoff_A=cutoff,
+                    dist_soft_max_A=cutoff - 1.0, n_interaction_layers=n_interaction, seed=seed).double()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+    return model
+
+
+def energy_forces_and_loss_gradients(model, positions, box, types, target, *, pairs=None, graph_of=None):
+    pos = torch.tensor(positions, requires_grad=True)
+    graph = build_graph(pos, torch.as_tensor(box), types, model.cutoff_A + 1.0, pairs=pairs)  # a 1 A skin
+    if graph_of is not None:
+        graph = graph_of(graph)
+    energy = model(graph)
+    (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=True)
+    loss = (-grad - target).square().mean()
+    params = list(model.parameters())
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return energy.detach(), -grad.detach(), [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+
+@pytest.mark.parametrize("n_types,n_interaction", [(1, 1), (2, 2), (3, 1)])
+def test_fused_kernel_matches_the_pytorch_path(n_types, n_interaction):
+    """Energies, forces and force-matching weight gradients (second order) of the two paths agree in
+    float64 to 1e-12, for one and several bead types, a triclinic box, a skin and a batch of frames."""
+    if not extension_available():
+        pytest.skip("the compiled kernel is unavailable")
+    rng = np.random.default_rng(n_types + 10 * n_interaction)
+    frames = [liquid_like(6, 0.0128, rng, tilt=True) for _ in range(2)]
+    positions = np.stack([p for p, _ in frames])
+    box = np.stack([b for _, b in frames])
+    types = torch.as_tensor(rng.integers(0, n_types, positions.shape[1]))
+    target = torch.as_tensor(rng.normal(size=positions.shape))
+    model = perturbed_model(n_types, n_interaction)
+    results = {}
+    for kernel in ("pytorch", "extension"):
+        model.kernel = kernel
+        results[kernel] = energy_forces_and_loss_gradients(model, positions, box, types, target)
+    (e_t, f_t, g_t), (e_x, f_x, g_x) = results["pytorch"], results["extension"]
+    assert f_t.abs().max() > 0.1
+    torch.testing.assert_close(e_x, e_t, rtol=1e-12, atol=0)
+    torch.testing.assert_close(f_x, f_t, rtol=0, atol=1e-12)
+    for mine, reference in zip(g_x, g_t):
+        torch.testing.assert_close(mine, reference, rtol=1e-10, atol=1e-14 * float(reference.abs().max()) + 1e-300)
+
+
+def test_fused_kernel_takes_pairs_in_any_order_and_float32():
+    """A graph whose pairs are shuffled (no CSR offsets) gives the same result; float32 forces agree
+    with float64 to the float32 rounding of the pair vectors (the PyTorch path does no better)."""
+    if not extension_available():
+        pytest.skip("the compiled kernel is unavailable")
+    rng = np.random.default_rng(5)
+    positions, box = liquid_like(6, 0.0128, rng, tilt=True)
+    types = torch.as_tensor(rng.integers(0, 2, len(positions)))
+    target = torch.zeros(1, len(positions), 3, dtype=torch.float64)
+    model = perturbed_model(2, 1)
+    model.kernel = "extension"
+    e, f, grads = energy_forces_and_loss_gradients(model, positions[None], box, types, target)
+    order = torch.as_tensor(rng.permutation(1000 * 60))
+
+    def shuffled(graph):
+        keep = order[order < len(graph.pair_i)]
+        return Graph(positions=graph.positions, types=graph.types, batch=graph.batch, n_frames=graph.n_frames,
+                     n_particles=graph.n_particles, pair_i=graph.pair_i[keep], pair_j=graph.pair_j[keep],
+                     pair_vec=graph.pair_vec[keep])
+
+    e_s, f_s, grads_s = energy_forces_and_loss_gradients(model, positions[None], box, types, target,
+                                                         graph_of=shuffled)
+    torch.testing.assert_close(e_s, e, rtol=1e-13, atol=0)
+    torch.testing.assert_close(f_s, f, rtol=0, atol=1e-13)
+    for mine, reference in zip(grads_s, grads):
+        torch.testing.assert_close(mine, reference, rtol=1e-11, atol=1e-300)
+    errors = {}
+    for kernel in ("extension", "pytorch"):
+        model32 = perturbed_model(2, 1).float()
+        model32.kernel = kernel
+        _, f32 = energy_and_forces(model32, positions, box, types)
+        errors[kernel] = float((f32.double() - f).abs().max() / f.abs().max())
+    assert errors["extension"] < 1e-5
+    assert errors["extension"] < 2.0 * errors["pytorch"] + 1e-7
+
+
+def test_fused_kernel_results_do_not_depend_on_the_thread_count():
+    if not extension_available():
+        pytest.skip("the compiled kernel is unavailable")
+    function, inputs = fused_environment(2, seed=7)
+    before = torch.get_num_threads()
+    outputs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            env = function(*inputs)
+            outputs.append([env, *torch.autograd.grad(env.square().sum(), inputs)])
+    finally:
+        torch.set_num_threads(before)
+    for one, two in zip(*outputs):
+        assert torch.equal(one, two)
+
+
+def test_extension_is_used_where_a_compiler_exists():
+    """Where a C++ compiler exists (CI, every development machine here) the compiled kernel must build
+    and be the one HipnnTS runs by default: a failed build must not fall back unnoticed."""
+    if _ext.extension_disabled():
+        pytest.skip(f"{_ext.DISABLE_ENV} is set")
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler on this machine: the PyTorch path is expected")
+    assert extension_available(), f"the compiled kernel failed to build: {_ext.build_info()}"
+    rng = np.random.default_rng(0)
+    positions, box = liquid_like(4, 0.0128, rng)
+    model = HipnnTS(["A"], n_features=8, n_sensitivities=4, cutoff_A=6.0, dist_soft_max_A=5.0)
+    graph = build_graph(torch.tensor(positions, dtype=torch.float32, requires_grad=True),
+                        torch.as_tensor(box, dtype=torch.float32), torch.zeros(64, dtype=torch.long), 6.0)
+    assert model.kernel == "auto" and uses_extension(model, graph)
+
+
+def test_no_extension_variable_and_kernel_choice(monkeypatch):
+    rng = np.random.default_rng(0)
+    positions, box = liquid_like(4, 0.0128, rng)
+    model = HipnnTS(["A"], n_features=8, n_sensitivities=4, cutoff_A=6.0, dist_soft_max_A=5.0).double()
+    graph = build_graph(torch.tensor(positions, requires_grad=True), torch.as_tensor(box),
+                        torch.zeros(64, dtype=torch.long), 6.0)
+    model.kernel = "pytorch"
+    assert not uses_extension(model, graph)
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        model.kernel = "fast"
+    monkeypatch.setenv(_ext.DISABLE_ENV, "1")
+    model.kernel = "auto"
+    assert not uses_extension(model, graph)
+    model.kernel = "extension"
+    with pytest.raises(RuntimeError, match="unavailable"):
+        model(graph)
+
+
+def test_an_unavailable_extension_warns_once_and_falls_back(monkeypatch):
+    """As on a machine without a compiler: one warning, then the PyTorch path, same numbers."""
+    rng = np.random.default_rng(0)
+    positions, box = liquid_like(4, 0.0128, rng)
+    model = HipnnTS(["A"], n_features=8, n_sensitivities=4, cutoff_A=6.0, dist_soft_max_A=5.0).double()
+    pos = torch.tensor(positions)[None]
+    reference = energy_and_forces(model, pos, box, torch.zeros(64, dtype=torch.long))
+    monkeypatch.delenv(_ext.DISABLE_ENV, raising=False)
+    monkeypatch.setattr(_ext, "_loaded", {"ops": None, "path": None, "error": "RuntimeError: no compiler (test)",
+                                          "tried": True, "warned": False})
+    with pytest.warns(RuntimeWarning, match="no compiler") as record:
+        first = energy_and_forces(model, pos, box, torch.zeros(64, dtype=torch.long))
+        second = energy_and_forces(model, pos, box, torch.zeros(64, dtype=torch.long))
+    assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
+    for result in (first, second):
+        torch.testing.assert_close(result[0], reference[0], rtol=1e-12, atol=0)
+        torch.testing.assert_close(result[1], reference[1], rtol=0, atol=1e-12)

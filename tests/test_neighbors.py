@@ -95,3 +95,80 @@ def test_skin_list_reused_then_rebuilt(rng):
 def test_cutoff_larger_than_half_box_is_an_error():
     with pytest.raises(ValueError, match="half the shortest perpendicular box width"):
         check_cutoff_fits(6.0, np.diag([10.0, 20.0, 20.0]))
+
+
+def test_row_offsets_give_each_particles_pairs(rng):
+    box = torch.tensor([[[11.0, 0, 0], [2.0, 12.0, 0], [-1.5, 1.0, 13.0]], [[10.0, 0, 0], [0, 10.0, 0], [0, 0, 10.0]]],
+                       dtype=torch.float64)
+    pos = torch.tensor(rng.uniform(0, 10, (2, 30, 3)))
+    pairs = pair_index(pos, box, 4.5)
+    offsets = pairs.row_offsets
+    assert offsets.shape == (61,) and offsets[0] == 0 and offsets[-1] == len(pairs.pair_i)
+    for k in range(60):
+        assert torch.all(pairs.pair_i[offsets[k]:offsets[k + 1]] == k)
+    assert torch.equal(offsets[1:] - offsets[:-1], torch.bincount(pairs.pair_i, minlength=60))
+    graph = build_graph(pos, box, torch.zeros(30, dtype=torch.long), 4.5, pairs=pairs)
+    assert graph.row_offsets is offsets
+    # a list of other particles than the graph's is not taken for its layout
+    assert build_graph(pos[:, :20], box, torch.zeros(20, dtype=torch.long), 4.5, pairs=pair_index(
+        pos[:1], box[:1], 4.5)).row_offsets is None
+
+
+def test_cartesian_shifts_follow_the_box(rng):
+    """The shifts S @ box are kept with the list while the box is unchanged, and recomputed when it changes."""
+    box = torch.tensor([[11.0, 0, 0], [2.0, 12.0, 0], [-1.5, 1.0, 13.0]], dtype=torch.float64)
+    pos = torch.tensor(rng.uniform(0, 10, (25, 3)))
+    pairs = pair_index(pos[None], box[None], 4.0)
+    first = pairs.cartesian_shifts(box[None])
+    assert pairs.cartesian_shifts(box[None].clone()) is first  # equal box: reused
+    for scaled in (box, box * 1.01, box):
+        graph = build_graph(pos, scaled, torch.zeros(25, dtype=torch.long), 4.0, pairs=pairs)
+        expected = pos[pairs.pair_j] - pos[pairs.pair_i] + pairs.shifts @ scaled
+        torch.testing.assert_close(graph.pair_vec, expected, rtol=0, atol=1e-12)
+
+
+def test_pair_dist_read_first_without_grad_stays_differentiable(rng):
+    box = torch.eye(3, dtype=torch.float64) * 10.0
+    pos = torch.tensor(rng.uniform(0, 10, (20, 3)), requires_grad=True)
+    g = build_graph(pos, box, torch.zeros(20, dtype=torch.long), 4.0)
+    with torch.no_grad():
+        first = g.pair_dist
+    assert first.requires_grad and g.pair_dist is first
+    torch.testing.assert_close(first, g.pair_vec.norm(dim=1), rtol=1e-15, atol=0)
+    (grad,) = torch.autograd.grad(g.pair_dist.sum(), pos)
+    assert grad.abs().max() > 0.1
+
+
+def test_compiled_pair_vectors_and_their_derivatives(rng):
+    """The compiled pair-vector kernel (used by build_graph where it is available) equals the PyTorch
+    gather, with and without CSR offsets; gradcheck/gradgradcheck of it and of its adjoint."""
+    from thermocg import neighbors
+    from thermocg._ext import hipnn_ops
+
+    ops = hipnn_ops(warn=False)
+    if ops is None:
+        pytest.skip("the compiled kernels are unavailable")
+    box = torch.tensor([[11.0, 0, 0], [2.0, 12.0, 0], [-1.5, 1.0, 13.0]], dtype=torch.float64)
+    pos = torch.tensor(rng.uniform(0, 11, (40, 3)), requires_grad=True)
+    pairs = pair_index(pos.detach()[None], box[None], 5.0)
+    shifts = pairs.cartesian_shifts(box[None])
+    reference = torch.index_select(pos, 0, pairs.pair_j) - torch.index_select(pos, 0, pairs.pair_i) + shifts
+    weights = torch.tensor(rng.normal(size=reference.shape))
+    (expected,) = torch.autograd.grad((reference * weights).sum(), pos)
+    for offsets in (pairs.row_offsets, None):
+        gather = neighbors._PairGather(ops, pairs.pair_i, pairs.pair_j, offsets, 40)
+        vec = neighbors._PairVectors.apply(pos, shifts, gather)
+        torch.testing.assert_close(vec, reference, rtol=0, atol=1e-14)
+        (grad,) = torch.autograd.grad((vec * weights).sum(), pos)
+        torch.testing.assert_close(grad, expected, rtol=0, atol=1e-12)
+    small = pair_index(pos.detach()[None, :8], box[None], 5.0)
+    gather = neighbors._PairGather(ops, small.pair_i, small.pair_j, small.row_offsets, 8)
+    inputs = (pos.detach()[:8].clone().requires_grad_(True), torch.randn(len(small.pair_i), 3, dtype=torch.float64,
+                                                                      requires_grad=True))
+    function = lambda p, s: neighbors._PairVectors.apply(p, s, gather)  # noqa: E731
+    assert torch.autograd.gradcheck(function, inputs)
+    assert torch.autograd.gradgradcheck(function, inputs)
+    # build_graph takes the compiled path here (and the same numbers as the gather above)
+    graph = build_graph(pos, box, torch.zeros(40, dtype=torch.long), 5.0, pairs=pairs)
+    assert graph.pair_vec.grad_fn.name().endswith("_PairVectorsBackward")
+    torch.testing.assert_close(graph.pair_vec, reference, rtol=0, atol=1e-14)

@@ -7,6 +7,10 @@ to float64, and clear errors for unknown bead types and model files of another f
 
 To add a kind, add one entry to ``POTENTIAL_FACTORIES``: a function of the bead types returning a
 float64 potential whose interactions are non-trivial at the densities used here (0.02 beads/A^3).
+
+Kinds that contain a HIP-NN-TS network (``KERNEL_KINDS``) run the suite twice: on the default path
+(the compiled fused kernel where it is available) and with ``THERMOCG_NO_EXTENSION=1`` (the PyTorch
+path), so that the fallback keeps the same contract.
 """
 
 import importlib
@@ -22,6 +26,7 @@ import pytest
 import torch
 
 from helpers import lj_fluid
+from thermocg._ext import DISABLE_ENV
 from thermocg.neighbors import build_graph, pair_index
 from thermocg.potentials import (ModelFileError, SumPotential, TemperatureError, TemperatureNotSetError,
                                  TemperatureRangeError, TemperatureRangeWarning, energy_and_forces, load_potential,
@@ -91,6 +96,9 @@ POTENTIAL_FACTORIES = {
 }
 
 KINDS = sorted(POTENTIAL_FACTORIES)
+#: kinds with a HIP-NN-TS network, run on both of its code paths
+KERNEL_KINDS = ("hipnn_ts", "sum")
+CASES = [(k, "default") for k in KINDS] + [(k, "pytorch") for k in KERNEL_KINDS]
 #: kinds whose forward() itself rejects a type index it does not know (all reject unknown names
 #: through Potential.type_indices; lennard_jones's table lookup raises IndexError instead)
 CHECKS_TYPES_IN_FORWARD = {"hipnn_ts", "repulsive_prior", "sum"}
@@ -110,9 +118,16 @@ def forces_of(potential, pos, box, types, **kwargs):
     return e.numpy(), (None if f is None else f.numpy())
 
 
-@pytest.fixture(params=KINDS)
-def kind(request):
-    return request.param
+def choose_path(monkeypatch, path):
+    if path == "pytorch":
+        monkeypatch.setenv(DISABLE_ENV, "1")
+
+
+@pytest.fixture(params=CASES, ids=[k if p == "default" else f"{k}-{p}" for k, p in CASES])
+def kind(request, monkeypatch):
+    kind, path = request.param
+    choose_path(monkeypatch, path)
+    return kind
 
 
 def test_every_importable_registered_kind_has_a_factory():
@@ -242,7 +257,9 @@ def test_float32_close_to_float64(kind):
     np.testing.assert_allclose(f32, f64, atol=2e-4 * np.abs(f64).max())
 
 
-def test_save_load_round_trip_in_a_fresh_process(tmp_path):
+@pytest.mark.parametrize("path", ["default", "pytorch"])
+def test_save_load_round_trip_in_a_fresh_process(tmp_path, monkeypatch, path):
+    choose_path(monkeypatch, path)  # the fresh process inherits the choice
     pos, box, types = configuration(6)
     np.save(tmp_path / "pos.npy", pos)
     np.save(tmp_path / "box.npy", box)

@@ -14,7 +14,7 @@ between (the shifts S were computed for the positions as they were).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -80,7 +80,10 @@ class Graph:
     batch     : (n_frames * n_particles,) int64 frame index per particle
     pair_i, pair_j : (P,) int64 flattened particle indices; messages flow j -> i
     pair_vec  : (P, 3) A, R_j - R_i + shift, differentiable with respect to positions
-    pair_dist : (P,) A
+    pair_dist : (P,) A, |pair_vec| (computed on first use, so models that do not need it skip it)
+    row_offsets : (n_frames * n_particles + 1,) int64 or None; when set, the pairs are sorted by i
+        and those of particle k are ``row_offsets[k]:row_offsets[k + 1]`` (a CSR layout; kept with
+        the :class:`PairIndex` between list rebuilds, so models need not sort or count per call)
     The list may hold pairs beyond a potential's cutoff (a skin); potentials must give them
     exactly zero weight.
     """
@@ -93,7 +96,17 @@ class Graph:
     pair_i: torch.Tensor
     pair_j: torch.Tensor
     pair_vec: torch.Tensor
-    pair_dist: torch.Tensor
+    row_offsets: torch.Tensor | None = None
+    _pair_dist: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def pair_dist(self) -> torch.Tensor:
+        if self._pair_dist is None:
+            # kept for every later user, so it must carry the autograd graph whenever pair_vec does,
+            # even when the first user asks for it under no_grad
+            with torch.enable_grad():
+                self._pair_dist = torch.linalg.vector_norm(self.pair_vec, dim=1)
+        return self._pair_dist
 
     def frame_sum(self, per_particle: torch.Tensor) -> torch.Tensor:
         """Sum a (n_frames * n_particles,) quantity per frame -> (n_frames,)."""
@@ -110,6 +123,27 @@ class PairIndex:
     pair_frame: torch.Tensor  # (P,) frame index of each pair
     #: pairs per frame when the pairs are grouped frame by frame (as :func:`pair_index` makes them)
     frame_sizes: tuple[int, ...] | None = None
+    #: (n_frames * n_particles + 1,) CSR offsets when the pairs are sorted by i (see :class:`Graph`)
+    row_offsets: torch.Tensor | None = None
+    #: (box, shifts @ box) of the last build_graph with a constant box (reused while the box is unchanged)
+    _shift_cache: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+
+    def cartesian_shifts(self, box: torch.Tensor) -> torch.Tensor:
+        """(P, 3) A, S @ box of every pair; box (n_frames, 3, 3). Kept while the box stays the same."""
+        cache = self._shift_cache
+        if cache is not None and cache[0].dtype == box.dtype and cache[0].shape == box.shape \
+                and cache[0].device == box.device and torch.equal(cache[0], box):
+            return cache[1]
+        shifts = self.shifts.to(box.dtype)
+        if self.frame_sizes is not None and len(self.frame_sizes) == box.shape[0]:
+            # one small product per frame instead of a (P, 3, 3) gather of the boxes; (box^T S^T)^T is
+            # several times faster on CPU than S @ box with its inner dimension of 3
+            cart = torch.cat([(box[f].T @ block.T).T for f, block in enumerate(shifts.split(list(self.frame_sizes)))])
+        else:
+            cart = torch.einsum("pk,pkl->pl", shifts, box[self.pair_frame])
+        if not box.requires_grad:
+            self._shift_cache = (box.detach().clone(), cart)
+        return cart
 
 
 def pair_index(positions: torch.Tensor, box: torch.Tensor, cutoff_A: float) -> PairIndex:
@@ -124,20 +158,73 @@ def pair_index(positions: torch.Tensor, box: torch.Tensor, cutoff_A: float) -> P
     parts_i, parts_j, parts_s, parts_f = [], [], [], []
     for f in range(n_frames):
         i, j, s = neighbor_pairs(pos_np[f], box_np[f], cutoff_A)
-        order = np.argsort(i, kind="stable")
-        i, j, s = i[order], j[order], s[order]
+        if len(i) > 1 and not bool(np.all(i[1:] >= i[:-1])):  # vesin often returns them sorted already
+            order = np.argsort(i, kind="stable")
+            i, j, s = i[order], j[order], s[order]
         parts_i.append(i + f * n_particles)
         parts_j.append(j + f * n_particles)
         parts_s.append(s)
         parts_f.append(np.full(len(i), f, dtype=np.int64))
     device = positions.device
+    pair_i = np.concatenate(parts_i)
+    offsets = np.zeros(n_frames * n_particles + 1, dtype=np.int64)
+    np.cumsum(np.bincount(pair_i, minlength=n_frames * n_particles), out=offsets[1:])
     return PairIndex(
-        pair_i=torch.from_numpy(np.concatenate(parts_i)).to(device),
+        pair_i=torch.from_numpy(pair_i).to(device),
         pair_j=torch.from_numpy(np.concatenate(parts_j)).to(device),
         shifts=torch.from_numpy(np.concatenate(parts_s)).to(device=device, dtype=positions.dtype),
         pair_frame=torch.from_numpy(np.concatenate(parts_f)).to(device),
         frame_sizes=tuple(len(part) for part in parts_i),
+        row_offsets=torch.from_numpy(offsets).to(device),
     )
+
+
+class _PairGather:
+    """The constant part of the pair-vector map: indices, CSR offsets (or empty), compiled kernels."""
+
+    def __init__(self, ops, pair_i: torch.Tensor, pair_j: torch.Tensor, offsets: torch.Tensor | None,
+                 n_particles: int) -> None:
+        self.ops, self.pair_i, self.pair_j, self.n_particles = ops, pair_i, pair_j, n_particles
+        self.offsets = offsets if offsets is not None else pair_i.new_empty(0)
+
+
+class _PairVectors(torch.autograd.Function):
+    """r_p = R[j_p] - R[i_p] + shift_p by the compiled kernel; its backward (the adjoint, a per-row sum
+    and a scatter) is a differentiable Function too, so forces built with create_graph can be trained."""
+
+    @staticmethod
+    def forward(ctx, positions, shift, gather):  # noqa: D102 - documented on the class
+        ctx.gather = gather
+        ctx.has_shift = shift is not None
+        empty = positions.new_empty(0)
+        return gather.ops.pair_vectors(positions, gather.pair_i, gather.pair_j, shift if shift is not None else empty)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        grad_positions = _PairVectorsAdjoint.apply(grad, ctx.gather) if ctx.needs_input_grad[0] else None
+        grad_shift = grad if ctx.has_shift and ctx.needs_input_grad[1] else None
+        return grad_positions, grad_shift, None
+
+
+class _PairVectorsAdjoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, grad, gather):  # noqa: D102
+        ctx.gather = gather
+        return gather.ops.pair_vectors_adjoint(grad, gather.pair_i, gather.pair_j, gather.offsets, gather.n_particles)
+
+    @staticmethod
+    def backward(ctx, up):  # noqa: D102
+        return _PairVectors.apply(up, None, ctx.gather), None
+
+
+def _pair_vector_kernels(positions: torch.Tensor):
+    """The compiled pair-vector kernels for CPU float32/float64 tensors, else None (no warning here:
+    the potentials that profit most say so themselves)."""
+    if positions.device.type != "cpu" or positions.dtype not in (torch.float32, torch.float64):
+        return None
+    from thermocg._ext import hipnn_ops
+
+    return hipnn_ops(warn=False)
 
 
 def build_graph(positions: torch.Tensor, box: torch.Tensor, types: torch.Tensor, cutoff_A: float,
@@ -156,14 +243,14 @@ def build_graph(positions: torch.Tensor, box: torch.Tensor, types: torch.Tensor,
     if pairs is None:
         pairs = pair_index(positions, box, cutoff_A)
     flat = positions.reshape(n_frames * n_particles, 3)
-    shifts = pairs.shifts.to(positions.dtype)
-    if pairs.frame_sizes is not None and len(pairs.frame_sizes) == n_frames:
-        # one small matmul per frame instead of a (P, 3, 3) gather of the boxes
-        shift_cart = torch.cat([block @ box[f] for f, block in enumerate(shifts.split(list(pairs.frame_sizes)))])
+    shift_cart = pairs.cartesian_shifts(box)
+    offsets = pairs.row_offsets if pairs.row_offsets is not None and len(pairs.row_offsets) == len(flat) + 1 else None
+    ops = _pair_vector_kernels(flat)
+    if ops is not None:
+        vec = _PairVectors.apply(flat, shift_cart, _PairGather(ops, pairs.pair_i, pairs.pair_j, offsets, len(flat)))
     else:
-        shift_cart = torch.einsum("pk,pkl->pl", shifts, box[pairs.pair_frame])
-    vec = flat[pairs.pair_j] - flat[pairs.pair_i] + shift_cart
-    dist = torch.linalg.vector_norm(vec, dim=1)
+        # index_select (backward: index_add) is several times faster on CPU than advanced indexing
+        vec = torch.index_select(flat, 0, pairs.pair_j) - torch.index_select(flat, 0, pairs.pair_i) + shift_cart
     types = types.to(device=positions.device, dtype=torch.long)
     return Graph(
         positions=flat,
@@ -174,7 +261,7 @@ def build_graph(positions: torch.Tensor, box: torch.Tensor, types: torch.Tensor,
         pair_i=pairs.pair_i,
         pair_j=pairs.pair_j,
         pair_vec=vec,
-        pair_dist=dist,
+        row_offsets=offsets,
     )
 
 

@@ -1,10 +1,10 @@
 """HIP-NN-TS: the hierarchically interacting particle neural network with tensor sensitivity (l <= 2).
 
-Our own PyTorch implementation of the network of Lubbers et al. (J. Chem. Phys. 148, 241715, 2018)
-with the tensor sensitivity of Chigaev et al. (J. Chem. Phys. 158, 184108, 2023), as hippynn 0.1.3
-builds it in ``HipnnQuad`` + ``HEnergy`` (``/work/shared/HIPNN_TS.md`` states the equations). It is
-refereed by hippynn in ``tests/test_hipnn.py`` (same weights, float64: energies to 1e-8 relative,
-forces to 1e-7 absolute).
+Our own implementation of the network of Lubbers et al. (J. Chem. Phys. 148, 241715, 2018) with the
+tensor sensitivity of Chigaev et al. (J. Chem. Phys. 158, 184108, 2023), as hippynn 0.1.3 builds it in
+``HipnnQuad`` + ``HEnergy``; ``docs/hipnn_ts.md`` states the equations, the weight correspondence and
+the performance. It is refereed by hippynn in ``tests/test_hipnn.py`` (same weights, float64; asserted:
+energies to 1e-12 relative, forces to 1e-12 kcal/mol/A; measured: 5e-16 and 6e-15).
 
 The forward pass, for beads i with one-hot types x_i (width n_types) and pairs j of i within r_c:
 
@@ -21,12 +21,18 @@ The forward pass, for beads i with one-hot types x_i (width n_types) and pairs j
 Energies kcal/mol, distances A (sensitivity centres mu in A, widths sigma in A). Forces are -dE/dR by
 autograd (:func:`thermocg.potentials.base.energy_and_forces`).
 
-How it is computed (why it is fast on CPU): the pairs are laid out as a padded (n_beads, K) block per
-receiving bead (K = the largest neighbour count), and the neighbour sums become batched matrix
-products. In the first block the input is one-hot, so A is the product of the (K, 9 * n_types) table of
-T_c x_j,t with the (K, n_sens) sensitivities: no (pairs, 9 * n_sens * features) tensor is ever
-materialised (hippynn builds and scatters exactly that). Later blocks (dense features) use a batched
-product of the (9 * n_sens, K) sensitivity table with the (K, F) neighbour features.
+How it is computed. Two code paths give the same numbers to rounding (:attr:`HipnnTS.kernel`):
+
+- the compiled fused kernel (:mod:`thermocg._ext`, CPU): the first block's A comes from one pass over
+  the pairs in CSR order (sensitivities, cutoff, tensor components and the neighbour sum together),
+  with hand-written backward and double backward, and the l = 1, 2 invariants from a second kernel;
+- the PyTorch path (fallback, CUDA, and the referee in the tests): the pairs are laid out as a padded
+  (n_beads, K) block per receiving bead (K = the largest neighbour count), and the neighbour sums
+  become batched matrix products. In the first block the input is one-hot, so A is the product of the
+  (K, 9 * n_types) table of T_c x_j,t with the (K, n_sens) sensitivities: no (pairs, 9 * n_sens *
+  features) tensor is ever materialised (hippynn builds and scatters exactly that). Later blocks
+  (dense features, on both paths) use a batched product of the (9 * n_sens, K) sensitivity table with
+  the (K, F) neighbour features.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from typing import Any
 import torch
 import torch.nn.functional as functional
 
+from thermocg._ext import build_info, hipnn_ops
 from thermocg.neighbors import Graph
 from thermocg.potentials.base import Potential, register
 
@@ -44,6 +51,8 @@ __all__ = ["HipnnTS", "load_hippynn_state_dict", "CUSP_REG"]
 
 #: the regulariser inside the square roots of the l = 1, 2 invariants (hippynn's ``cusp_reg``)
 CUSP_REG = 1e-6
+#: the values of :attr:`HipnnTS.kernel`
+KERNELS = ("auto", "extension", "pytorch")
 #: number of tensor components of l = 0, 1, 2: 1 + 3 + 5
 N_COMPONENTS = 9
 
@@ -87,6 +96,48 @@ class _PaddedPairs:
         self.mask = mask
         self.vec = padding.index_put((slot,), vec)
         self.dist = torch.linalg.vector_norm(self.vec, dim=1)
+
+
+class _PairLayout:
+    """The pairs of a graph in the layouts the two code paths want, each built on first use.
+
+    ``csr()``: the fused kernel's (pair vectors sorted by receiving bead, CSR offsets, neighbour
+    types); ``padded`` and ``components``: the PyTorch path's padded blocks and their (n_beads * K, 9)
+    tensor components, shared by every interaction block.
+    """
+
+    def __init__(self, graph: Graph, cutoff_A: float) -> None:
+        self.graph = graph
+        self.cutoff_A = cutoff_A
+        self._padded: _PaddedPairs | None = None
+        self._components: torch.Tensor | None = None
+
+    @property
+    def padded(self) -> _PaddedPairs:
+        if self._padded is None:
+            self._padded = _PaddedPairs(self.graph, self.cutoff_A)
+        return self._padded
+
+    @property
+    def components(self) -> torch.Tensor:
+        if self._components is None:
+            self._components = _tensor_components(self.padded.vec, self.padded.dist)
+        return self._components
+
+    def csr(self, n_types: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(vec (P, 3) sorted by i, offsets (n_beads + 1,), type_j (P,), empty for one type)."""
+        graph = self.graph
+        vec, pair_i, pair_j, offsets = graph.pair_vec, graph.pair_i, graph.pair_j, graph.row_offsets
+        if offsets is None:
+            if pair_i.numel() > 1 and not bool((pair_i[1:] >= pair_i[:-1]).all()):
+                order = torch.argsort(pair_i, stable=True)
+                pair_i, pair_j = pair_i[order], pair_j[order]
+                vec = torch.index_select(vec, 0, order)  # differentiable: the forces flow back through it
+            counts = torch.bincount(pair_i, minlength=graph.positions.shape[0])
+            offsets = torch.zeros(len(counts) + 1, dtype=torch.long, device=counts.device)
+            torch.cumsum(counts, 0, out=offsets[1:])
+        type_j = graph.types[pair_j] if n_types > 1 else graph.types.new_empty(0)
+        return vec, offsets, type_j
 
 
 def _tensor_components(vec: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
@@ -138,6 +189,101 @@ class _GaussianSensitivity(torch.autograd.Function):
         return grad_inv_d, grad_cut, grad_inv_mu, grad_sigma, None
 
 
+class _FusedLayout:
+    """The constant inputs of the fused kernel (everything but the pair vectors and the parameters)."""
+
+    def __init__(self, ops: Any, offsets: torch.Tensor, type_j: torch.Tensor, n_types: int, cutoff_A: float,
+                 floor: float) -> None:
+        self.ops, self.offsets, self.type_j, self.n_types = ops, offsets, type_j, n_types
+        self.cutoff_A, self.floor = cutoff_A, floor
+
+
+class _FusedEnvironment(torch.autograd.Function):
+    """A[i, c, t, nu] = sum_{j of type t} T_c(rhat_ij) s_nu(d_ij), (n_beads, 9, n_types, n_sens), by the C++ kernel.
+
+    Inputs: ``vec`` (P, 3) A sorted by receiving bead, ``inv_mu`` (n_sens,) 1/A, ``sigma`` (n_sens,) A,
+    and a :class:`_FusedLayout`. The backward is itself a differentiable Function
+    (:class:`_FusedEnvironmentBackward`), so forces built with ``create_graph=True`` can be trained on.
+    """
+
+    @staticmethod
+    def forward(ctx, vec, inv_mu, sigma, layout):  # noqa: D102 - documented on the class
+        ctx.save_for_backward(vec, inv_mu, sigma)
+        ctx.layout = layout
+        return layout.ops.hipnn_ts_env(vec, layout.offsets, layout.type_j, layout.n_types, inv_mu, sigma,
+                                       layout.cutoff_A, layout.floor)
+
+    @staticmethod
+    def backward(ctx, grad_env):  # noqa: D102
+        vec, inv_mu, sigma = ctx.saved_tensors
+        grad_vec, grad_inv_mu, grad_sigma = _FusedEnvironmentBackward.apply(grad_env, vec, inv_mu, sigma, ctx.layout)
+        return grad_vec, grad_inv_mu, grad_sigma, None
+
+
+class _FusedEnvironmentBackward(torch.autograd.Function):
+    """(grad_env, vec, inv_mu, sigma) -> (dL/dvec, dL/dinv_mu, dL/dsigma); its backward is the kernel's
+    hand-written double backward (tested by gradgradcheck in tests/test_hipnn.py)."""
+
+    @staticmethod
+    def forward(ctx, grad_env, vec, inv_mu, sigma, layout):  # noqa: D102
+        ctx.save_for_backward(grad_env, vec, inv_mu, sigma)
+        ctx.layout = layout
+        return layout.ops.hipnn_ts_env_backward(grad_env, vec, layout.offsets, layout.type_j, layout.n_types,
+                                                inv_mu, sigma, layout.cutoff_A, layout.floor)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, up_vec, up_inv_mu, up_sigma):  # noqa: D102
+        grad_env, vec, inv_mu, sigma = ctx.saved_tensors
+        layout = ctx.layout
+        need_env = ctx.needs_input_grad[0]
+        need_rest = any(ctx.needs_input_grad[1:4])
+        outputs = layout.ops.hipnn_ts_env_double_backward(
+            grad_env, vec, layout.offsets, layout.type_j, layout.n_types, inv_mu, sigma, layout.cutoff_A,
+            layout.floor, up_vec, up_inv_mu, up_sigma, need_env, need_rest)
+        grad_grad_env, grad_vec, grad_inv_mu, grad_sigma = outputs
+        if not need_rest:
+            return grad_grad_env if need_env else None, None, None, None, None
+        return grad_grad_env if need_env else None, grad_vec, grad_inv_mu, grad_sigma, None
+
+
+class _FusedInvariants(torch.autograd.Function):
+    """(h_0, vn, qn) = (h_0, sqrt(|h_1..3|^2 + eps), sqrt(2 (|h_4..8|^2 + h_xx h_yy) + eps)), (n, 3, F), by
+    the C++ kernel from h (n, 9, F); backward and double backward are kernels too (gradgradcheck in tests)."""
+
+    @staticmethod
+    def forward(ctx, h, ops):  # noqa: D102 - documented on the class
+        ctx.save_for_backward(h)
+        ctx.ops = ops
+        return ops.hipnn_ts_invariants(h, CUSP_REG)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        (h,) = ctx.saved_tensors
+        return _FusedInvariantsBackward.apply(grad, h, ctx.ops), None
+
+
+class _FusedInvariantsBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, grad, h, ops):  # noqa: D102
+        ctx.save_for_backward(grad, h)
+        ctx.ops = ops
+        return ops.hipnn_ts_invariants_backward(grad, h, CUSP_REG)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, up):  # noqa: D102
+        grad, h = ctx.saved_tensors
+        need_grad, need_h = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_grad, grad_h = ctx.ops.hipnn_ts_invariants_double_backward(up, grad, h, CUSP_REG, need_grad, need_h)
+        return grad_grad if need_grad else None, grad_h if need_h else None, None
+
+
+def _sensitivity_floor(dtype: torch.dtype) -> float:
+    """0.7 ln(tiny): the floor of the sensitivities' exponent (see :class:`_GaussianSensitivity`)."""
+    return 0.7 * math.log(torch.finfo(dtype).tiny)
+
+
 class InteractionTS(torch.nn.Module):
     """One HIP-NN-TS interaction block: tensor-sensitivity interaction + resnet wrapper.
 
@@ -175,34 +321,50 @@ class InteractionTS(torch.nn.Module):
     def sensitivities(self, dist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """s_nu(d) * mask, (M, n_sens); ``dist`` (M,) A, ``mask`` (M,) 1 for pairs, 0 for padding."""
         cut = torch.cos((math.pi / (2.0 * self.cutoff_A)) * dist).square() * mask
-        floor = 0.7 * math.log(torch.finfo(dist.dtype).tiny)
+        floor = _sensitivity_floor(dist.dtype)
         return _GaussianSensitivity.apply(dist.reciprocal(), cut, self.mu.reciprocal(), self.sigma, floor)
 
-    def environment(self, features: torch.Tensor, pairs: _PaddedPairs, components: torch.Tensor) -> torch.Tensor:
-        """h[i, c, o] = sum_{nu, f} A[i, c, nu, f] V[nu, o, f], (n_beads, 9, F_out)."""
-        sens = self.sensitivities(pairs.dist, pairs.mask)  # (n K, nu)
-        n, k, nu, f_in = pairs.n_beads, pairs.width, self.n_sens, self.n_in
+    def environment(self, features: torch.Tensor, pairs: _PairLayout, ops: Any = None) -> torch.Tensor:
+        """h[i, c, o] = sum_{nu, f} A[i, c, nu, f] V[nu, o, f], (n_beads, 9, F_out).
+
+        With ``ops`` (the compiled kernels) and a one-hot input, A comes from the fused kernel;
+        otherwise from the PyTorch path on the padded layout.
+        """
+        nu, f_in = self.n_sens, self.n_in
+        if ops is not None and self.one_hot_input:
+            vec, offsets, type_j = pairs.csr(f_in)
+            layout = _FusedLayout(ops, offsets, type_j, f_in, self.cutoff_A, _sensitivity_floor(vec.dtype))
+            env = _FusedEnvironment.apply(vec, self.mu.reciprocal(), self.sigma, layout)  # (n, 9, T, nu)
+            n = env.shape[0]
+            weights = self.int_weights.permute(2, 0, 1).reshape(f_in * nu, self.n_out)  # [(t, nu), o]
+            return (env.reshape(n * N_COMPONENTS, f_in * nu) @ weights).reshape(n, N_COMPONENTS, self.n_out)
+        padded, components = pairs.padded, pairs.components
+        sens = self.sensitivities(padded.dist, padded.mask)  # (n K, nu)
+        n, k = padded.n_beads, padded.width
         if self.one_hot_input:
             # x_j one-hot: A[i, c, t, nu] = sum_k (T_c x_j,t)[i, k] s_nu[i, k]
             if f_in == 1:
                 left = components
             else:
-                left = (components.unsqueeze(2) * features[pairs.pair_j].unsqueeze(1)).reshape(n * k, N_COMPONENTS * f_in)
+                left = (components.unsqueeze(2) * features[padded.pair_j].unsqueeze(1)).reshape(n * k, N_COMPONENTS * f_in)
             env = torch.bmm(left.reshape(n, k, -1).transpose(1, 2), sens.reshape(n, k, nu))  # (n, 9 T, nu)
             env = env.reshape(n, N_COMPONENTS, f_in, nu).transpose(2, 3)
         else:
             # dense features: A[i, (c, nu), f] = sum_k (T_c s_nu)[i, k] x[j_k, f]
             left = (components.unsqueeze(2) * sens.unsqueeze(1)).reshape(n, k, N_COMPONENTS * nu)
-            right = features[pairs.pair_j].reshape(n, k, f_in)
+            right = features[padded.pair_j].reshape(n, k, f_in)
             env = torch.bmm(left.transpose(1, 2), right)  # (n, 9 nu, F)
         weights = self.int_weights.permute(0, 2, 1).reshape(nu * f_in, self.n_out)
         return (env.reshape(n * N_COMPONENTS, nu * f_in) @ weights).reshape(n, N_COMPONENTS, self.n_out)
 
-    def forward(self, features: torch.Tensor, pairs: _PaddedPairs, components: torch.Tensor) -> torch.Tensor:
-        h = self.environment(features, pairs, components)
-        h0, h1, h2 = h[:, 0], h[:, 1:4], h[:, 4:9]
-        vec_norm = torch.sqrt(h1.square().sum(1) + CUSP_REG)
-        quad_norm = torch.sqrt(2.0 * (h2.square().sum(1) + h2[:, 0] * h2[:, 3]) + CUSP_REG)
+    def forward(self, features: torch.Tensor, pairs: _PairLayout, ops: Any = None) -> torch.Tensor:
+        h = self.environment(features, pairs, ops)
+        if ops is not None:
+            h0, vec_norm, quad_norm = _FusedInvariants.apply(h, ops).unbind(1)
+        else:
+            h0, h1, h2 = h[:, 0], h[:, 1:4], h[:, 4:9]
+            vec_norm = torch.sqrt(h1.square().sum(1) + CUSP_REG)
+            quad_norm = torch.sqrt(2.0 * (h2.square().sum(1) + h2[:, 0] * h2[:, 3]) + CUSP_REG)
         y = h0 + self.vec_scales * vec_norm + self.quad_scales * quad_norm + self.self_interaction(features)
         skip = features if self.adjust is None else self.adjust(features)
         return self.residual(functional.softplus(y)) + skip
@@ -255,6 +417,12 @@ class HipnnTS(Potential):
 
     forward(graph) -> (n_frames,) energies in kcal/mol; pairs at or beyond ``cutoff_A`` contribute
     exactly zero (the graph may carry a skin).
+
+    ``kernel`` (an attribute, not a hyperparameter: both give the same numbers to rounding) chooses
+    how the first interaction block is computed: ``"auto"`` (the default) uses the compiled fused
+    kernel (:mod:`thermocg._ext`) for CPU tensors when it is available and not disabled by
+    ``THERMOCG_NO_EXTENSION=1``, and the PyTorch path otherwise; ``"extension"`` requires the
+    kernel (an error if it is unavailable); ``"pytorch"`` always uses the PyTorch path.
     """
 
     kind = "hipnn_ts"
@@ -284,6 +452,7 @@ class HipnnTS(Potential):
         self.n_interaction_layers = int(n_interaction_layers)
         self.n_atom_layers = int(n_atom_layers)
         self.seed = int(seed)
+        self.kernel = "auto"
         generator = torch.Generator().manual_seed(self.seed)
         widths = [self.n_types] + [self.n_features] * self.n_interaction_layers
         self.interactions = torch.nn.ModuleList(
@@ -316,6 +485,30 @@ class HipnnTS(Potential):
             "seed": self.seed,
         }
 
+    @property
+    def kernel(self) -> str:
+        """"auto", "extension" or "pytorch" (see the class docstring)."""
+        return self._kernel
+
+    @kernel.setter
+    def kernel(self, value: str) -> None:
+        if value not in KERNELS:
+            raise ValueError(f"HipnnTS: kernel must be one of {KERNELS}, got {value!r}")
+        self._kernel = value
+
+    def _fused_kernels(self, graph: Graph) -> Any:
+        """The compiled kernels when this call should use them (see ``kernel``), else None."""
+        if self.kernel == "pytorch":
+            return None
+        supported = graph.pair_vec.device.type == "cpu" and graph.pair_vec.dtype in (torch.float32, torch.float64)
+        if self.kernel == "extension":
+            ops = hipnn_ops(warn=False) if supported else None
+            if ops is None:
+                reason = build_info()["error"] if supported else "CPU float32/float64 tensors only"
+                raise RuntimeError(f"HipnnTS: kernel='extension' but the compiled kernel is unavailable ({reason})")
+            return ops
+        return hipnn_ops() if supported else None
+
     def features(self, graph: Graph) -> list[torch.Tensor]:
         """The per-bead features of every level, [x0 (one-hot, (N, n_types)), z1, ..., z_n (N, F)]."""
         types = graph.types
@@ -325,11 +518,11 @@ class HipnnTS(Potential):
             )
         dtype = graph.pair_vec.dtype
         x = functional.one_hot(types, self.n_types).to(dtype)
-        pairs = _PaddedPairs(graph, self.cutoff_A)
-        components = _tensor_components(pairs.vec, pairs.dist)
+        pairs = _PairLayout(graph, self.cutoff_A)
+        ops = self._fused_kernels(graph)
         levels = [x]
         for interaction, atom_layers in zip(self.interactions, self.atom_layers):
-            x = interaction(x, pairs, components)
+            x = interaction(x, pairs, ops)
             for layer in atom_layers:
                 x = layer(x)
             levels.append(x)
