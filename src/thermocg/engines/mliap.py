@@ -82,8 +82,7 @@ def per_bead_energies(potential: Potential, types: torch.Tensor, pair_i: torch.T
     n_beads = int(types.shape[0])
     placeholder = torch.zeros(n_beads, 3, dtype=pair_vec.dtype, device=pair_vec.device)
     graph = Graph(positions=placeholder, types=types, batch=torch.arange(n_beads, device=types.device),
-                  n_frames=n_beads, n_particles=1, pair_i=pair_i, pair_j=pair_j, pair_vec=pair_vec,
-                  pair_dist=torch.linalg.vector_norm(pair_vec, dim=1))
+                  n_frames=n_beads, n_particles=1, pair_i=pair_i, pair_j=pair_j, pair_vec=pair_vec)
     return potential(graph)
 
 
