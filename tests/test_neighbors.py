@@ -172,3 +172,24 @@ def test_compiled_pair_vectors_and_their_derivatives(rng):
     graph = build_graph(pos, box, torch.zeros(40, dtype=torch.long), 5.0, pairs=pairs)
     assert graph.pair_vec.grad_fn.name().endswith("_PairVectorsBackward")
     torch.testing.assert_close(graph.pair_vec, reference, rtol=0, atol=1e-14)
+
+
+def test_cached_shifts_are_not_reused_for_a_box_that_carries_a_gradient():
+    """The shift cache must not hand a constant to a strained box (the virial's derivative)."""
+    import torch
+
+    from thermocg.neighbors import build_graph, pair_index
+
+    rng = np.random.default_rng(3)
+    box = torch.eye(3, dtype=torch.float64)[None] * 8.0
+    positions = torch.as_tensor(rng.uniform(0, 8, (1, 40, 3)))
+    types = torch.zeros(40, dtype=torch.long)
+    pairs = pair_index(positions, box, 3.0)
+    build_graph(positions, box, types, 3.0, pairs=pairs)  # fills the cache with a constant box
+    grad_box = box.clone().requires_grad_(True)
+    graph = build_graph(positions, grad_box, types, 3.0, pairs=pairs)
+    (graph.pair_vec.sum()).backward()
+    crossing = (pairs.shifts != 0).any()
+    assert crossing  # some pairs cross the boundary, so the box enters their vectors
+    expected = pairs.shifts.sum(0).reshape(3, 1) * torch.ones(1, 3, dtype=torch.float64)
+    torch.testing.assert_close(grad_box.grad[0], expected)

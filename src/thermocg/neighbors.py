@@ -131,7 +131,8 @@ class PairIndex:
     def cartesian_shifts(self, box: torch.Tensor) -> torch.Tensor:
         """(P, 3) A, S @ box of every pair; box (n_frames, 3, 3). Kept while the box stays the same."""
         cache = self._shift_cache
-        if cache is not None and cache[0].dtype == box.dtype and cache[0].shape == box.shape \
+        # a box that carries a gradient (a strain, for the virial) must get shifts that carry it too
+        if cache is not None and not box.requires_grad and cache[0].dtype == box.dtype and cache[0].shape == box.shape \
                 and cache[0].device == box.device and torch.equal(cache[0], box):
             return cache[1]
         shifts = self.shifts.to(box.dtype)
