@@ -522,8 +522,9 @@ def test_extxyz_mixture_and_energies_through_import_and_mapping(generated, tmp_p
     cg = read_frames(cg_path)
     np.testing.assert_allclose(cg.potential_energy_kcal_mol, frames.potential_energy_kcal_mol, rtol=1e-12)
     reference = build_mapping(topology).apply(frames)
-    np.testing.assert_allclose(cg.positions, reference.positions, atol=1e-9)
-    np.testing.assert_allclose(cg.forces, reference.forces, rtol=1e-7, atol=1e-6)  # extxyz: 8 decimals in eV/A
+    # extxyz keeps 8 decimals: positions to 5e-9 A, forces to 5e-9 eV/A
+    np.testing.assert_allclose(cg.positions, reference.positions, atol=1e-8)
+    np.testing.assert_allclose(cg.forces, reference.forces, rtol=1e-7, atol=1e-6)
     assert cg.type_names == ("methanol_trappe", "water_spce")
 
     def import_with(**changes):
