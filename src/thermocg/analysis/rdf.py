@@ -320,7 +320,7 @@ def run_rdf(config: "Config", run_dir: str | os.PathLike, *, state: str | list[s
         raise FileNotFoundError(f"{rd.root / 'cg'}: no CG datasets (*.h5md); run `thermocg map` first")
     outputs = []
     for label, path in sorted(datasets.items()):
-        with H5MDDataset(path) as ds:
+        with H5MDDataset(path, kind="cg") as ds:
             try:
                 rdf = RDF(ds, r_max_A=config.rdf.r_max_A, bin_width_A=config.rdf.bin_width_A).run(progress=progress)
             except ValueError as exc:
