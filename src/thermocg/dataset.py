@@ -386,17 +386,14 @@ class H5MDDataset:
         if not isinstance(index, slice):
             index = np.asarray(index, dtype=np.int64)
         frame_numbers = np.arange(len(self))[index]
-        where = (f"frame {frame_numbers[0]}" if len(frame_numbers) == 1 else
-                 f"frames {frame_numbers[0]}..{frame_numbers[-1]}" if len(frame_numbers) else "frames")
-        with self._reading(where):
-            arrays = {
-                "positions": self._position[index],
-                "box": self._box[index],
-                "forces": None if self._force is None else self._force[index],
-                "velocities": None if self._velocity is None else self._velocity[index],
-                "time_fs": self._time[index],
-                "potential_energy_kcal_mol": None if self._energy is None else self._energy[index],
-            }
+        try:
+            arrays = self._arrays(index)
+        except OSError as exc:
+            # name the damaged frame: the first of the selection that does not read on its own
+            damaged = next((f for f in frame_numbers if not self._readable(int(f))), None)
+            where = (f"frame {damaged}" if damaged is not None else
+                     f"frames {frame_numbers[0]}..{frame_numbers[-1]}" if len(frame_numbers) else "frames")
+            raise _damaged(self.path, where, exc) from None
         for name, array in arrays.items():
             bad = None if array is None else first_nonfinite(array)
             if bad is not None:
@@ -420,6 +417,23 @@ class H5MDDataset:
             )
         except FramesError as exc:
             raise DatasetError(f"{self.path}: {exc}") from None
+
+    def _arrays(self, index: slice | np.ndarray) -> dict[str, np.ndarray | None]:
+        return {
+            "positions": self._position[index],
+            "box": self._box[index],
+            "forces": None if self._force is None else self._force[index],
+            "velocities": None if self._velocity is None else self._velocity[index],
+            "time_fs": self._time[index],
+            "potential_energy_kcal_mol": None if self._energy is None else self._energy[index],
+        }
+
+    def _readable(self, frame: int) -> bool:
+        try:
+            self._arrays(slice(frame, frame + 1))
+        except OSError:
+            return False
+        return True
 
     def iter_blocks(self, block_size: int = 256) -> Iterator[Frames]:
         for start in range(0, len(self), block_size):

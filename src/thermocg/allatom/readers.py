@@ -83,7 +83,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from thermocg.allatom.molecules import Molecule
     from thermocg.config import Config
 
-__all__ = ["TrajectoryImportError", "ImportDensityWarning", "ImportPeek", "read_trajectory", "iter_trajectory",
+__all__ = ["TrajectoryImportError", "TrajectoryImportWarning", "ImportDensityWarning", "ImportPeek", "read_trajectory", "iter_trajectory",
            "peek_import", "resolve_import_states", "check_import_density", "run_import", "FORMATS"]
 
 FORMATS = ("lammps", "gromacs", "extxyz")
@@ -99,7 +99,11 @@ class TrajectoryImportError(ValueError):
     """A trajectory that cannot be imported; the message names the file and the problem."""
 
 
-class ImportDensityWarning(UserWarning):
+class TrajectoryImportWarning(UserWarning):
+    """Imported, but not quite as the files say (a cut-off last frame, a density off by more than 2 %)."""
+
+
+class ImportDensityWarning(TrajectoryImportWarning):
     """An import whose declared density differs from the density of its boxes by more than 2 %."""
 
 
@@ -543,8 +547,10 @@ def _quiet_failed_readers() -> Iterator[None]:
         raise
 
 
-def _check_trr(path: Path) -> None:
-    """The first frame of a .trr must read: refuse an empty or junk file before MDAnalysis sees it."""
+def _check_trr(path: Path) -> int:
+    """The number of complete frames of a .trr. The first frame must read (an empty or junk file is
+    refused before MDAnalysis sees it); a last frame cut off (a killed run) is left out with a
+    :class:`TrajectoryImportWarning`, where MDAnalysis would drop it without a word."""
     from MDAnalysis.lib.formats.libmdaxdr import TRRFile
 
     if path.stat().st_size == 0:
@@ -552,36 +558,71 @@ def _check_trr(path: Path) -> None:
     try:
         with TRRFile(str(path)) as trr:
             trr.read()
+            n_frames = len(trr.offsets)
+            if n_frames > 1:
+                trr.seek(n_frames - 1)
+                try:
+                    trr.read()
+                except (OSError, EOFError, ValueError, RuntimeError, StopIteration):
+                    n_frames -= 1
+                    warnings.warn(f"{path}: the last frame (frame {n_frames}) is cut off, as when a run is killed "
+                                  f"while writing; importing the {n_frames} complete frames", TrajectoryImportWarning,
+                                  stacklevel=4)
     except (OSError, EOFError, ValueError, RuntimeError, StopIteration) as exc:
         raise TrajectoryImportError(
             f"{path}: not a GROMACS .trr file, or damaged in its first frame (the XDR reader says: {exc})"
         ) from None
+    return n_frames
 
 
-def _universe(topology: Path, trajectory: Path, **kwargs: Any):
+def _library_message(exc: BaseException) -> str:
+    """A reading library's complaint on one line (a bare StopIteration means the file ended early)."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, (StopIteration, EOFError)) and not text:
+        return "the file is empty or ends early"
+    return text or type(exc).__name__
+
+
+def _universe(topology: Path, trajectory: Path, *, format: str, topology_format: str | None = None,
+              **kwargs: Any):
+    """An MDAnalysis Universe: the topology read first, then the trajectory, so that an error names
+    the file it comes from. MDAnalysis raises many kinds (ValueError, OSError, StopIteration for a
+    junk .gro, ...): every one becomes a TrajectoryImportError."""
     import MDAnalysis as mda
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             with _quiet_failed_readers():
-                return mda.Universe(str(topology), str(trajectory), **kwargs)
-        except (ValueError, OSError, EOFError, KeyError, IndexError, TypeError) as exc:
-            msg = str(exc)
+                universe = mda.Universe(str(topology), **({"topology_format": topology_format}
+                                                          if topology_format else {}))
+        except Exception as exc:
+            raise TrajectoryImportError(
+                f"{topology}: not a readable topology for {trajectory} ({_library_message(exc)})") from None
+        try:
+            with _quiet_failed_readers():
+                universe.load_new(str(trajectory), format=format, **kwargs)
+        except Exception as exc:
+            msg = _library_message(exc)
             if "number of atoms" in msg.lower() or "same number" in msg.lower():
                 raise TrajectoryImportError(
                     f"{trajectory}: the atom count does not match the topology {topology} ({msg})"
                 ) from None
-            raise TrajectoryImportError(f"{trajectory}: cannot read with topology {topology} ({msg})") from None
+            raise TrajectoryImportError(f"{trajectory}: not a readable {format} trajectory ({msg})") from None
+    return universe
 
 
-def _mda_blocks(universe: Any, path: Path, block_size: int) -> Iterator[dict[str, Any]]:
+def _mda_blocks(universe: Any, path: Path, block_size: int, *,
+                n_frames: int | None = None) -> Iterator[dict[str, Any]]:
     """Positions, forces, velocities, boxes, times and steps, ``block_size`` frames at a time, in
-    MDAnalysis units (which keeps coordinates in float32: relative precision ~6e-8)."""
+    MDAnalysis units (which keeps coordinates in float32: relative precision ~6e-8).
+
+    ``n_frames``: the frames to read (default: all MDAnalysis counts). MDAnalysis's XDR readers stop
+    quietly at a frame they cannot read; a block that comes up short is an error naming the frame."""
     from MDAnalysis.exceptions import NoDataError
     from MDAnalysis.lib.mdamath import triclinic_vectors
 
-    n_frames = len(universe.trajectory)
+    n_frames = len(universe.trajectory) if n_frames is None else n_frames
     has_forces = has_velocities = True
     for start in range(0, n_frames, block_size):
         positions, forces, velocities, boxes, times, steps = [], [], [], [], [], []
@@ -605,6 +646,10 @@ def _mda_blocks(universe: Any, path: Path, block_size: int) -> Iterator[dict[str
         except (ValueError, OSError, EOFError, IndexError) as exc:
             raise TrajectoryImportError(f"{path}: cannot read frame {start + len(positions)} ({exc}); the file "
                                         "is damaged or truncated") from None
+        expected = min(block_size, n_frames - start)
+        if len(positions) < expected:
+            raise TrajectoryImportError(f"{path}: frame {start + len(positions)} of {n_frames} cannot be read; the "
+                                        "file is damaged or truncated")
         yield {
             "positions": np.array(positions),
             "forces": np.array(forces) if has_forces and forces else None,
@@ -615,10 +660,28 @@ def _mda_blocks(universe: Any, path: Path, block_size: int) -> Iterator[dict[str
         }
 
 
+def _check_lammps_frames(path: Path, n_read: int) -> None:
+    """Warn when a dump holds more frame headers (``ITEM: TIMESTEP``) than MDAnalysis reads: its last
+    frame is cut off (a killed run), and MDAnalysis leaves it out without a word."""
+    marker, n_headers, tail = b"ITEM: TIMESTEP", 0, b""
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            # (the last len(marker) - 1 bytes carry over: a marker split by the chunk is counted once, in
+            # the next block; a whole marker cannot fit in them, so none is counted twice)
+            block = tail + chunk
+            n_headers += block.count(marker)
+            tail = block[-(len(marker) - 1):]
+    if n_headers > n_read:
+        warnings.warn(f"{path}: {n_headers} frame headers but {n_read} complete frames: the last frame is cut off, "
+                      f"as when a run is killed while writing; importing the {n_read} complete frames",
+                      TrajectoryImportWarning, stacklevel=5)
+
+
 def _read_lammps(path: Path, data_file: Path, unit_style: str, timestep_fs: float | None, block_size: int, *,
                  specs: list[_MoleculeSpec] | None = None,
                  energies: dict[int, float] | None = None) -> tuple[Topology, int, Iterator[dict[str, Any]]]:
     u = _universe(data_file, path, format="LAMMPSDUMP", topology_format="DATA", dt=1.0)  # times from steps
+    _check_lammps_frames(path, len(u.trajectory))
     conv = _LAMMPS_UNITS[unit_style]
     atoms = u.atoms
     if not hasattr(atoms, "masses") or np.any(np.asarray(atoms.masses) <= 0):
@@ -747,7 +810,7 @@ def _read_gromacs(path: Path, topology: Path, block_size: int, *,
     kwargs: dict[str, Any] = {"format": "TRR"}
     if topology.suffix == ".top":
         kwargs["topology_format"] = "ITP"
-    _check_trr(path)
+    n_frames = _check_trr(path)
     u = _universe(topology, path, **kwargs)
     atoms = u.atoms
     topo = None  # a .gro has names and residues but no masses: a molecule definition supplies them
@@ -760,7 +823,7 @@ def _read_gromacs(path: Path, topology: Path, block_size: int, *,
     def blocks() -> Iterator[dict[str, Any]]:
         # MDAnalysis base units: A, ps, kJ/mol/A, A/ps (it converts the TRR's nm on reading)
         times = _Float32Times()
-        for raw in _mda_blocks(u, path, block_size):
+        for raw in _mda_blocks(u, path, block_size, n_frames=n_frames):
             time_ps = times(raw["time"], raw["step"])
             yield {
                 "positions": raw["positions"],
@@ -966,9 +1029,12 @@ def peek_import(item: Any) -> ImportPeek:
     calls this in its validation (the density of a temperature-only state, the cutoffs against the
     box); :func:`resolve_import_states` uses it."""
     arguments = _import_arguments(item)
-    topo, blocks = iter_trajectory(item.path, arguments.pop("format"), block_size=1, read_energies=False,
-                                   **arguments)
-    first = next(blocks)
+    with warnings.catch_warnings():
+        # (a cut-off last frame concerns the import, which says so; the first frame is whole)
+        warnings.simplefilter("ignore", TrajectoryImportWarning)
+        topo, blocks = iter_trajectory(item.path, arguments.pop("format"), block_size=1, read_energies=False,
+                                       **arguments)
+        first = next(blocks)
     counts: dict[str, int] = {}
     for name in topo.molecule_names:
         counts[name] = counts.get(name, 0) + 1
