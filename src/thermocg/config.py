@@ -382,7 +382,7 @@ class StateConfig:
         if self.temperature_K <= 0:
             raise ConfigError(f"temperature_K: must be positive, got {self.temperature_K}")
         if self.density_g_cm3 is not None and self.pressure_bar is not None:
-            raise ConfigError("state point: give exactly one of density_g_cm3 or pressure_bar")
+            raise ConfigError("pressure_bar: give density_g_cm3 (NVT) or pressure_bar (NPT), not both")
         _positive("density_g_cm3", self.density_g_cm3)
         if self.mole_fractions is not None:
             for k, x in self.mole_fractions.items():
@@ -502,7 +502,8 @@ class ImportConfig:
     #: LAMMPS unit style of the files
     lammps_units: Literal["real", "metal"] | None = None
     #: the state point of the frames; a mixture's must give ``mole_fractions`` of every molecule type
-    #: (checked against the file's counts)
+    #: (checked against the file's counts). ``temperature_K`` alone: the density is the first frame's
+    #: (4 significant digits); a declared density 2 % or more off the boxes' is warned about
     state: StateConfig | None = None
     #: optional molecule definition (name or YAML) giving masses/molecules when the topology lacks them
     molecule: str | None = None
@@ -518,12 +519,13 @@ class ImportConfig:
     def __post_init__(self) -> None:
         _positive("imports.timestep_fs", self.timestep_fs)
         if self.format == "lammps" and self.lammps_units is None:
-            raise ConfigError(f"imports ({self.path}): a LAMMPS dump needs lammps_units (real or metal)")
+            raise ConfigError(f"lammps_units: missing; a LAMMPS dump ({self.path}) does not say its unit style: "
+                              "declare it (real or metal)")
         if self.molecule is not None and self.molecules is not None:
-            raise ConfigError(f"imports ({self.path}): give molecule (one molecule type) or molecules (a "
-                              "mixture), not both")
+            raise ConfigError(f"molecules: give molecule (one molecule type) or molecules (a mixture) for "
+                              f"{self.path}, not both")
         if self.molecules is not None and len(self.molecules) < 1:
-            raise ConfigError(f"imports ({self.path}).molecules: an empty list")
+            raise ConfigError(f"molecules: an empty list (for {self.path})")
 
 
 @dataclass

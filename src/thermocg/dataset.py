@@ -267,6 +267,9 @@ class H5MDDataset:
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
+            if "truncated file" in str(exc):
+                raise DatasetError(f"{self.path}: the file is cut off ({self.path.stat().st_size} bytes of a longer "
+                                   f"HDF5 file: a copy or a write was interrupted); regenerate it ({exc})") from None
             raise DatasetError(f"{self.path}: not an HDF5/H5MD file ({exc})") from None
         try:
             self._open(kind)
