@@ -317,8 +317,8 @@ def config_case(fault: str, text: str | dict, *, item: str = "", command: str = 
 
 
 config_case("not valid YAML (an unclosed bracket)", "states: [{temperature_K: 300\n")
-config_case("a section given twice (two `simulate:`)", "simulate: {timestep_fs: 2}\nseed: 3\nsimulate: {timestep_fs: 4}\n",
-            item="10")
+config_case("a section given twice (two `simulate:`)",
+            "simulate: {timestep_fs: 2}\nseed: 3\nsimulate: {timestep_fs: 4}\n", item="10")
 config_case("a key given twice inside a section", "simulate:\n  timestep_fs: 2\n  timestep_fs: 4\n", item="10")
 config_case("`.nan` for a float key (simulate.timestep_fs)", "simulate: {timestep_fs: .nan}\n", item="9")
 config_case("`.inf` for train.learning_rate", "train: {learning_rate: .inf}\n", item="9")

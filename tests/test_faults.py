@@ -232,8 +232,9 @@ def methanol_extxyz(path, rng, *, n_molecules=8, density_g_cm3=0.786, n_frames=3
     lengths = volume ** (1 / 3) * np.ones(n_frames) if box_scale is None else volume ** (1 / 3) * np.asarray(box_scale)
     images = []
     for f in range(n_frames):
-        atoms = ase.Atoms(symbols=["C", "O", "H"] * n_molecules, positions=rng.uniform(0, lengths[f], (3 * n_molecules, 3)),
-                          cell=np.eye(3) * lengths[f], pbc=True, masses=masses)
+        atoms = ase.Atoms(symbols=["C", "O", "H"] * n_molecules,
+                          positions=rng.uniform(0, lengths[f], (3 * n_molecules, 3)), cell=np.eye(3) * lengths[f],
+                          pbc=True, masses=masses)
         atoms.arrays["mol_id"] = np.repeat(np.arange(n_molecules), 3)
         atoms.calc = SinglePointCalculator(atoms, forces=rng.normal(size=(3 * n_molecules, 3)))
         images.append(atoms)
@@ -288,7 +289,8 @@ def test_metadata_records_the_sha256_of_every_source_file(tmp_path, rng):
                         state=StateConfig(temperature_K=300.0, density_g_cm3=0.786))
     [out] = run_import(Config(imports=[item]), tmp_path / "run")
     inputs = json.loads((out.parent / "metadata.json").read_text())["provenance"]["inputs"]
-    assert inputs == {str(path): provenance.file_sha256(path), str(molecule_yaml): provenance.file_sha256(molecule_yaml)}
+    assert inputs == {str(path): provenance.file_sha256(path),
+                      str(molecule_yaml): provenance.file_sha256(molecule_yaml)}
 
 
 def test_import_positions_far_outside_the_box_name_the_frame_and_atom(tmp_path, rng):
@@ -442,7 +444,8 @@ def test_junk_trr_and_gro_give_one_line_and_no_stray_traceback(tmp_path):
                                  str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("thermocg import: error: ") and message in lines[0], result.stderr
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("thermocg import: error: ") and message in lines[0], result.stderr
         assert "Traceback" not in result.stderr and result.stdout == ""
     assert good_trr.exists()
     assert not (tmp_path / "run" / "allatom").exists() or not any((tmp_path / "run" / "allatom").iterdir())

@@ -324,7 +324,8 @@ class H5MDDataset:
         found = {"allatom": "an all-atom trajectory", "cg": "a CG bead dataset"}.get(self.kind, f"kind {self.kind!r}")
         if expected == "cg":
             return (f"{self.path}: {found} ({self.n_particles} particles, types {list(self.type_names)}), where a CG "
-                    "dataset is expected; map all-atom data to beads first (thermocg map writes RUN_DIR/cg/<state>.h5md)")
+                    "dataset is expected; map all-atom data to beads first (thermocg map writes "
+                    "RUN_DIR/cg/<state>.h5md)")
         return f"{self.path}: {found}, where an all-atom trajectory is expected"
 
     @contextlib.contextmanager
@@ -400,7 +401,7 @@ class H5MDDataset:
         for name, array in arrays.items():
             bad = None if array is None else first_nonfinite(array)
             if bad is not None:
-                rest = f", particle {bad[1]}" if len(bad) > 2 else ""
+                rest = f", particle {bad[1]}" if name in ("positions", "forces", "velocities") else ""
                 raise DatasetError(f"{self.path}: {name} hold NaN or inf (frame {frame_numbers[bad[0]]}{rest})")
         try:
             check_positions_in_range(arrays["positions"], np.reshape(arrays["box"], (-1, 3, 3)),

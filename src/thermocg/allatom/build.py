@@ -102,9 +102,9 @@ def check_density(system: Molecule | Mixture, density_g_cm3: float, *, where: st
     if fraction > MAX_PACKING_FRACTION:
         name = system.name
         raise BuildError(
-            f"{where + ': ' if where else ''}density_g_cm3 = {density_g_cm3:g} cannot be built for {name}: its molecules' "
-            f"Lennard-Jones spheres (diameter sigma) would fill {fraction:.2f} times the box (liquids fill about "
-            f"0.5, close-packed spheres 0.74); the largest density that can be built is "
+            f"{where + ': ' if where else ''}density_g_cm3 = {density_g_cm3:g} cannot be built for {name}: its "
+            f"molecules' Lennard-Jones spheres (diameter sigma) would fill {fraction:.2f} times the box (liquids fill "
+            f"about 0.5, close-packed spheres 0.74); the largest density that can be built is "
             f"{max_density_g_cm3(system):.3g} g/cm^3 (packing fraction {MAX_PACKING_FRACTION:g})")
 
 

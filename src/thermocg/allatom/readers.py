@@ -83,8 +83,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from thermocg.allatom.molecules import Molecule
     from thermocg.config import Config
 
-__all__ = ["TrajectoryImportError", "TrajectoryImportWarning", "ImportDensityWarning", "ImportPeek", "read_trajectory", "iter_trajectory",
-           "peek_import", "resolve_import_states", "check_import_density", "run_import", "FORMATS"]
+__all__ = ["TrajectoryImportError", "TrajectoryImportWarning", "ImportDensityWarning", "ImportPeek",
+           "read_trajectory", "iter_trajectory", "peek_import", "resolve_import_states", "check_import_density",
+           "run_import", "FORMATS"]
 
 FORMATS = ("lammps", "gromacs", "extxyz")
 
@@ -159,13 +160,14 @@ def iter_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
                     molecule: "str | Molecule | None" = None, timestep_fs: float | None = None,
                     block_size: int = 256, molecules: "Sequence[Any] | None" = None,
                     energy_file: str | os.PathLike | None = None,
-                    read_energies: bool = True) -> tuple[Topology, Iterator[Frames]]:
+                    first_block_only: bool = False) -> tuple[Topology, Iterator[Frames]]:
     """The topology and an iterator over :class:`Frames` of at most ``block_size`` frames each.
 
     Same arguments and checks as :func:`read_trajectory`; a trajectory larger than memory can be
     converted this way (``run_import`` does). Problems in later frames (NaN, a lost box) are raised
-    when the iterator reaches them, naming the file and the frame. ``read_energies=False`` leaves
-    the potential energies out (no log or .edr is read; :func:`peek_import` uses it).
+    when the iterator reaches them, naming the file and the frame. ``first_block_only=True``: only
+    the first block is wanted (:func:`peek_import`): no potential energies (no log or .edr is read)
+    and no whole-file scan for a cut-off last frame.
     """
     path = Path(path)
     if format not in FORMATS:
@@ -190,20 +192,20 @@ def iter_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
             )
         if topology is None:
             raise TrajectoryImportError(f"{path}: a LAMMPS dump needs its data file (topology) for masses")
-        energies = (None if energy_file is None or not read_energies
+        energies = (None if energy_file is None or first_block_only
                     else _lammps_log_energies(Path(energy_file), lammps_units))
         topo, n_atoms, raw_blocks = _read_lammps(path, Path(topology), lammps_units, timestep_fs, block_size,
-                                                 specs=specs, energies=energies)
+                                                 specs=specs, energies=energies, check_frames=not first_block_only)
     elif format == "gromacs":
         if topology is None:
             raise TrajectoryImportError(f"{path}: a GROMACS .trr needs a topology (.tpr, .gro or .top)")
         edr = Path(energy_file) if energy_file is not None else path.with_suffix(".edr")
         energies = (_edr_energies(edr, required=energy_file is not None)
-                    if edr.is_file() and read_energies else None)
+                    if edr.is_file() and not first_block_only else None)
         topo, n_atoms, raw_blocks = _read_gromacs(path, Path(topology), block_size, energies=energies,
                                                   energy_source=edr)
     else:
-        if energy_file is not None and read_energies:
+        if energy_file is not None and not first_block_only:
             raise TrajectoryImportError(f"{energy_file}: an extxyz file carries its own energies (each frame's "
                                         "'energy'); energy_file is for LAMMPS logs and GROMACS .edr files")
         topo, n_atoms, raw_blocks = _read_extxyz(path, None if topology is None else Path(topology), block_size)
@@ -678,10 +680,11 @@ def _check_lammps_frames(path: Path, n_read: int) -> None:
 
 
 def _read_lammps(path: Path, data_file: Path, unit_style: str, timestep_fs: float | None, block_size: int, *,
-                 specs: list[_MoleculeSpec] | None = None,
-                 energies: dict[int, float] | None = None) -> tuple[Topology, int, Iterator[dict[str, Any]]]:
+                 specs: list[_MoleculeSpec] | None = None, energies: dict[int, float] | None = None,
+                 check_frames: bool = True) -> tuple[Topology, int, Iterator[dict[str, Any]]]:
     u = _universe(data_file, path, format="LAMMPSDUMP", topology_format="DATA", dt=1.0)  # times from steps
-    _check_lammps_frames(path, len(u.trajectory))
+    if check_frames:
+        _check_lammps_frames(path, len(u.trajectory))
     conv = _LAMMPS_UNITS[unit_style]
     atoms = u.atoms
     if not hasattr(atoms, "masses") or np.any(np.asarray(atoms.masses) <= 0):
@@ -1032,7 +1035,7 @@ def peek_import(item: Any) -> ImportPeek:
     with warnings.catch_warnings():
         # (a cut-off last frame concerns the import, which says so; the first frame is whole)
         warnings.simplefilter("ignore", TrajectoryImportWarning)
-        topo, blocks = iter_trajectory(item.path, arguments.pop("format"), block_size=1, read_energies=False,
+        topo, blocks = iter_trajectory(item.path, arguments.pop("format"), block_size=1, first_block_only=True,
                                        **arguments)
         first = next(blocks)
     counts: dict[str, int] = {}
@@ -1115,7 +1118,8 @@ def run_import(config: "Config", run_dir: str | os.PathLike, *,
         raise TrajectoryImportError("imports: the config lists no trajectories to import")
     for k, item in enumerate(config.imports):
         if item.state is None:
-            raise TrajectoryImportError(f"imports[{k}] ({item.path}): declare the state point (state: temperature_K ...)")
+            raise TrajectoryImportError(f"imports[{k}] ({item.path}): declare the state point "
+                                        "(state: temperature_K ...)")
     from_data = {id(item): item.state.density_from_data for item in config.imports}
     resolve_import_states(config)
     rd = RunDir(run_dir)
