@@ -8,7 +8,7 @@ this process; a fresh interpreter where a second process or the interpreter's ex
 where no command reaches it, through the Python API. "Nothing lost" checks the run directory after
 the command: no ``*.partial`` file anywhere, every file that was there before unchanged (sha256), and
 no new file (a refused command writes nothing; the lock file aside). Paths in the messages are
-shown relative to the case's directory. Takes a few minutes on two cores.
+shown relative to the case's directory. Takes under a minute on two cores.
 """
 
 from __future__ import annotations
