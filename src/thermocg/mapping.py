@@ -352,7 +352,7 @@ def map_trajectory(aa_h5md: str | os.PathLike, topology: Topology, mapping: Mapp
     aa_h5md, out_h5md = Path(aa_h5md), Path(out_h5md)
     if block_size < 1:
         raise ValueError(f"map_trajectory: block_size must be >= 1, got {block_size}")
-    with H5MDDataset(aa_h5md) as ds:
+    with H5MDDataset(aa_h5md, kind="allatom") as ds:
         if ds.n_particles != topology.n_atoms or ds.n_particles != mapping.n_atoms:
             raise MappingError(
                 f"{aa_h5md}: {ds.n_particles} atoms in the trajectory but {topology.n_atoms} in the topology"

@@ -372,6 +372,7 @@ def run_export_allatom(config: Config, run_dir: str | os.PathLike, *,
         _derive_seeds,
         _state_seed,
         build_system,
+        check_buildable,
         make_context,
         resolve_cutoff_A,
         selected_states,
@@ -382,7 +383,9 @@ def run_export_allatom(config: Config, run_dir: str | os.PathLike, *,
     settings = config.generate
     root = Path(output) if output is not None else RunDir(run_dir).root / "gromacs"
     written = []
-    for st in selected_states(config, state):
+    points = selected_states(config, state)
+    check_buildable(config, points)
+    for st in points:
         mixture = system_for_state(config, st)
         seed = _state_seed(config.seed, st.label)
         seed_box, _, _, _ = _derive_seeds(seed)

@@ -603,6 +603,22 @@ def system_for_state(config: "Config", state: StatePoint) -> Mixture:
     return mixture_from_config(config.system, state.composition)
 
 
+def check_buildable(config: "Config", points: list[StatePoint] | None = None) -> None:
+    """Refuse, before anything is built, a density state point whose density packs the molecules
+    beyond what a box can hold (:func:`thermocg.allatom.build.check_density`): a ConfigError naming
+    the state, its density and the largest density the system allows. ``points``: the config's state
+    points when None."""
+    from thermocg.allatom.build import BuildError, check_density
+
+    for point in points if points is not None else [s.to_state() for s in config.state_points()]:
+        if point.density_g_cm3 is None:
+            continue
+        try:
+            check_density(system_for_state(config, point), point.density_g_cm3, where=f"state {point.label}")
+        except BuildError as exc:
+            raise ConfigError(str(exc)) from None
+
+
 def run_generate(config: "Config", run_dir: str | Path, *, state: str | list[str] | None = None,
                  progress: bool = True) -> list[Path]:
     """Generate all-atom data for every state point of ``config`` (or those labelled ``state``).
@@ -610,6 +626,7 @@ def run_generate(config: "Config", run_dir: str | Path, *, state: str | list[str
     Writes ``RunDir(run_dir).allatom(label)/...`` per state point; returns the traj.h5md paths.
     """
     points = selected_states(config, state)
+    check_buildable(config, points)
     rundir = RunDir(run_dir)
     paths = []
     for point in points:

@@ -46,7 +46,7 @@ def run_train(config: Config, run_dir: str | os.PathLike, *, name: str | None = 
     settings = config.train
     rd = RunDir(run_dir)
     paths = _dataset_paths(rd, list(train_states or settings.train_states or []))
-    frames_list = [read_frames(p) for p in paths]
+    frames_list = [read_frames(p, kind="cg") for p in paths]
     torch.set_num_threads(settings.n_threads)
     out_dir = rd.model(name or settings.name)
     result = train_potential(frames_list, settings, out_dir, seed=int(config.seed))
