@@ -116,6 +116,21 @@ def test_free_langevin_particles_recover_their_friction(rng):
     assert fitted == pytest.approx(10.0, rel=0.1)
 
 
+def test_times_even_to_float32_precision_are_evenly_spaced(rng):
+    """Times as a GROMACS .trr stores them (ps in float32: 400.00003 for 400) still count as evenly spaced;
+    a real gap (one frame missing) does not."""
+    n = 50
+    times_fs = (np.arange(n) * np.float32(0.05) + np.float32(400.0)).astype(np.float32).astype(np.float64) * 1000.0
+    assert not np.all(np.diff(times_fs) == np.diff(times_fs)[0])  # float32 jitter
+    frames = Frames(positions=rng.uniform(0, 10, (n, 4, 3)), box=np.eye(3) * 10, types=np.zeros(4, int),
+                    type_names=("A",), masses=np.ones(4), time_fs=times_fs)
+    assert MSD(frames).run().results.lag_fs[1] == pytest.approx(50.0, rel=1e-3)
+    gap = np.delete(np.arange(n + 1) * 50.0, 20)
+    with pytest.raises(ValueError, match="evenly spaced"):
+        MSD(Frames(positions=frames.positions, box=frames.box, types=frames.types, type_names=("A",),
+                   masses=frames.masses, time_fs=gap)).run()
+
+
 def test_bad_input():
     frames = Frames(positions=np.zeros((4, 2, 3)), box=np.eye(3) * 10, types=[0, 0], type_names=("A",),
                     masses=[1.0, 1.0], time_fs=[0.0, 1.0, 3.0, 4.0])

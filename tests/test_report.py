@@ -279,3 +279,23 @@ def test_first_peak_window_known_answer():
     # onset 3.0 A (g jumps from 0), g falls below 1 at about 4.1 A: the window holds the peak and the edge of the shell
     assert 2.8 < lo <= 3.0 and 4.1 < hi < 5.0
     assert report.first_peak_window(r, np.ones_like(r)) is None  # an ideal gas has no peak
+
+
+def test_key_figures_and_their_ranges_over_runs():
+    """The headline numbers of a study, and their ranges over runs at several seeds (the demo's claims)."""
+    from thermocg.study.metrics import key_figures, ranges_over_runs
+
+    first = key_figures(summary_with(ERRORS))
+    assert first["hipnn_ts.rdf_error.single_away"] == pytest.approx(0.07)
+    assert first["mscg.rdf_error.single_at_training_state"] == pytest.approx(0.015)
+    assert first["hipnn_ts-pooled.rdf_error"] == pytest.approx(0.03) and first["mscg-pooled.adf_error"] == pytest.approx(0.1)
+    assert first["noise.rdf_error"] == pytest.approx(0.015)
+    assert first["hipnn_ts-pooled.states_within_tolerance"] == 2
+    assert first["verdict.rdf_error"] == "HIP-NN-TS" and first["verdict.adf_error"] == "indistinguishable"
+    other = {f: {t: {s: v * 2 for s, v in row.items()} for t, row in table.items()} for f, table in ERRORS.items()}
+    second = key_figures(summary_with(other))
+    ranges = ranges_over_runs({"seed 1": first, "seed 2": second})
+    assert ranges["hipnn_ts.rdf_error.single_away"]["min"] == pytest.approx(0.07)
+    assert ranges["hipnn_ts.rdf_error.single_away"]["max"] == pytest.approx(0.14)
+    assert ranges["verdict.rdf_error"]["distinct"] == ["HIP-NN-TS"]
+    assert ranges["verdict.adf_error"]["distinct"] == ["HIP-NN-TS", "indistinguishable"]

@@ -226,6 +226,33 @@ def test_failures_are_printed_when_they_happen_and_named_in_the_report(mixed, ca
     assert "Failed units" not in (run_dir / "report" / "summary.md").read_text()
 
 
+@pytest.mark.slow
+def test_failures_are_printed_when_they_happen_on_dask(mixed, capsys):
+    """On Dask the failure is printed by the process that runs the study, once, as on one process; the
+    units downstream of it are named as not run."""
+    pytest.importorskip("distributed")
+    import cloudpickle
+
+    import test_study
+
+    config, run_dir = mixed
+    for unit in st.plan_units(config):
+        if unit.name in ("md/mscg-pooled/T300_rho0.75", "eval/mscg-pooled/T300_rho0.75"):
+            st.manifest_path(run_dir, unit).unlink()
+    (run_dir / "fail_md").write_text("mscg-pooled/T300_rho0.75")
+    config.study.max_workers = 2
+    cloudpickle.register_pickle_by_value(test_study)
+    try:
+        with pytest.raises(st.StudyError):
+            st.run_study(config, run_dir, stages=STAND_INS)
+    finally:
+        cloudpickle.unregister_pickle_by_value(test_study)
+    err = capsys.readouterr().err.splitlines()
+    assert err.count("thermocg study: md/mscg-pooled/T300_rho0.75 failed: RuntimeError: injected failure") == 1
+    assert "thermocg study: eval/mscg-pooled/T300_rho0.75 failed: not run: md/mscg-pooled/T300_rho0.75 failed" in err
+    assert (run_dir / "study" / "failed" / "md__mscg-pooled__T300_rho0.75.txt").exists()
+
+
 def failing_train(config, run_dir, model):
     if model.name == "mscg-pooled":
         raise RuntimeError("singular normal matrix")

@@ -455,10 +455,11 @@ def _report_unit(config: Config, run_dir: Path, units: list[Unit], summary: dict
     from thermocg.report import write_report
 
     report_dir = RunDir(run_dir).report()
+    trusted = trusted_manifests(run_dir, units, hashes=hashes)
     digests = [(unit.name, _load_manifest(manifest_path(run_dir, unit), run_dir)[1])
-               for unit in units if unit.name in trusted_manifests(run_dir, units, hashes=hashes)]
-    key = input_hash(STUDY_FORMAT_VERSION, "report", config.study, result_dict(config.simulate), sorted(digests),
-                     sorted(out.failed.items()))
+               for unit in units if unit.name in trusted]
+    key = input_hash(STUDY_FORMAT_VERSION, "report", result_dict(config.study), result_dict(config.simulate),
+                     sorted(digests), sorted(out.failed.items()))
     marker = run_dir / "study" / "units" / "report.json"
     try:
         done = json.loads(marker.read_text()).get("key") == key

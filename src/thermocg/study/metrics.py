@@ -40,7 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["METRICS", "METRIC_LABELS", "FAMILY_LABELS", "Structure", "measure_structure", "structure_errors",
            "diffusion_ratio", "transferability_matrices", "summarize", "verdicts", "compare_families",
-           "write_matrices", "noise_floor", "judge", "tolerance_rule", "state_tolerances", "force_noise"]
+           "write_matrices", "noise_floor", "judge", "tolerance_rule", "state_tolerances", "force_noise", "key_figures",
+           "ranges_over_runs"]
 
 METRICS = ("force_rmse", "rdf_error", "adf_error", "d_ratio")
 METRIC_LABELS = {
@@ -370,6 +371,54 @@ def judge(a: float, b: float, floor: float) -> dict[str, Any]:
     known = floor is not None and math.isfinite(floor) and floor > 0
     return {"gap": gap, "floor": floor if known else math.nan, "resolved": (gap > floor) if known else None,
             "in_floors": gap / floor if known else math.nan, "lower": None if a == b else ("a" if a < b else "b")}
+
+
+def key_figures(summary: dict[str, Any]) -> dict[str, Any]:
+    """The study's headline numbers, flat: per family and metric the single-state means at and away
+    from the training state (``<family>.<metric>.<where>``; D ratio as |log D_CG/D_AA|), each pooled
+    model's mean RDF/ADF error over all states (``<model>.<metric>``), the mean noise floors
+    (``noise.<metric>``), each model's count of states where it reproduces the AA structure
+    (``<model>.states_within_tolerance``) and the RDF/ADF transfer verdict (``verdict.<metric>``: the
+    family that transfers better, or "indistinguishable", as the report states it)."""
+    out: dict[str, Any] = {}
+    fams = summary["comparison"]["families"]
+    for family, metrics in fams.items():
+        for metric, where in metrics.items():
+            for key, value in where.items():
+                out[f"{family}.{metric}.{key}"] = value
+    for m in summary["models"]:
+        if m["pooled"]:
+            for metric in ("rdf_error", "adf_error"):
+                out[f"{m['name']}.{metric}"] = _mean([summary["matrices"][metric][m["family"]][m["train_set"]][s]
+                                                      for s in summary["states"]])
+        out[f"{m['name']}.states_within_tolerance"] = len(summary["verdicts"][m["name"]]["reproduces_at"])
+    for metric in ("rdf_error", "adf_error"):
+        out[f"noise.{metric}"] = noise_floor(summary, metric)
+        if len(fams) >= 2:
+            a, b = list(fams)[:2]
+            floor = summary["comparison"]["noise_floors"][metric]["single_away"]
+            va, vb = fams[a][metric]["single_away"], fams[b][metric]["single_away"]
+            if math.isfinite(va) and math.isfinite(vb):
+                jd = judge(va, vb, floor)
+                out[f"verdict.{metric}"] = ("indistinguishable" if jd["resolved"] is False else
+                                            FAMILY_LABELS.get(a if jd["lower"] == "a" else b))
+    return out
+
+
+def ranges_over_runs(figures: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per key figure, its range over several runs of one study (``figures``: run name -> the run's
+    :func:`key_figures`): ``min`` and ``max`` of the numbers (the distinct values, for words) and the
+    value of every run."""
+    keys = list(dict.fromkeys(k for fig in figures.values() for k in fig))
+    out = {}
+    for key in keys:
+        values = {run: fig.get(key) for run, fig in figures.items()}
+        numbers = [float(v) for v in values.values() if isinstance(v, (int, float)) and math.isfinite(float(v))]
+        if numbers:
+            out[key] = {"min": min(numbers), "max": max(numbers), "values": values}
+        else:
+            out[key] = {"distinct": sorted({str(v) for v in values.values()}), "values": values}
+    return out
 
 
 def json_text(data: Any, *, nan_as_null: bool = True, **kwargs: Any) -> str:

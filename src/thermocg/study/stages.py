@@ -529,11 +529,22 @@ def _frame_ranges(indices: np.ndarray) -> str:
     return f"frame{'s' if len(indices) > 1 else ''} {shown}"
 
 
+def force_eval_frames(config: Config, label: str, n_frames: int) -> tuple[np.ndarray, str]:
+    """The frames of state ``label`` the force errors use: at most ``study.force_eval_frames``, evenly
+    spaced, of its held-out frames (:func:`held_out_frames`), and the sentence naming them."""
+    candidates, which = held_out_frames(config, label, n_frames)
+    limit = config.study.force_eval_frames
+    n_eval = len(candidates) if limit is None else min(len(candidates), limit)
+    idx = candidates[np.unique(np.linspace(0, len(candidates) - 1, n_eval).round().astype(int))]
+    if len(idx) < len(candidates):
+        which += f"; {len(idx)} of them, evenly spaced"
+    return idx, which
+
+
 def _force_evaluation(config: Config, run_dir: Path, model_path: Path, label: str,
                       progress: Progress) -> tuple[dict[str, Any], np.ndarray, str]:
-    """Force errors of the model on at most ``study.force_eval_frames`` evenly spaced held-out mapped
-    AA frames (:func:`held_out_frames`), the RMSE of each half of them (``rmse_halves``), (k, 2) parity
-    samples (mapped AA, model), and the sentence naming the frames."""
+    """Force errors of the model on the frames :func:`force_eval_frames` picks, the RMSE of each half of
+    them (``rmse_halves``), (k, 2) parity samples (mapped AA, model), and the sentence naming the frames."""
     from thermocg.analysis.forces import ForceErrorAccumulator, force_errors
     from thermocg.potentials.base import load_potential
 
@@ -541,11 +552,7 @@ def _force_evaluation(config: Config, run_dir: Path, model_path: Path, label: st
     aa_path = RunDir(run_dir).cg_dataset(label)
     potential = load_potential(model_path)
     with H5MDDataset(aa_path) as ds:
-        candidates, which = held_out_frames(config, label, len(ds))
-        n_eval = len(candidates) if study.force_eval_frames is None else min(len(candidates), study.force_eval_frames)
-        idx = candidates[np.unique(np.linspace(0, len(candidates) - 1, n_eval).round().astype(int))]
-        if n_eval < len(candidates):
-            which += f"; {len(idx)} of them, evenly spaced"
+        idx, which = force_eval_frames(config, label, len(ds))
         accumulator = ForceErrorAccumulator(ds.type_names)
         chunk = max(1, 4 * config.analysis.force_batch_frames)
         pieces = [(h, part) for h, half in enumerate(np.array_split(idx, 2)) if len(half)
@@ -582,7 +589,7 @@ def evaluate_model(config: Config, run_dir: Path, model: ModelSpec, trained: Mod
     from thermocg.analysis.msd import friction_matching_diffusion
 
     with H5MDDataset(RunDir(run_dir).cg_dataset(label)) as ds:
-        n_force = min(len(ds), config.study.force_eval_frames or len(ds))
+        n_force = len(force_eval_frames(config, label, len(ds))[0])
     frames = None if md.blowup else read_frames(md.trajectory)
     start = 0 if frames is None else int(frames.n_frames * config.analysis.discard_fraction)
     n_md = 0 if frames is None else (frames.n_frames - start) * (3 if frames.n_frames - start >= 3 else 2)
