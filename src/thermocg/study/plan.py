@@ -388,6 +388,9 @@ def validate_study(config: Config) -> dict[str, StateConfig]:
             raise ConfigError(f"study.pooled.{name}: the name clashes with a state label")
     if not plan_models(config):
         raise ConfigError("study: no models to build (single_states is empty and pooled is empty)")
+    if study.langevin_friction == "match_diffusion" and config.simulate.integrator != "langevin":
+        raise ConfigError(f"study.langevin_friction: match_diffusion needs simulate.integrator: langevin (the "
+                          f"friction it fits is the Langevin thermostat's), got {config.simulate.integrator!r}")
     if set(states) - imported_labels(config):  # some data is generated: its molecule must load
         load_molecule(config.system.molecule, "system.molecule")
     for k, imp in enumerate(config.imports):
