@@ -447,3 +447,16 @@ def test_imported_ns_per_day_from_the_engines_logs(tmp_path, rng):
     assert st.imported_ns_per_day(dump, "lammps") == (7.53, "the LAMMPS log log.lammps beside the trajectory")
     xyz = write_methanol_extxyz(tmp_path / "t.extxyz", rng, n_frames=1)
     assert st.imported_ns_per_day(xyz, "extxyz") == (None, "the first frame of t.extxyz has no ns_per_day key")
+
+
+def test_progress_in_a_log_is_plain_lines(mixed, capsys):
+    """Output that is not a terminal (here: captured) gets plain progress lines, no carriage returns."""
+    config, run_dir = mixed
+    for unit in st.plan_units(config):
+        if unit.kind in ("md", "eval") and unit.state == "T300_rho0.75":
+            st.manifest_path(run_dir, unit).unlink()
+    st.run_study(config, run_dir, stages=STAND_INS, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert err.splitlines()[-2].startswith("study: 12/12 units (100%), done in ")
+    assert err.splitlines()[-1].startswith("thermocg study: 13 unit(s) run, 24 up to date, 0 failed in ")

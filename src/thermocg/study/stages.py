@@ -29,7 +29,7 @@ from thermocg.dataset import H5MDDataset, read_frames
 from thermocg.model_summary import ModelSummary
 from thermocg.rundir import RunDir
 from thermocg.study.metrics import measure_structure, structure_errors
-from thermocg.progress import Progress
+from thermocg.progress import Progress, progress_mode
 from thermocg.study.plan import ModelSpec, import_of, models_trained_at, state_points
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -224,6 +224,12 @@ def _inner_progress(config: Config) -> bool:
     return config.study.progress and config.study.max_workers == 1 and config.study.scheduler_address is None
 
 
+def _bar_progress(config: Config) -> bool:
+    """Progress of the stages that still draw their own tqdm bars (generation, mapping, training, MD):
+    only where a bar belongs, on a terminal; in a log file their carriage returns would pile up."""
+    return _inner_progress(config) and progress_mode() == "bar"
+
+
 def _progress(config: Config, total: int, description: str, unit: str = "frames") -> Progress:
     """The progress of a stage's inner work (off on Dask workers and when study.progress is false)."""
     return Progress(total, description=description, unit=unit, leave=False,
@@ -302,7 +308,7 @@ def generate_or_import(config: Config, run_dir: Path, label: str) -> AllAtomResu
 
         generate = dataclasses.replace(config.generate, n_threads=config.study.threads_per_worker)
         trajectory = _only(run_generate(dataclasses.replace(config, generate=generate), run_dir, state=[label],
-                                        progress=_inner_progress(config)), "generate", label)
+                                        progress=_bar_progress(config)), "generate", label)
         metadata = trajectory.parent / "metadata.json"
         ns_per_day = json.loads(metadata.read_text()).get("ns_per_day") if metadata.exists() else None
         note = "measured by the all-atom runner" if ns_per_day is not None else "the runner's metadata.json has none"
@@ -315,7 +321,7 @@ def map_state(config: Config, run_dir: Path, label: str) -> MapResult:
     """The CG dataset of one state (:func:`thermocg.mapping.run_map`)."""
     from thermocg import mapping
 
-    dataset = _only(mapping.run_map(config, run_dir, state=[label], progress=_inner_progress(config)), "map", label)
+    dataset = _only(mapping.run_map(config, run_dir, state=[label], progress=_bar_progress(config)), "map", label)
     if not dataset.exists():
         raise FileNotFoundError(f"{dataset}: the mapping stage did not write it")
     return MapResult(label, dataset)
@@ -346,12 +352,12 @@ def train_model(config: Config, run_dir: Path, model: ModelSpec) -> ModelSummary
 
         cutoff_A = config.train.cutoff_A if config.train.cutoff_A is not None else hipnn_cutoff_A(config, run_dir)
         train = dataclasses.replace(config.train, n_threads=threads, name=model.name, cutoff_A=cutoff_A,
-                                    train_states=list(model.train_states), progress=_inner_progress(config))
+                                    train_states=list(model.train_states), progress=_bar_progress(config))
         return run_train(dataclasses.replace(config, train=train), run_dir, name=model.name,
                          train_states=list(model.train_states))
     from thermocg.mscg import run_fit_pair
 
-    pair = dataclasses.replace(config.pair, n_threads=threads, name=model.name, progress=_inner_progress(config))
+    pair = dataclasses.replace(config.pair, n_threads=threads, name=model.name, progress=_bar_progress(config))
     return run_fit_pair(dataclasses.replace(config, pair=pair), run_dir, name=model.name,
                         train_states=list(model.train_states))
 
@@ -399,7 +405,7 @@ def diffusion_matching_friction(config: Config, run_dir: Path, trained: ModelSum
                    save_velocities=False, skin_A=settings.skin_A, check_interval_steps=settings.check_interval_steps,
                    max_temperature_factor=settings.max_temperature_factor,
                    max_force_kcal_mol_A=settings.max_force_kcal_mol_A, min_distance_A=settings.min_distance_A,
-                   raise_on_blowup=False, progress=_inner_progress(config))
+                   raise_on_blowup=False, progress=_bar_progress(config))
     frames = run.frames
     start = int(0 if frames is None else frames.n_frames * config.analysis.discard_fraction)
     if run.blowup or frames is None or frames.n_frames - start < 3:
@@ -434,7 +440,7 @@ def simulate_model(config: Config, run_dir: Path, model: ModelSpec, trained: Mod
         friction, _ = diffusion_matching_friction(config, run_dir, trained, label, reference)
         config = dataclasses.replace(config, simulate=dataclasses.replace(config.simulate, friction_per_ps=friction))
     runs = run_simulate(config, run_dir, model=str(trained.model_path), state=[label],
-                        progress=_inner_progress(config))
+                        progress=_bar_progress(config))
     if len(runs) != 1:
         raise RuntimeError(f"the MD stage made {len(runs)} runs of {model.name} at {label}, expected one")
     return runs[0]
