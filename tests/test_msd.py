@@ -101,17 +101,20 @@ def test_friction_matching_diffusion_algebra():
 
 def test_free_langevin_particles_recover_their_friction(rng):
     """Known answer: free particles simulated by thermocg's Langevin MD at 10/ps stand in for the AA
-    data, the same particles at 2/ps for the CG run; the friction fitted from the two MSDs is 10/ps."""
-    n, box_length, mass, temperature = 400, 30.0, 10.0, 300.0
+    data, the same particles at 4/ps for the CG run; the friction fitted from the two MSDs is 10/ps.
+    (1000 particles, lags up to 4.5 ps: D to about 2%, the fitted friction to about 3%; three seeds
+    gave 9.73, 9.69 and 10.34.)"""
+    n, box_length, mass, temperature = 1000, 40.0, 10.0, 300.0
     frames = Frames(positions=rng.uniform(0, box_length, (n, 3)), box=np.eye(3) * box_length, types=np.zeros(n, int),
                     type_names=("X",), masses=np.full(n, mass))
     free = LennardJones(["X"], epsilon_kcal_mol=0.0, sigma_A=1.0, cutoff_A=1.0, switch_width_A=0.0)
     diffusion = {}
-    for friction, seed in ((10.0, 11), (2.0, 12)):
+    for friction, seed in ((10.0, 11), (4.0, 12)):
         run = simulate(free, frames, temperature_K=temperature, timestep_fs=5.0, n_steps=3000, seed=seed,
                        save_interval_steps=10, friction_per_ps=friction, min_distance_A=0.0, progress=False)
-        diffusion[friction] = MSD(run.frames).run().results.diffusion_A2_fs["all"]
-    fitted = friction_matching_diffusion(diffusion[2.0], diffusion[10.0], friction_per_ps=2.0,
+        diffusion[friction] = MSD(run.frames, fit_start_fraction=0.1, fit_end_fraction=0.3).run().results \
+            .diffusion_A2_fs["all"]
+    fitted = friction_matching_diffusion(diffusion[4.0], diffusion[10.0], friction_per_ps=4.0,
                                          temperature_K=temperature, mass_amu=mass)
     assert fitted == pytest.approx(10.0, rel=0.1)
 

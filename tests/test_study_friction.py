@@ -1,7 +1,8 @@
 """The study's Langevin friction that matches the AA diffusion, through its real stage functions, on a
 system with a known answer: free particles (no forces) whose "AA" diffusion is that of a Langevin bath
-of 8/ps. The pilot run at simulate.friction_per_ps = 2/ps must find 8/ps, the production run must use
-it, and the evaluation must find the run's D equal to the AA one and the same friction again."""
+of 8/ps. The pilot run at simulate.friction_per_ps = 3/ps must find 8/ps, the production run must use
+it, and the evaluation must find the run's D equal to the AA one and the same friction again (600
+particles, MSD fitted over lags up to 3 ps: D to about 3%)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from thermocg.frames import Frames, StatePoint
 from thermocg.model_summary import ModelSummary
 from thermocg.rundir import RunDir
 
-TARGET_PER_PS, MASS, TEMPERATURE, N, BOX = 8.0, 10.0, 300.0, 300, 30.0
+TARGET_PER_PS, MASS, TEMPERATURE, N, BOX = 8.0, 10.0, 300.0, 600, 36.0
 
 
 def test_friction_matching_the_aa_diffusion_is_found_and_used(tmp_path, rng):
@@ -39,9 +40,9 @@ def test_friction_matching_the_aa_diffusion_is_found_and_used(tmp_path, rng):
                            test_force_mae_kcal_mol_A=None, test_r2=None, cutoff_A=1.0)
     config = from_dict(Config, {
         "states": [{"temperature_K": TEMPERATURE, "density_g_cm3": 0.1}],
-        "simulate": {"timestep_fs": 5.0, "friction_per_ps": 2.0, "duration_ps": 10.0, "save_interval_fs": 50.0,
+        "simulate": {"timestep_fs": 5.0, "friction_per_ps": 3.0, "duration_ps": 10.0, "save_interval_fs": 50.0,
                      "thermo_interval_fs": 50.0, "min_distance_A": 0.0, "device": "cpu", "save_velocities": False},
-        "analysis": {"discard_fraction": 0.0, "adf_cutoff_A": 6.0},
+        "analysis": {"discard_fraction": 0.0, "adf_cutoff_A": 6.0, "msd_fit_end_fraction": 0.3},
         "study": {"families": ["mscg"], "langevin_friction": "match_diffusion", "friction_pilot_ps": 10.0,
                   "force_eval_frames": 2, "parity_samples": 10, "progress": False},
     })
@@ -50,7 +51,7 @@ def test_friction_matching_the_aa_diffusion_is_found_and_used(tmp_path, rng):
                                    diffusion_A2_fs=d_aa, noise=None, n_frames=2, n_beads=N)
     gamma, note = st.stages.diffusion_matching_friction(config, run_dir, trained, label, reference)
     assert gamma == pytest.approx(TARGET_PER_PS, rel=0.1)
-    assert note.startswith("pilot 10 ps at 2/ps: D_CG/D_AA ")
+    assert note.startswith("pilot 10 ps at 3/ps: D_CG/D_AA ")
     model = st.ModelSpec("mscg", label, (label,))
     md = st.stages.simulate_model(config, run_dir, model, trained, label, reference=reference)
     assert read_frames(md.trajectory).metadata["friction_per_ps"] == pytest.approx(gamma, rel=1e-12)
