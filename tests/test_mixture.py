@@ -610,5 +610,5 @@ pair: {cutoff_A: 6.0}
     path.write_text(text.replace("cutoff_A: 6.0", "cutoff_A: 12.0"))
     # 60 methanol + 60 water at 0.886 g/cm^3: a 17.2 A box, half of it 8.6 A
     with pytest.raises(ConfigError, match=r"pair.cutoff_A: 12 A does not fit the box of state T298_rho0.886_x0.5 "
-                                          r"\(120 molecules of methanol_trappe, water_spce make a cubic box of 17"):
+                                          r"\(120 molecules of methanol_trappe, water_spce at 0.886 g/cm\^3 make a cubic box of 17"):
         validate_study(load_config(path))

@@ -682,15 +682,27 @@ class StudyConfig:
     threads_per_worker: int = no_effect(1)
     #: address of a running Dask scheduler (e.g. one started by dask-jobqueue); None: a LocalCluster
     scheduler_address: str | None = no_effect(None)
-    #: a model "reproduces the AA structure" at a state when the mean |g_CG(r) - g_AA(r)| (over r
-    #: and bead-type pairs) is at most this ...
-    rdf_tolerance: float = 0.05
-    #: ... and the integrated |p_CG(theta) - p_AA(theta)| of the angle distribution is at most this
-    adf_tolerance: float = 0.1
-    #: mapped AA frames per state used for the force errors (evenly spaced); None: all
+    #: a model "reproduces the AA structure" at a state when its RDF error (mean |g_CG(r) - g_AA(r)|
+    #: over r and bead-type pairs) and its ADF error (integrated |p_CG(theta) - p_AA(theta)|) are each
+    #: at most this multiple of that state's noise floor (the same error between the first and the
+    #: second half of the mapped AA data), unless an absolute tolerance is given below
+    tolerance_noise_multiple: float = 2.0
+    #: absolute RDF tolerance instead of the multiple (None: the multiple of the noise floor) ...
+    rdf_tolerance: float | None = None
+    #: ... and absolute ADF tolerance (None: the multiple of the noise floor)
+    adf_tolerance: float | None = None
+    #: mapped AA frames per state used for the force errors (evenly spaced among the frames that no
+    #: model of the study trained on); None: all of those
     force_eval_frames: int | None = 200
     #: force components kept per (model, state) for the parity plots
     parity_samples: int = 4000
+    #: the Langevin friction of the CG runs: ``simulate`` (simulate.friction_per_ps everywhere), or
+    #: ``match_diffusion``: per (model, state), a pilot run at simulate.friction_per_ps measures the
+    #: CG diffusion coefficient and the production run uses the friction that brings it to the
+    #: all-atom one (thermocg.analysis.msd.friction_matching_diffusion)
+    langevin_friction: Literal["simulate", "match_diffusion"] = "simulate"
+    #: length of that pilot run; None: half of simulate.duration_ps
+    friction_pilot_ps: float | None = None
     progress: bool = no_effect(True)
 
     def __post_init__(self) -> None:
@@ -701,7 +713,8 @@ class StudyConfig:
         _positive("study.max_workers", self.max_workers)
         if not 1 <= self.threads_per_worker <= 64:
             raise ConfigError(f"study.threads_per_worker: must be in [1, 64], got {self.threads_per_worker}")
-        for key in ("rdf_tolerance", "adf_tolerance", "force_eval_frames", "parity_samples"):
+        for key in ("tolerance_noise_multiple", "rdf_tolerance", "adf_tolerance", "force_eval_frames",
+                    "parity_samples", "friction_pilot_ps"):
             _positive(f"study.{key}", getattr(self, key))
         for name in self.pooled:
             if not name or "/" in name or name.startswith("T"):
