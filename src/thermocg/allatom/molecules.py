@@ -185,6 +185,17 @@ class Molecule:
         }
 
 
+def mixed_lj(mixing: str, a: Any, b: Any) -> tuple[float, float]:
+    """(sigma_A, epsilon_kcal_mol) of the LJ pair of ``a`` and ``b`` (anything with ``sigma_A`` and
+    ``epsilon_kcal_mol``: sites, LJ classes) under a mixing rule: ``geometric`` gives
+    sigma = sqrt(sigma_a sigma_b), anything else Lorentz-Berthelot's sigma = (sigma_a + sigma_b) / 2;
+    epsilon = sqrt(eps_a eps_b) under both."""
+    eps = math.sqrt(a.epsilon_kcal_mol * b.epsilon_kcal_mol)
+    if mixing == "geometric":
+        return math.sqrt(a.sigma_A * b.sigma_A), eps
+    return 0.5 * (a.sigma_A + b.sigma_A), eps
+
+
 # --------------------------------------------------------------------------------------------------
 # parsing (YAML and built-ins share one schema)
 # --------------------------------------------------------------------------------------------------
