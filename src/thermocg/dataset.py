@@ -50,7 +50,7 @@ import h5py
 import numpy as np
 
 from thermocg import __version__
-from thermocg.frames import Frames, FramesError, StatePoint, check_positions_in_range, first_nonfinite
+from thermocg.frames import Frames, FramesError, StatePoint, check_positions_in_range, first_nonfinite, per_frame_boxes
 from thermocg.rundir import finish_partial, partial_path
 
 FORMAT_VERSION = 1
@@ -186,9 +186,7 @@ class H5MDWriter:
         if positions.ndim == 2:
             positions = positions[None]
         k = positions.shape[0]
-        box = np.asarray(box, dtype=np.float64).reshape(-1, 3, 3)
-        if box.shape[0] == 1 and k > 1:
-            box = np.broadcast_to(box, (k, 3, 3))
+        box = per_frame_boxes(box, k)
         arrays = {"position": positions, "force": forces, "velocity": velocities}
         for name, ds in self._series.items():
             data = arrays[name]
@@ -212,6 +210,12 @@ class H5MDWriter:
                 ds.resize((self.n_frames + k,))
                 ds[self.n_frames:] = np.broadcast_to(np.asarray(values), (k,))
         self.n_frames += k
+
+    def append_frames(self, frames: Frames) -> None:
+        """Append a block of :class:`Frames` (their positions, box, forces, velocities, times and
+        potential energies; step numbers continue the file's frame count)."""
+        self.append(frames.positions, frames.box, forces=frames.forces, velocities=frames.velocities,
+                    time_fs=frames.time_fs, potential_energy_kcal_mol=frames.potential_energy_kcal_mol)
 
     def _extend(self, series: h5py.Group, data: np.ndarray) -> None:
         ds = series["value"]
@@ -240,8 +244,7 @@ def write_frames(frames: Frames, path: str | os.PathLike, *, kind: str, dtype: A
         has_velocities=frames.velocities is not None, molecule_ids=frames.molecule_ids,
         metadata=frames.metadata, dtype=dtype, has_potential_energy=frames.potential_energy_kcal_mol is not None,
     ) as w:
-        w.append(frames.positions, frames.box, forces=frames.forces, velocities=frames.velocities,
-                 time_fs=frames.time_fs, potential_energy_kcal_mol=frames.potential_energy_kcal_mol)
+        w.append_frames(frames)
     return Path(path)
 
 

@@ -170,10 +170,19 @@ def check_positions_in_range(positions: np.ndarray, box: np.ndarray, *,
         "corrupt or not in A")
 
 
+def per_frame_boxes(box: np.ndarray, n_frames: int) -> np.ndarray:
+    """Boxes (F, 3, 3) A (float64, rows are the cell vectors) from one box (3, 3) or one per frame:
+    a single box is broadcast (a read-only view) to ``n_frames`` frames."""
+    box = np.asarray(box, dtype=np.float64).reshape(-1, 3, 3)
+    if box.shape[0] == 1 and n_frames > 1:
+        box = np.broadcast_to(box, (n_frames, 3, 3))
+    return box
+
+
 def _check_finite(name: str, array: np.ndarray | None) -> None:
-    if array is not None and not np.all(np.isfinite(array)):
-        bad = np.argwhere(~np.isfinite(array))[0]
-        raise FramesError(f"{name} holds NaN or inf (first at index {tuple(int(b) for b in bad)})")
+    bad = None if array is None else first_nonfinite(array)
+    if bad is not None:
+        raise FramesError(f"{name} holds NaN or inf (first at index {bad})")
 
 
 @dataclass
@@ -352,6 +361,17 @@ class Topology:
     @property
     def n_atoms(self) -> int:
         return len(self.atom_names)
+
+    def molecule_atoms(self) -> list[np.ndarray]:
+        """Atom indices (sorted) of each molecule, indexed by molecule id: ``molecule_atoms()[m]``
+        are the atoms of molecule ``m`` (an empty array when no atom has that id)."""
+        order = np.argsort(self.molecule_ids, kind="stable")
+        bounds = np.flatnonzero(np.diff(self.molecule_ids[order])) + 1
+        out: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(self.molecule_names)
+        for group in np.split(order, bounds):
+            if len(group):
+                out[int(self.molecule_ids[group[0]])] = group
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -72,12 +72,12 @@ import sys
 import warnings
 from pathlib import Path
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from thermocg import units
-from thermocg.frames import Frames, FramesError, StatePoint, Topology, check_positions_in_range
+from thermocg.frames import Frames, FramesError, StatePoint, Topology, check_positions_in_range, first_nonfinite
 
 if TYPE_CHECKING:  # pragma: no cover
     from thermocg.allatom.molecules import Molecule
@@ -155,6 +155,117 @@ def read_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
     return frames, topo
 
 
+def _check_arguments(path: Path, format: str, *, topology: str | os.PathLike | None, block_size: int,
+                     molecule: Any, molecules: Any, energy_file: str | os.PathLike | None) -> None:
+    """What :func:`iter_trajectory` can check before reading: a known format, the files present,
+    a positive block size, one molecule type or a mixture (not both)."""
+    if format not in FORMATS:
+        raise TrajectoryImportError(f"{path}: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    if not path.is_file():
+        raise TrajectoryImportError(f"{path}: no such trajectory file")
+    if topology is not None and not Path(topology).is_file():
+        raise TrajectoryImportError(f"{topology}: no such topology file (for {path})")
+    if block_size < 1:
+        raise ValueError(f"iter_trajectory: block_size must be >= 1, got {block_size}")
+    if molecule is not None and molecules is not None:
+        raise TrajectoryImportError(f"{path}: give molecule (one molecule type) or molecules (a mixture), not both")
+    if energy_file is not None and not Path(energy_file).is_file():
+        raise TrajectoryImportError(f"{energy_file}: no such energy file (for {path})")
+
+
+def _open_trajectory(path: Path, format: str, *, topology: str | os.PathLike | None, lammps_units: str | None,
+                     timestep_fs: float | None, block_size: int, specs: list[_MoleculeSpec] | None,
+                     energy_file: str | os.PathLike | None, first_block_only: bool
+                     ) -> tuple[Topology | None, int, Iterator[dict[str, Any]]]:
+    """The format's reader: the file's topology (None when it has none), its atom count and its raw
+    blocks of arrays in internal units. A LAMMPS dump needs its unit style and data file, a .trr its
+    topology; the potential energies come from the log or .edr (a .trr's: the .edr beside it
+    unless ``energy_file`` names one), not read with ``first_block_only``."""
+    if format == "lammps":
+        if lammps_units not in _LAMMPS_UNITS:
+            raise TrajectoryImportError(
+                f"{path}: a LAMMPS dump needs its unit style declared (lammps_units: real or metal), "
+                f"got {lammps_units!r}"
+            )
+        if topology is None:
+            raise TrajectoryImportError(f"{path}: a LAMMPS dump needs its data file (topology) for masses")
+        energies = (None if energy_file is None or first_block_only
+                    else _lammps_log_energies(Path(energy_file), lammps_units))
+        return _read_lammps(path, Path(topology), lammps_units, timestep_fs, block_size,
+                            specs=specs, energies=energies, check_frames=not first_block_only)
+    if format == "gromacs":
+        if topology is None:
+            raise TrajectoryImportError(f"{path}: a GROMACS .trr needs a topology (.tpr, .gro or .top)")
+        edr = Path(energy_file) if energy_file is not None else path.with_suffix(".edr")
+        energies = (_edr_energies(edr, required=energy_file is not None)
+                    if edr.is_file() and not first_block_only else None)
+        return _read_gromacs(path, Path(topology), block_size, energies=energies, energy_source=edr)
+    if energy_file is not None and not first_block_only:
+        raise TrajectoryImportError(f"{energy_file}: an extxyz file carries its own energies (each frame's "
+                                    "'energy'); energy_file is for LAMMPS logs and GROMACS .edr files")
+    return _read_extxyz(path, None if topology is None else Path(topology), block_size)
+
+
+def _import_topology(topo: Topology | None, n_atoms: int, path: Path, format: str, *,
+                     topology: str | os.PathLike | None, mol: "Molecule | None",
+                     specs: list[_MoleculeSpec] | None) -> Topology:
+    """The topology of the imported atoms: the file's, rebuilt from the declared molecule types
+    (:func:`_apply_molecules`) or from one molecule definition (:func:`_apply_molecule`), and
+    checked to have the trajectory's atom count."""
+    if specs is not None:
+        # LAMMPS data files and GROMACS topologies state masses; an extxyz may carry element masses only
+        topo = _apply_molecules(topo, specs, n_atoms, path, check_masses=format != "extxyz")
+    topo = _apply_molecule(topo, mol, n_atoms, path)
+    if topo is None:
+        raise TrajectoryImportError(
+            f"{path}: the files do not say which atoms form molecules (or their masses); give a molecule "
+            "definition (molecule: a built-in name or a YAML file)"
+        )
+    if topo.n_atoms != n_atoms:
+        raise TrajectoryImportError(
+            f"{path}: {n_atoms} atoms in the trajectory but {topo.n_atoms} in the topology"
+            + (f" {topology}" if topology else "")
+        )
+    return topo
+
+
+def _frames_of(arrays: dict[str, Any], offset: int, path: Path, topo: Topology, state: StatePoint | None,
+               metadata: dict[str, Any]) -> Frames:
+    """A raw block of arrays (its first frame is frame ``offset`` of the file) as checked Frames:
+    forces present, values finite, a box in every frame, positions within range of the box."""
+    _check_arrays(arrays, path, offset)
+    try:
+        check_positions_in_range(arrays["positions"], arrays["box"],
+                                 frame_numbers=offset + np.arange(len(arrays["positions"])))
+    except FramesError as exc:
+        raise TrajectoryImportError(f"{path}: {str(exc).replace('particle', 'atom', 1)}") from None
+    try:
+        return Frames(
+            positions=arrays["positions"], box=arrays["box"], forces=arrays["forces"],
+            velocities=arrays.get("velocities"), time_fs=arrays["time_fs"], types=topo.types,
+            type_names=topo.type_names, masses=topo.masses, molecule_ids=topo.molecule_ids, state=state,
+            potential_energy_kcal_mol=arrays.get("potential_energy"), metadata=dict(metadata),
+        )
+    except FramesError as exc:
+        raise TrajectoryImportError(f"{path}: frames {offset}..: {exc}") from None
+
+
+def _later_blocks(first: Frames, raw_iter: Iterator[dict[str, Any]], path: Path,
+                  to_frames: Callable[[dict[str, Any], int], Frames]) -> Iterator[Frames]:
+    """``first``, then the Frames of the remaining raw blocks, each with velocities and potential
+    energies present exactly when the first block has them."""
+    offset = first.n_frames
+    yield first
+    for arrays in raw_iter:
+        block = to_frames(arrays, offset)
+        if (block.velocities is None) != (first.velocities is None):
+            raise TrajectoryImportError(f"{path}: velocities present in some frames only (frame {offset})")
+        if (block.potential_energy_kcal_mol is None) != (first.potential_energy_kcal_mol is None):
+            raise TrajectoryImportError(f"{path}: potential energies present in some frames only (frame {offset})")
+        offset += block.n_frames
+        yield block
+
+
 def iter_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.PathLike | None = None,
                     lammps_units: str | None = None, state: StatePoint | None = None,
                     molecule: "str | Molecule | None" = None, timestep_fs: float | None = None,
@@ -170,99 +281,26 @@ def iter_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
     and no whole-file scan for a cut-off last frame.
     """
     path = Path(path)
-    if format not in FORMATS:
-        raise TrajectoryImportError(f"{path}: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-    if not path.is_file():
-        raise TrajectoryImportError(f"{path}: no such trajectory file")
-    if topology is not None and not Path(topology).is_file():
-        raise TrajectoryImportError(f"{topology}: no such topology file (for {path})")
-    if block_size < 1:
-        raise ValueError(f"iter_trajectory: block_size must be >= 1, got {block_size}")
-    if molecule is not None and molecules is not None:
-        raise TrajectoryImportError(f"{path}: give molecule (one molecule type) or molecules (a mixture), not both")
-    if energy_file is not None and not Path(energy_file).is_file():
-        raise TrajectoryImportError(f"{energy_file}: no such energy file (for {path})")
+    _check_arguments(path, format, topology=topology, block_size=block_size, molecule=molecule,
+                     molecules=molecules, energy_file=energy_file)
     mol = _resolve_molecule(molecule, path)
     specs = None if molecules is None else _resolve_specs(molecules, path)
-    if format == "lammps":
-        if lammps_units not in _LAMMPS_UNITS:
-            raise TrajectoryImportError(
-                f"{path}: a LAMMPS dump needs its unit style declared (lammps_units: real or metal), "
-                f"got {lammps_units!r}"
-            )
-        if topology is None:
-            raise TrajectoryImportError(f"{path}: a LAMMPS dump needs its data file (topology) for masses")
-        energies = (None if energy_file is None or first_block_only
-                    else _lammps_log_energies(Path(energy_file), lammps_units))
-        topo, n_atoms, raw_blocks = _read_lammps(path, Path(topology), lammps_units, timestep_fs, block_size,
-                                                 specs=specs, energies=energies, check_frames=not first_block_only)
-    elif format == "gromacs":
-        if topology is None:
-            raise TrajectoryImportError(f"{path}: a GROMACS .trr needs a topology (.tpr, .gro or .top)")
-        edr = Path(energy_file) if energy_file is not None else path.with_suffix(".edr")
-        energies = (_edr_energies(edr, required=energy_file is not None)
-                    if edr.is_file() and not first_block_only else None)
-        topo, n_atoms, raw_blocks = _read_gromacs(path, Path(topology), block_size, energies=energies,
-                                                  energy_source=edr)
-    else:
-        if energy_file is not None and not first_block_only:
-            raise TrajectoryImportError(f"{energy_file}: an extxyz file carries its own energies (each frame's "
-                                        "'energy'); energy_file is for LAMMPS logs and GROMACS .edr files")
-        topo, n_atoms, raw_blocks = _read_extxyz(path, None if topology is None else Path(topology), block_size)
-    if specs is not None:
-        # LAMMPS data files and GROMACS topologies state masses; an extxyz may carry element masses only
-        topo = _apply_molecules(topo, specs, n_atoms, path, check_masses=format != "extxyz")
-    topo = _apply_molecule(topo, mol, n_atoms, path)
-    if topo is None:
-        raise TrajectoryImportError(
-            f"{path}: the files do not say which atoms form molecules (or their masses); give a molecule "
-            "definition (molecule: a built-in name or a YAML file)"
-        )
-    if topo.n_atoms != n_atoms:
-        raise TrajectoryImportError(
-            f"{path}: {n_atoms} atoms in the trajectory but {topo.n_atoms} in the topology"
-            + (f" {topology}" if topology else "")
-        )
+    topo, n_atoms, raw_blocks = _open_trajectory(
+        path, format, topology=topology, lammps_units=lammps_units, timestep_fs=timestep_fs, block_size=block_size,
+        specs=specs, energy_file=energy_file, first_block_only=first_block_only)
+    topo = _import_topology(topo, n_atoms, path, format, topology=topology, mol=mol, specs=specs)
     metadata = {"source": str(path), "format": format, **({"topology": str(topology)} if topology else {}),
                 **({"lammps_units": lammps_units} if format == "lammps" else {})}
+
+    def to_frames(arrays: dict[str, Any], offset: int) -> Frames:
+        return _frames_of(arrays, offset, path, topo, state, metadata)
+
     # the first block is read now, so that a file without forces or box fails at once
     raw_iter = iter(raw_blocks)
     first = next(raw_iter, None)
     if first is None:
         raise TrajectoryImportError(f"{path}: no frames")
-
-    def frames_of(arrays: dict[str, Any], offset: int) -> Frames:
-        _check_arrays(arrays, path, offset)
-        try:
-            check_positions_in_range(arrays["positions"], arrays["box"],
-                                     frame_numbers=offset + np.arange(len(arrays["positions"])))
-        except FramesError as exc:
-            raise TrajectoryImportError(f"{path}: {str(exc).replace('particle', 'atom', 1)}") from None
-        try:
-            return Frames(
-                positions=arrays["positions"], box=arrays["box"], forces=arrays["forces"],
-                velocities=arrays.get("velocities"), time_fs=arrays["time_fs"], types=topo.types,
-                type_names=topo.type_names, masses=topo.masses, molecule_ids=topo.molecule_ids, state=state,
-                potential_energy_kcal_mol=arrays.get("potential_energy"), metadata=dict(metadata),
-            )
-        except FramesError as exc:
-            raise TrajectoryImportError(f"{path}: frames {offset}..: {exc}") from None
-
-    first_frames = frames_of(first, 0)
-
-    def generate() -> Iterator[Frames]:
-        offset = first_frames.n_frames
-        yield first_frames
-        for arrays in raw_iter:
-            block = frames_of(arrays, offset)
-            if (block.velocities is None) != (first_frames.velocities is None):
-                raise TrajectoryImportError(f"{path}: velocities present in some frames only (frame {offset})")
-            if (block.potential_energy_kcal_mol is None) != (first_frames.potential_energy_kcal_mol is None):
-                raise TrajectoryImportError(f"{path}: potential energies present in some frames only (frame {offset})")
-            offset += block.n_frames
-            yield block
-
-    return topo, generate()
+    return topo, _later_blocks(to_frames(first, 0), raw_iter, path, to_frames)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -278,8 +316,9 @@ def _check_arrays(arrays: dict[str, Any], path: Path, offset: int = 0) -> None:
         )
     for name in ("positions", "forces", "velocities"):
         value = arrays.get(name)
-        if value is not None and not np.all(np.isfinite(value)):
-            frame, atom = np.argwhere(~np.isfinite(value))[0][:2]
+        bad = None if value is None else first_nonfinite(value)
+        if bad is not None:
+            frame, atom = bad[:2]
             raise TrajectoryImportError(f"{path}: {name} hold NaN or inf (frame {offset + frame}, atom {atom})")
     box = arrays["box"]
     if box is None or not np.all(np.isfinite(box)) or np.any(np.abs(np.linalg.det(box)) < 1e-9):
@@ -340,7 +379,7 @@ def _apply_molecules(topo: Topology | None, specs: list[_MoleculeSpec], n_atoms:
             f"{path}: a mixture needs the file's molecules and their types (a GROMACS .tpr or .top, a "
             "LAMMPS data file with molecule IDs, an extxyz with molecule ids and molecule types)")
     by_name = {s.name_in_file: k for k, s in enumerate(specs)}
-    groups = _molecule_atoms(topo)
+    groups = topo.molecule_atoms()
     component_of = np.empty(len(groups), dtype=np.int64)
     unknown: dict[str, int] = {}
     for m, atoms in enumerate(groups):
@@ -388,13 +427,6 @@ def _apply_molecules(topo: Topology | None, specs: list[_MoleculeSpec], n_atoms:
                     type_names=type_names, types=np.array([type_names.index(t) for t in atom_types]))
 
 
-def _molecule_atoms(topo: Topology) -> list[np.ndarray]:
-    """Atom indices (sorted) of each molecule of ``topo``, by molecule id."""
-    order = np.argsort(topo.molecule_ids, kind="stable")
-    bounds = np.flatnonzero(np.diff(topo.molecule_ids[order])) + 1
-    return np.split(order, bounds)
-
-
 # --------------------------------------------------------------------------------------------------
 # potential energies: LAMMPS logs, GROMACS .edr
 # --------------------------------------------------------------------------------------------------
@@ -436,7 +468,7 @@ def _edr_energies(path: Path, *, required: bool) -> tuple[np.ndarray, np.ndarray
         message = f"{path}: reading a GROMACS .edr needs pyedr (pip install pyedr)"
         if required:
             raise TrajectoryImportError(message) from None
-        warnings.warn(message + "; importing without potential energies", stacklevel=3)
+        warnings.warn(message + "; importing without potential energies", stacklevel=4)
         return None
     try:
         with warnings.catch_warnings():
@@ -483,11 +515,9 @@ def _apply_molecule(topo: Topology | None, molecule: "Molecule | None", n_atoms:
     site_types = [type_names.index(s.type) for s in molecule.sites]
     if topo is not None and topo.n_atoms == n_atoms:
         # the file's molecules (numbered by first appearance) must be the definition's, atom after atom
-        _, first, inverse = np.unique(topo.molecule_ids, return_index=True, return_inverse=True)
-        rank = np.empty(len(first), dtype=np.int64)
-        rank[np.argsort(first)] = np.arange(len(first))
+        ids, n_found = _numbered_by_first_appearance(topo.molecule_ids)
         expected = np.repeat(np.arange(n_molecules), n_sites)
-        if len(first) == n_molecules and not np.array_equal(rank[inverse.reshape(-1)], expected):
+        if n_found == n_molecules and not np.array_equal(ids, expected):
             raise TrajectoryImportError(
                 f"{path}: the atoms of each molecule in the file are not contiguous in {molecule.name}'s "
                 "site order, as a molecule definition requires"
@@ -502,14 +532,20 @@ def _apply_molecule(topo: Topology | None, molecule: "Molecule | None", n_atoms:
     )
 
 
+def _numbered_by_first_appearance(keys: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per-atom molecule keys (any values) as ids 0.. numbered in order of first appearance (equal
+    keys, equal ids), and the number of distinct keys."""
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return rank[inverse.reshape(-1)], len(first)
+
+
 def _topology_from_arrays(names: list[str], molecule_keys: np.ndarray, molecule_names_per_atom: list[str],
                           masses: np.ndarray, atom_types: list[str]) -> Topology:
     """A Topology from per-atom arrays; molecules numbered 0.. in order of first appearance."""
-    _, first, inverse = np.unique(molecule_keys, return_index=True, return_inverse=True)
-    rank = np.empty(len(first), dtype=np.int64)
-    rank[np.argsort(first)] = np.arange(len(first))
-    molecule_ids = rank[inverse.reshape(-1)]
-    molecule_names = [""] * len(first)
+    molecule_ids, n_molecules = _numbered_by_first_appearance(molecule_keys)
+    molecule_names = [""] * n_molecules
     for atom, mol in enumerate(molecule_ids):
         if not molecule_names[mol]:
             molecule_names[mol] = molecule_names_per_atom[atom]
@@ -569,7 +605,7 @@ def _check_trr(path: Path) -> int:
                     n_frames -= 1
                     warnings.warn(f"{path}: the last frame (frame {n_frames}) is cut off, as when a run is killed "
                                   f"while writing; importing the {n_frames} complete frames", TrajectoryImportWarning,
-                                  stacklevel=4)
+                                  stacklevel=5)
     except (OSError, EOFError, ValueError, RuntimeError, StopIteration) as exc:
         raise TrajectoryImportError(
             f"{path}: not a GROMACS .trr file, or damaged in its first frame (the XDR reader says: {exc})"
@@ -676,7 +712,7 @@ def _check_lammps_frames(path: Path, n_read: int) -> None:
     if n_headers > n_read:
         warnings.warn(f"{path}: {n_headers} frame headers but {n_read} complete frames: the last frame is cut off, "
                       f"as when a run is killed while writing; importing the {n_read} complete frames",
-                      TrajectoryImportWarning, stacklevel=5)
+                      TrajectoryImportWarning, stacklevel=6)
 
 
 def _read_lammps(path: Path, data_file: Path, unit_style: str, timestep_fs: float | None, block_size: int, *,
@@ -967,12 +1003,18 @@ def _read_extxyz(path: Path, topology: Path | None,
 # the stage
 # --------------------------------------------------------------------------------------------------
 
-def check_import_composition(topology: Topology, state: StatePoint, item: Any) -> dict[str, int] | None:
-    """The molecule counts of an imported mixture, checked against the declared state's mole fractions
-    (each within half a molecule); None for one molecule type. A mixture's state must declare them."""
+def _molecule_counts(topology: Topology) -> dict[str, int]:
+    """Molecule type -> number of molecules, in order of first appearance."""
     counts: dict[str, int] = {}
     for name in topology.molecule_names:
         counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def check_import_composition(topology: Topology, state: StatePoint, item: Any) -> dict[str, int] | None:
+    """The molecule counts of an imported mixture, checked against the declared state's mole fractions
+    (each within half a molecule); None for one molecule type. A mixture's state must declare them."""
+    counts = _molecule_counts(topology)
     if len(counts) < 2:
         if state.mole_fractions is not None:
             raise TrajectoryImportError(f"{item.path}: the state declares mole_fractions, but the file holds one "
@@ -1018,9 +1060,9 @@ class ImportPeek(NamedTuple):
 
 
 def _import_arguments(item: Any) -> dict[str, Any]:
-    return {"format": item.format, "topology": item.topology, "lammps_units": item.lammps_units,
-            "molecule": item.molecule, "timestep_fs": item.timestep_fs, "molecules": item.molecules,
-            "energy_file": item.energy_file}
+    """The keyword arguments of :func:`iter_trajectory` that an import (an ImportConfig) gives."""
+    return {"topology": item.topology, "lammps_units": item.lammps_units, "molecule": item.molecule,
+            "timestep_fs": item.timestep_fs, "molecules": item.molecules, "energy_file": item.energy_file}
 
 
 def peek_import(item: Any) -> ImportPeek:
@@ -1031,16 +1073,13 @@ def peek_import(item: Any) -> ImportPeek:
     ``item``: an :class:`~thermocg.config.ImportConfig` (or anything with its attributes). A study
     calls this in its validation (the density of a temperature-only state, the cutoffs against the
     box); :func:`resolve_import_states` uses it."""
-    arguments = _import_arguments(item)
     with warnings.catch_warnings():
         # (a cut-off last frame concerns the import, which says so; the first frame is whole)
         warnings.simplefilter("ignore", TrajectoryImportWarning)
-        topo, blocks = iter_trajectory(item.path, arguments.pop("format"), block_size=1, first_block_only=True,
-                                       **arguments)
+        topo, blocks = iter_trajectory(item.path, item.format, block_size=1, first_block_only=True,
+                                       **_import_arguments(item))
         first = next(blocks)
-    counts: dict[str, int] = {}
-    for name in topo.molecule_names:
-        counts[name] = counts.get(name, 0) + 1
+    counts = _molecule_counts(topo)
     return ImportPeek(box_A=first.box[0].copy(), n_molecules=len(topo.molecule_names),
                       density_g_cm3=float(first.density_g_cm3[0]), n_atoms=topo.n_atoms,
                       mass_amu=float(topo.masses.sum()), molecule_counts=counts, time_fs=float(first.time_fs[0]))
@@ -1099,6 +1138,82 @@ def _source_files(item: Any) -> list[str]:
     return [str(f) for f in dict.fromkeys(files) if f is not None]
 
 
+def _imports_to_run(config: "Config", state: str | list[str] | None) -> list[tuple[Any, str, bool]]:
+    """(import, state label, density taken from the data) of every import of ``config`` to run (those
+    labelled ``state`` when given). Every import declares a state, the temperature-only ones get
+    the density of their data (:func:`resolve_import_states`), no two share a label, and every
+    wanted label is declared."""
+    if not config.imports:
+        raise TrajectoryImportError("imports: the config lists no trajectories to import")
+    for k, item in enumerate(config.imports):
+        if item.state is None:
+            raise TrajectoryImportError(f"imports[{k}] ({item.path}): declare the state point "
+                                        "(state: temperature_K ...)")
+    from_data = [item.state.density_from_data for item in config.imports]
+    resolve_import_states(config)
+    labels = [item.state.to_state().label for item in config.imports]
+    for k, (item, label) in enumerate(zip(config.imports, labels)):
+        if labels.count(label) > 1:
+            raise TrajectoryImportError(f"imports[{k}] ({item.path}): state {label} is imported twice")
+    if state is not None:
+        wanted = {state} if isinstance(state, str) else set(state)
+        missing = sorted(wanted - set(labels))
+        if missing:
+            raise TrajectoryImportError(f"imports: no trajectory declared for state(s) {missing} (declared: {labels})")
+    return [(item, label, density_from_data) for item, label, density_from_data in zip(config.imports, labels, from_data)
+            if state is None or label in wanted]
+
+
+def _import_one(item: Any, label: str, rd: Any, *, density_from_data: bool) -> Path:
+    """Import one trajectory into ``rd.allatom(label)`` (:func:`run_import`), streaming it block by
+    block to traj.h5md while thermo.csv gathers each frame's time (ps), volume (A^3) and density
+    (g/cm^3); the mean density is checked against the state's (:func:`check_import_density`)."""
+    from thermocg import provenance
+    from thermocg.config import to_dict, write_resolved
+    from thermocg.dataset import H5MDWriter
+    from thermocg.rundir import atomic_write_text
+
+    point = item.state.to_state()
+    topo, blocks = iter_trajectory(item.path, item.format, state=point, **_import_arguments(item))
+    composition = check_import_composition(topo, point, item)
+    out_dir = rd.allatom(label)
+    prov = provenance.collect(_source_files(item))
+    first = next(blocks)
+    rows = ["time_ps,volume_A3,density_g_cm3"]
+    densities_list: list[np.ndarray] = []
+    with H5MDWriter(
+        rd.allatom_trajectory(label), types=topo.types, type_names=topo.type_names, masses=topo.masses,
+        kind="allatom", state=point, has_forces=True, has_velocities=first.velocities is not None,
+        molecule_ids=topo.molecule_ids, metadata={**first.metadata, "provenance": prov},
+        has_potential_energy=first.potential_energy_kcal_mol is not None,
+    ) as writer:
+        for block in itertools.chain([first], blocks):
+            writer.append_frames(block)
+            densities_list.append(block.density_g_cm3)
+            for t, v, d in zip(block.time_fs * units.FS_TO_PS, block.volume_A3, block.density_g_cm3):
+                rows.append(f"{t:.6f},{v:.6f},{d:.6f}")
+        n_frames = writer.n_frames
+    densities = np.concatenate(densities_list)
+    check_import_density(item, float(densities.mean()), from_first_frame=density_from_data)
+    topo.save(out_dir / "topology.json")
+    atomic_write_text(out_dir / "thermo.csv", "\n".join(rows) + "\n")
+    metadata = {
+        "state": point.to_dict(),
+        "source": {"format": item.format, **to_dict(item)},
+        "n_frames": n_frames,
+        "n_atoms": topo.n_atoms,
+        "box_density_g_cm3": {"mean": float(densities.mean()), "min": float(densities.min()),
+                              "max": float(densities.max())},
+        "density_source": "first frame of the data" if density_from_data else "declared",
+        "potential_energies": first.potential_energy_kcal_mol is not None,
+        **({"molecule_counts": composition} if composition else {}),
+        "provenance": prov,
+    }
+    atomic_write_text(out_dir / "metadata.json", json.dumps(metadata, indent=2, default=str))
+    write_resolved(item, out_dir / "resolved.yaml")
+    return rd.allatom_trajectory(label)
+
+
 def run_import(config: "Config", run_dir: str | os.PathLike, *,
                state: str | list[str] | None = None) -> list[Path]:
     """Import every trajectory of ``config.imports`` (or those whose state label is in ``state``)
@@ -1109,76 +1224,8 @@ def run_import(config: "Config", run_dir: str | os.PathLike, *,
     ``metadata.json`` (state point, source files and their sha256, versions) and ``resolved.yaml``.
     Relative paths in the config are relative to the working directory. Returns the trajectories.
     """
-    from thermocg import provenance
-    from thermocg.config import to_dict, write_resolved
-    from thermocg.dataset import H5MDWriter
-    from thermocg.rundir import RunDir, atomic_write_text
+    from thermocg.rundir import RunDir
 
-    if not config.imports:
-        raise TrajectoryImportError("imports: the config lists no trajectories to import")
-    for k, item in enumerate(config.imports):
-        if item.state is None:
-            raise TrajectoryImportError(f"imports[{k}] ({item.path}): declare the state point "
-                                        "(state: temperature_K ...)")
-    from_data = {id(item): item.state.density_from_data for item in config.imports}
-    resolve_import_states(config)
+    to_run = _imports_to_run(config, state)
     rd = RunDir(run_dir)
-    labels = [item.state.to_state().label for item in config.imports]
-    for k, (item, label) in enumerate(zip(config.imports, labels)):
-        if labels.count(label) > 1:
-            raise TrajectoryImportError(f"imports[{k}] ({item.path}): state {label} is imported twice")
-    if state is not None:
-        wanted = {state} if isinstance(state, str) else set(state)
-        missing = sorted(wanted - set(labels))
-        if missing:
-            raise TrajectoryImportError(f"imports: no trajectory declared for state(s) {missing} (declared: {labels})")
-    outputs = []
-    for item, label in zip(config.imports, labels):
-        if state is not None and label not in wanted:
-            continue
-        point = item.state.to_state()
-        topo, blocks = iter_trajectory(item.path, item.format, topology=item.topology,
-                                       lammps_units=item.lammps_units, state=point, molecule=item.molecule,
-                                       timestep_fs=item.timestep_fs, molecules=item.molecules,
-                                       energy_file=item.energy_file)
-        composition = check_import_composition(topo, point, item)
-        out_dir = rd.allatom(label)
-        prov = provenance.collect(_source_files(item))
-        first = next(blocks)
-        rows = ["time_ps,volume_A3,density_g_cm3"]
-        densities_list: list[np.ndarray] = []
-        n_frames = 0
-        with H5MDWriter(
-            rd.allatom_trajectory(label), types=topo.types, type_names=topo.type_names, masses=topo.masses,
-            kind="allatom", state=point, has_forces=True, has_velocities=first.velocities is not None,
-            molecule_ids=topo.molecule_ids, metadata={**first.metadata, "provenance": prov},
-            has_potential_energy=first.potential_energy_kcal_mol is not None,
-        ) as writer:
-            for block in itertools.chain([first], blocks):
-                writer.append(block.positions, block.box, forces=block.forces, velocities=block.velocities,
-                              time_fs=block.time_fs, potential_energy_kcal_mol=block.potential_energy_kcal_mol)
-                n_frames += block.n_frames
-                densities_list.append(block.density_g_cm3)
-                for t, v, d in zip(block.time_fs * units.FS_TO_PS, block.volume_A3, block.density_g_cm3):
-                    rows.append(f"{t:.6f},{v:.6f},{d:.6f}")
-        trajectory = rd.allatom_trajectory(label)
-        densities = np.concatenate(densities_list)
-        check_import_density(item, float(densities.mean()), from_first_frame=from_data[id(item)])
-        topo.save(out_dir / "topology.json")
-        atomic_write_text(out_dir / "thermo.csv", "\n".join(rows) + "\n")
-        metadata = {
-            "state": point.to_dict(),
-            "source": {"format": item.format, **to_dict(item)},
-            "n_frames": n_frames,
-            "n_atoms": topo.n_atoms,
-            "box_density_g_cm3": {"mean": float(densities.mean()), "min": float(densities.min()),
-                                  "max": float(densities.max())},
-            "density_source": "first frame of the data" if from_data[id(item)] else "declared",
-            "potential_energies": first.potential_energy_kcal_mol is not None,
-            **({"molecule_counts": composition} if composition else {}),
-            "provenance": prov,
-        }
-        atomic_write_text(out_dir / "metadata.json", json.dumps(metadata, indent=2, default=str))
-        write_resolved(item, out_dir / "resolved.yaml")
-        outputs.append(trajectory)
-    return outputs
+    return [_import_one(item, label, rd, density_from_data=from_data) for item, label, from_data in to_run]
