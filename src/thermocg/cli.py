@@ -8,6 +8,7 @@ the command, so ``thermocg --help`` is instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -27,6 +28,8 @@ class Command:
     exit_status: str | None = None
     #: for a command without a config: the option naming the directory whose run-directory lock it holds
     lock: str | None = None
+    #: may run as several processes under torchrun (rank 0 holds the run directory's lock)
+    distributed: bool = False
 
 
 _STATE = (("--state",), {"action": "append", "help": "state label(s) to restrict to (default: all)"})
@@ -42,9 +45,11 @@ COMMANDS: tuple[Command, ...] = (
                 _STATE, (("--output",), {"help": "output directory (default: RUN_DIR/gromacs)"}))),
     Command("map", "thermocg.mapping:run_map", "map all-atom trajectories to CG bead datasets", (_STATE,)),
     Command("rdf", "thermocg.analysis.rdf:run_rdf", "RDFs per bead-type pair of the CG datasets", (_STATE,)),
-    Command("train", "thermocg.train:run_train", "train HIP-NN-TS by force matching",
+    Command("train", "thermocg.train:run_train",
+            "train HIP-NN-TS by force matching (data-parallel when launched with torchrun -m thermocg train)",
             ((("--name",), {"help": "model name (default from the config)"}),
-             (("--train-states",), {"nargs": "+", "help": "state labels to train on (default: all)"}))),
+             (("--train-states",), {"nargs": "+", "help": "state labels to train on (default: all)"})),
+            distributed=True),
     Command("fit-pair", "thermocg.mscg:run_fit_pair", "fit the MS-CG pair-potential baseline",
             ((("--name",), {"help": "model name"}),
              (("--train-states",), {"nargs": "+", "help": "state labels to fit on (default: all)"}))),
@@ -156,6 +161,13 @@ def _load(target: str) -> Any:
     return getattr(importlib.import_module(module_name), func_name)
 
 
+def _torchrun_rank() -> int | None:
+    """This process's rank when torchrun started several (``WORLD_SIZE`` > 1), else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    return int(os.environ.get("RANK", "0"))
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     parser = build_parser()
@@ -165,13 +177,21 @@ def main(argv: list[str] | None = None) -> int:
     from thermocg.config import ConfigError, load_config
     from thermocg.rundir import run_dir_lock
 
+    rank = _torchrun_rank()
+    if rank is not None and not cmd.distributed:
+        print(f"thermocg {cmd.name}: error: only `thermocg train` runs on several processes; start this "
+              "command without torchrun", file=sys.stderr)
+        return 2
     try:
         if cmd.needs_config:
             config = load_config(args.config)
             if args.run_dir:
                 config.run_dir = os.path.abspath(args.run_dir)
-            # one writer per run directory: a second command on it is refused at once
-            with run_dir_lock(config.run_dir, command=f"thermocg {cmd.name} {args.config}"):
+            # one writer per run directory: a second command on it is refused at once (under torchrun
+            # the writer is rank 0; the other ranks of the same run do not take the lock)
+            lock = (run_dir_lock(config.run_dir, command=f"thermocg {cmd.name} {args.config}") if not rank
+                    else contextlib.nullcontext())
+            with lock:
                 result = _load(cmd.target)(config, config.run_dir, **options)
         elif cmd.lock is not None:
             with run_dir_lock(options[cmd.lock], command=f"thermocg {cmd.name} --{cmd.lock} {options[cmd.lock]}"):
