@@ -133,6 +133,13 @@ class RunMDOptions:
         return data
 
 
+def _option_names(message: str) -> str:
+    """``message`` with the ``simulate.key`` names of the MD stage as run-md's ``--key`` options."""
+    for key in (*_SIMULATE_OPTIONS, "temperature_K", "duration_ps"):
+        message = message.replace(f"simulate.{key}", "--" + key.replace("_", "-"))
+    return message
+
+
 def _simulate_settings(temperature_K: float, duration_ps: float, given: dict[str, Any]) -> Any:
     """A SimulateConfig from run-md's options; its errors name the command-line options."""
     from thermocg.config import ConfigError, SimulateConfig
@@ -141,10 +148,7 @@ def _simulate_settings(temperature_K: float, duration_ps: float, given: dict[str
     try:
         return SimulateConfig(temperature_K=temperature_K, duration_ps=duration_ps, **values)
     except ConfigError as exc:
-        message = str(exc)
-        for key in (*_SIMULATE_OPTIONS, "temperature_K", "duration_ps"):
-            message = message.replace(f"simulate.{key}", "--" + key.replace("_", "-"))
-        raise MDInputError(message) from None
+        raise MDInputError(_option_names(str(exc))) from None
 
 
 def run_md(*, model: str | os.PathLike, structure: str | os.PathLike, temperature_K: float, duration_ps: float,
@@ -188,8 +192,11 @@ def run_md(*, model: str | os.PathLike, structure: str | os.PathLike, temperatur
                     device=str(device_name), progress=progress)
     if continue_run:
         _check_same_start(job, initial, options)
-        summary = (_continue_state(job) if options.engine == "thermocg"
-                   else _continue_external(job, options))
+        try:
+            summary = (_continue_state(job) if options.engine == "thermocg"
+                       else _continue_external(job, options))
+        except ValueError as exc:  # the MD stage names config keys: name run-md's options instead
+            raise type(exc)(_option_names(str(exc))) from None
     else:
         from thermocg.dataset import write_frames
 
