@@ -36,7 +36,8 @@ overrides the file. :func:`read_structure` requires a mass for every bead; :func
 reports whether the masses are known (the mass density needs them; the other analyses do not).
 
 Time: our H5MD, extxyz files with a ``time_fs`` entry (thermocg writes it) and MDAnalysis readers
-that know it (.xtc, .trr, .dcd) give each frame's time; ``frame_interval_fs`` overrides it (a LAMMPS
+that know it (.xtc, .trr, .dcd) give each frame's time (single-precision times that are evenly spaced
+to that precision are put back on their even grid); ``frame_interval_fs`` overrides it (a LAMMPS
 dump's frames are numbered by step, not time).
 """
 
@@ -414,6 +415,10 @@ def _read_mdanalysis(path: Path, topology: Path | None, frame_index: int | None)
             if hasattr(atoms, attr) and (attr != "types" or attr in read):
                 candidates.append((what, np.asarray(getattr(atoms, attr), dtype=object)))
         masses = np.asarray(atoms.masses, dtype=np.float64) if "masses" in read else None
+    if not candidates:
+        raise StructureError(f"{path}: the file names no atom or bead types; a trajectory needs --topology "
+                             "(.gro, .pdb, LAMMPS data, .tpr ...)" if topology is None else
+                             f"{topology}: the topology names no atom or bead types")
     trajectory = u.trajectory
     n_frames = len(trajectory)
     if frame_index is not None:
@@ -433,8 +438,18 @@ def _read_mdanalysis(path: Path, topology: Path | None, frame_index: int | None)
             positions.append(np.array(ts.positions, dtype=np.float64))
             boxes.append(triclinic_vectors(np.asarray(ts.dimensions, dtype=np.float64)).astype(np.float64))
             times.append(float(ts.time) * 1000.0)  # MDAnalysis time is in ps
-    time_fs = np.asarray(times) if time_known else None
+    time_fs = _snap_to_grid(np.asarray(times)) if time_known else None
     return _Raw(path, np.asarray(positions), np.asarray(boxes), time_fs, candidates, masses)
+
+
+def _snap_to_grid(times_fs: np.ndarray) -> np.ndarray:
+    """Times kept in single precision (.xtc, .dcd) put back on their even grid when they are even to
+    that precision (1e-6 of the largest time), so that the MSD sees evenly spaced frames."""
+    if len(times_fs) < 3:
+        return times_fs
+    grid = np.linspace(times_fs[0], times_fs[-1], len(times_fs))
+    tolerance = 1e-6 * max(float(np.abs(times_fs).max()), 1.0)
+    return grid if np.abs(times_fs - grid).max() <= tolerance else times_fs
 
 
 def _mda_knows_time(trajectory: Any) -> bool:
