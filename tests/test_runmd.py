@@ -321,3 +321,24 @@ def test_the_output_directory_is_locked(model, tmp_path, capsys):
                      *SHORT, "--output", str(out)]) == 2
     assert "in use by" in capsys.readouterr().err
     assert not (out / "traj.h5md").exists()
+
+
+def test_docs_cli_examples_run(tmp_path, monkeypatch):
+    """The Python block and every `thermocg` command of docs/cli.md, in order, in a fresh directory."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "cli.md").read_text()
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for block in re.findall(r"```python\n(.*?)```", text, flags=re.S):
+        exec(compile(block, "docs/cli.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    commands = [line for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+                for line in block.replace("\\\n", " ").splitlines() if line.startswith("thermocg ")]
+    assert len(commands) == 6
+    for command in commands:
+        assert main(shlex.split(command)[1:]) == 0, command
+    summary = json.loads((tmp_path / "openmm_vs_thermocg" / "summary.json").read_text())
+    assert summary["comparison"]["rdf_error"] < 0.2
+    assert json.loads((tmp_path / "run_thermocg" / "summary.json").read_text())["n_steps"] == 1000

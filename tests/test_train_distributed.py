@@ -9,7 +9,6 @@ of force_loss over the batch, for every loss kind, an empty shard included.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys

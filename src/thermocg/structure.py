@@ -32,7 +32,7 @@ Masses (amu) come from the file where it states them: our H5MD, a LAMMPS data ``
 extxyz ``masses`` array, a topology that carries masses (.tpr, .psf). .gro and .pdb files have none
 (MDAnalysis would guess them from element names, which CG bead names are not), nor does a model file
 (a potential has no masses). ``masses_amu`` (``{"MeOH": 32.04}``, per bead type after renaming)
-overrides the file. :func:`read_structure` requires a mass for every bead; :func:`read_trajectory`
+overrides the file. :func:`read_structure` requires a mass for every bead; :func:`load_trajectory`
 reports whether the masses are known (the mass density needs them; the other analyses do not).
 
 Time: our H5MD, extxyz files with a ``time_fs`` entry (thermocg writes it) and MDAnalysis readers
@@ -55,7 +55,7 @@ import numpy as np
 
 from thermocg.frames import Frames, FramesError, StatePoint
 
-__all__ = ["StructureError", "read_structure", "read_trajectory", "LoadedTrajectory", "parse_assignments",
+__all__ = ["StructureError", "read_structure", "load_trajectory", "LoadedTrajectory", "parse_assignments",
            "lammps_data_header"]
 
 #: suffixes of our H5MD files and of ASE's formats; every other file goes to MDAnalysis
@@ -175,7 +175,7 @@ def read_structure(path: str | os.PathLike, *, type_names: Sequence[str] | None 
     return _frames(raw, names, masses, source, state=None if temperature_K is None else StatePoint(temperature_K))
 
 
-def read_trajectory(path: str | os.PathLike, *, topology: str | os.PathLike | None = None,
+def load_trajectory(path: str | os.PathLike, *, topology: str | os.PathLike | None = None,
                     bead_types: Mapping[str, str] | None = None, masses_amu: Mapping[str, float] | None = None,
                     frame_interval_fs: float | None = None) -> LoadedTrajectory:
     """Every frame of a trajectory, for the analyses (module docstring for the formats).
@@ -405,7 +405,8 @@ def _read_mdanalysis(path: Path, topology: Path | None, frame_index: int | None)
     read = {getattr(a, "attrname", "") for a in getattr(u._topology, "read_attributes", [])}
     if header is not None:
         types = np.asarray(atoms.types, dtype=object)
-        for what, table in (("LAMMPS type label", header["labels"]), ("LAMMPS Masses comment", header["mass_comments"])):
+        for what, table in (("LAMMPS type label", header["labels"]),
+                            ("LAMMPS Masses comment", header["mass_comments"])):
             if table and all(t in table for t in types):
                 candidates.append((what, np.array([table[t] for t in types], dtype=object)))
         candidates.append(("LAMMPS atom type", types))

@@ -6,7 +6,7 @@
         [--discard-fraction 0] [--r-max-A R] [--rdf-bin-width-A 0.05] [--adf-cutoff-A R]
         [--frame-interval-fs DT] [--mass TYPE=AMU] [--bead-type NAME=TYPE]
 
-TRAJ and REF are anything :func:`thermocg.structure.read_trajectory` reads: our H5MD (a run's
+TRAJ and REF are anything :func:`thermocg.structure.load_trajectory` reads: our H5MD (a run's
 traj.h5md, a CG dataset), extxyz, or any trajectory MDAnalysis reads with its topology (.gro/.xtc,
 .pdb/.dcd, LAMMPS data + dump, ...). Per trajectory, over its frames after the first
 ``--discard-fraction`` (default 0: all):
@@ -258,9 +258,9 @@ def analyze(trajectory: Source, reference: Source | None = None, settings: Analy
 
 def _source(path: str | os.PathLike, topology: str | os.PathLike | None, label: str, *, bead_types: dict[str, str],
             masses_amu: dict[str, float], frame_interval_fs: float | None) -> Any:
-    from thermocg.structure import read_trajectory
+    from thermocg.structure import load_trajectory
 
-    loaded = read_trajectory(path, topology=topology, bead_types=bead_types, masses_amu=masses_amu,
+    loaded = load_trajectory(path, topology=topology, bead_types=bead_types, masses_amu=masses_amu,
                              frame_interval_fs=frame_interval_fs)
     metadata = getattr(loaded.frames, "metadata", {}) or {}
     source = Source(frames=loaded.frames, label=label, masses_known=loaded.masses_known,

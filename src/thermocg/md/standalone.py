@@ -122,7 +122,8 @@ class RunMDOptions:
             if not math.isfinite(self.pressure_bar):
                 raise MDInputError(f"--pressure-bar must be finite, got {self.pressure_bar}")
         if int(self.barostat_interval_steps) != self.barostat_interval_steps or self.barostat_interval_steps < 1:
-            raise MDInputError(f"barostat_interval_steps must be a positive integer, got {self.barostat_interval_steps}")
+            raise MDInputError("barostat_interval_steps must be a positive integer, got "
+                               f"{self.barostat_interval_steps}")
 
     def comparable(self) -> dict[str, Any]:
         """The options a continuation must share with the run (all but the structure's path and the
@@ -314,7 +315,8 @@ class _OpenMMDriver:
 
 
 class _LammpsDriver:
-    """``fix langevin`` + ``fix nve`` (or ``fix nph`` at a pressure) of :class:`~thermocg.engines.lammps.LammpsEngine`."""
+    """``fix langevin`` + ``fix nve`` (or ``fix nph`` at a pressure) of
+    :class:`~thermocg.engines.lammps.LammpsEngine`."""
 
     #: LAMMPS errors that mean the dynamics fell apart (a blow-up), not a set-up mistake
     _BLOWUP_MESSAGES = ("Lost atoms", "Out of range atoms", "Non-numeric atom coords", "Bond atoms missing")
