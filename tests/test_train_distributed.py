@@ -22,7 +22,7 @@ from helpers import lj_force_frames
 from thermocg.config import TrainConfig
 from thermocg.frames import StatePoint
 from thermocg.potentials.lj import LennardJones
-from thermocg.train import Trainer, force_loss, train_potential
+from thermocg.train import Trainer, TrainError, force_loss, train_potential
 from thermocg.train.distributed import loss_from_sums
 
 SEED = 5
@@ -72,7 +72,7 @@ def test_sharded_loss_gradient_equals_the_batch_loss_gradient(kind):
         sums.append((d.pow(2).sum(), d.abs().sum(), d.numel()))
     total = [float(sum(float(s[k].detach()) if torch.is_tensor(s[k]) else s[k] for s in sums)) for k in range(3)]
     loss, c_sq, c_abs = loss_from_sums(kind, *total)
-    assert loss == pytest.approx(float(whole), rel=1e-14)
+    assert loss == pytest.approx(float(whole.detach()), rel=1e-14)
     gradient = torch.zeros_like(theta)
     for sq, ab, n in sums:
         if n:
@@ -94,10 +94,20 @@ def _worker(rank: int, world_size: int, init_file: str, frames, configs: dict, o
                                      parallel=DataParallel())
             torch.save({"best": result.potential.state_dict(), "history": result.history,
                         "has_summary": result.summary is not None}, Path(out_root) / f"{dtype}_result{rank}.pt")
+        # rank 1 reads other data: every rank refuses before anything is written
+        other = frames if rank == 0 else dataclasses.replace(frames, positions=frames.positions + 1e-3)
+        trainer = Trainer(configs["float64"], Path(out_root) / f"mismatch_rank{rank}", seed=SEED,
+                          parallel=DataParallel())
+        trainer.prepare([other])
+        try:
+            trainer.resolve()
+        except TrainError as exc:
+            (Path(out_root) / f"mismatch{rank}.txt").write_text(str(exc))
     finally:
         dist.destroy_process_group()
 
 
+@pytest.mark.filterwarnings("ignore::thermocg.train.TrainWarning")  # 3 epochs are meant to be too few
 def test_two_processes_give_the_weights_of_one_process(tmp_path):
     frames = training_frames()
     configs = {dtype: tiny_config(dtype) for dtype in ("float64", "float32")}
@@ -135,6 +145,9 @@ def test_two_processes_give_the_weights_of_one_process(tmp_path):
         trainer.resolve()
         moved = max_relative_difference(last[0], weights_of(trainer.potential.state_dict()))
         assert moved > 1000 * tolerance  # training moved the weights far beyond the tolerance
+    for rank in range(2):
+        message = (tmp_path / f"mismatch{rank}.txt").read_text()
+        assert "rank(s) [1] differ from rank 0's" in message and not (tmp_path / f"mismatch_rank{rank}").exists()
 
 
 @pytest.mark.slow
