@@ -173,3 +173,23 @@ def test_gro_and_xtc_written_by_mdanalysis(tmp_path, capsys):
     assert "needs --topology" in capsys.readouterr().err
     assert main(["analyze", str(tmp_path / "nothing.h5md"), "--output", str(tmp_path / "y")]) == 2
     assert "nothing.h5md: no such file" in capsys.readouterr().err
+
+
+def test_lammps_data_and_dump(tmp_path):
+    """A LAMMPS dump with its data file (types by number, renamed; masses from the data file; times given)."""
+    from helpers import engine_test_liquid
+    from thermocg.engines.lammps import LammpsEngine
+
+    frames, model = engine_test_liquid(125, network=False)
+    with LammpsEngine(model, frames, work_dir=tmp_path / "lammps") as engine:
+        engine.velocities(300.0, seed=1)
+        engine.langevin(temperature_K=300.0, friction_per_ps=1.0, seed=1, timestep_fs=2.0)
+        engine.dump("traj.dump", 10, columns=("id", "type", "x", "y", "z"))
+        engine.run(100)
+    summary = run_cli(tmp_path, tmp_path / "lammps" / "traj.dump", "--topology", tmp_path / "lammps" / "data.lmp",
+                      "--bead-type", "1=M", "--frame-interval-fs", "20")
+    assert summary["trajectory"]["pairs"] == ["M-M"] and summary["trajectory"]["frames_total"] == 11
+    assert summary["inputs"]["bead_types_from"]["trajectory"] == "LAMMPS atom type"
+    expected = 125 * 32.0 / abs(np.linalg.det(frames.box[0])) * 1.66053906660
+    assert summary["trajectory"]["density_g_cm3"] == pytest.approx(expected, rel=1e-6)
+    assert summary["trajectory"]["diffusion_1e5_cm2_s"] > 0
