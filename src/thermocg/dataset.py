@@ -389,7 +389,10 @@ class H5MDDataset:
         if index is None:
             index = slice(None)
         if isinstance(index, (int, np.integer)):
-            index = slice(int(index), int(index) + 1)
+            position = int(index) + (len(self) if index < 0 else 0)  # -1: the last frame, as for a list
+            if not 0 <= position < len(self):
+                raise IndexError(f"{self.path}: frame {int(index)} out of range ({len(self)} frames)")
+            index = slice(position, position + 1)
         if not isinstance(index, slice):
             index = np.asarray(index, dtype=np.int64)
         frame_numbers = np.arange(len(self))[index]
