@@ -539,7 +539,7 @@ class SimulateConfig:
     respa_fast: Literal["prior", "pair"] = "pair"
     #: r-RESPA, fast part "pair": its cutoff (at most the model's), its force spline's knot spacing, and
     #: how many frames of the CG dataset (evenly spread) it is fitted on
-    respa_pair_cutoff_A: float = 6.0
+    respa_pair_cutoff_A: float = 5.0
     respa_pair_spacing_A: float = 0.1
     respa_pair_fit_frames: int = 100
 

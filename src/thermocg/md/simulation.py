@@ -57,7 +57,10 @@ class PotentialForces:
 
     A :class:`~thermocg.md.integrators.ForceProvider` with its own skin neighbour list; results are
     detached and cast to float64. ``types`` are the potential's type indices (N,); ``box`` (3, 3).
-    ``reference_positions`` are the positions the list was last built at.
+    ``reference_positions`` are the positions the list was last built at. A potential with a method
+    ``direct_energy_and_forces(positions, box, types, pairs) -> (energy (), forces (N, 3))`` is
+    evaluated through it instead of autograd (the tabulated fast part of r-RESPA,
+    :class:`~thermocg.md.splitting.TabulatedPair`).
     """
 
     def __init__(self, potential: Potential, types: torch.Tensor, box: torch.Tensor, *, skin_A: float) -> None:
@@ -79,6 +82,10 @@ class PotentialForces:
 
     def __call__(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pairs = self.pairs(positions)
+        direct = getattr(self.potential, "direct_energy_and_forces", None)
+        if direct is not None:  # a potential that gives its forces without autograd
+            energy, forces = direct(positions, self.box, self.types, pairs)
+            return energy.to(STATE_DTYPE), forces.to(STATE_DTYPE)
         energy, forces = energy_and_forces(self.potential, positions, self.box, self.types, pairs=pairs)
         return energy[0].to(STATE_DTYPE), forces[0].to(STATE_DTYPE)
 

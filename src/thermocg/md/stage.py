@@ -509,26 +509,27 @@ def _read_initial(job: _StateJob) -> tuple[Frames, float]:
 
 
 def _fast_part(job: _StateJob, *, continuing: bool) -> tuple[Potential | None, dict[str, Path]]:
-    """The fast part of the model for an r-RESPA run (None otherwise), and the file it was saved to.
+    """The fast part of the model for an r-RESPA run (None otherwise), tabulated for the inner loop
+    (:class:`~thermocg.md.splitting.TabulatedPair`), and the file it was saved to.
 
     ``respa_fast: pair`` is fitted to the model's forces on ``respa_pair_fit_frames`` frames of the
     state's CG dataset and saved as OUT_DIR/respa_fast.safetensors; a continuation loads that file,
     so it integrates with the very same fast part.
     """
-    from thermocg.md.splitting import fit_pair_part, prior_part
+    from thermocg.md.splitting import TabulatedPair, fit_pair_part, prior_part
     from thermocg.potentials.base import load_potential, save_potential
 
     settings = job.settings
     if not settings.is_respa:
         return None, {}
     if settings.respa_fast == "prior":
-        return prior_part(job.potential), {}
+        return TabulatedPair.from_pair_potential(prior_part(job.potential)), {}
     path = job.out_dir / "respa_fast.safetensors"
     if continuing:
         if not path.exists():
             raise FileNotFoundError(f"{path}: the run's fitted fast part is missing; cannot continue it "
                                     "(rerun without --continue)")
-        return load_potential(path, device=job.device), {"respa_fast": path}
+        return TabulatedPair.from_pair_potential(load_potential(path, device=job.device)), {"respa_fast": path}
     from thermocg import provenance
     from thermocg.dataset import H5MDDataset
 
@@ -541,7 +542,7 @@ def _fast_part(job: _StateJob, *, continuing: bool) -> tuple[Potential | None, d
     save_potential(table, path, provenance=provenance.collect(
         [job.model_file, job.dataset], stage="simulate: r-RESPA fast pair part, fitted to the model's forces",
         fit=json.loads(json.dumps(table.fit_info, default=float))))
-    return table, {"respa_fast": path}
+    return TabulatedPair.from_pair_potential(table), {"respa_fast": path}
 
 
 def _simulate_state(job: _StateJob) -> MDRunSummary:
