@@ -181,37 +181,41 @@ def time_hippynn(peer: HippynnMD, n_steps: int, dt_fs: float) -> float:
     return n_steps / (time.perf_counter() - start)
 
 
-def allatom_steps_per_s(molecule_name: str, n_molecules: int, threads: int, n_steps: int, dt_fs: float,
-                        seed: int) -> tuple[float, int, int]:
-    """Steps/s of all-atom OpenMM Langevin MD of ``n_molecules`` molecules at 0.786 g/cm^3 (OpenMM CPU
-    platform, default settings), the number of atoms and of constraints."""
-    import openmm
+class AllAtomMD:
+    """All-atom OpenMM Langevin MD of ``n_molecules`` molecules at 0.786 g/cm^3 (OpenMM CPU platform with
+    its default settings), built, minimised and warmed up once; :meth:`steps_per_s` times a stretch."""
 
-    from thermocg import units
-    from thermocg.allatom.build import build_box
-    from thermocg.allatom.molecules import get_molecule
-    from thermocg.allatom.runner import build_system, resolve_cutoff_A
+    def __init__(self, molecule_name: str, n_molecules: int, threads: int, dt_fs: float, seed: int) -> None:
+        import openmm
 
-    molecule = get_molecule(molecule_name)
-    positions, box = build_box(molecule, n_molecules, 0.786, rng=np.random.default_rng(seed))
-    cutoff = resolve_cutoff_A(molecule, box)
-    system = build_system(molecule, n_molecules, box, cutoff_A=cutoff)
-    integrator = openmm.LangevinMiddleIntegrator(300.0, 1.0, dt_fs * units.FS_TO_PS)
-    integrator.setRandomNumberSeed(seed)
-    platform = openmm.Platform.getPlatformByName("CPU")
-    context = openmm.Context(system, integrator, platform, {"Threads": str(threads)})
-    context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in np.asarray(box) * units.A_TO_NM])
-    context.setPositions(np.asarray(positions) * units.A_TO_NM)
-    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
-    context.setVelocitiesToTemperature(300.0, seed)
-    integrator.step(50)  # warm-up
-    start = time.perf_counter()
-    integrator.step(n_steps)
-    energy = context.getState(getEnergy=True).getPotentialEnergy()._value
-    elapsed = time.perf_counter() - start
-    if not np.isfinite(energy):
-        raise SystemExit(f"the all-atom run at {dt_fs} fs is unstable (energy {energy})")
-    return n_steps / elapsed, system.getNumParticles(), system.getNumConstraints()
+        from thermocg import units
+        from thermocg.allatom.build import build_box
+        from thermocg.allatom.molecules import get_molecule
+        from thermocg.allatom.runner import build_system, resolve_cutoff_A
+
+        molecule = get_molecule(molecule_name)
+        positions, box = build_box(molecule, n_molecules, 0.786, rng=np.random.default_rng(seed))
+        system = build_system(molecule, n_molecules, box, cutoff_A=resolve_cutoff_A(molecule, box))
+        self.n_atoms, self.n_constraints = system.getNumParticles(), system.getNumConstraints()
+        self.dt_fs = dt_fs
+        self.integrator = openmm.LangevinMiddleIntegrator(300.0, 1.0, dt_fs * units.FS_TO_PS)
+        self.integrator.setRandomNumberSeed(seed)
+        platform = openmm.Platform.getPlatformByName("CPU")
+        self.context = openmm.Context(system, self.integrator, platform, {"Threads": str(threads)})
+        self.context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in np.asarray(box) * units.A_TO_NM])
+        self.context.setPositions(np.asarray(positions) * units.A_TO_NM)
+        openmm.LocalEnergyMinimizer.minimize(self.context, 10.0, 200)
+        self.context.setVelocitiesToTemperature(300.0, seed)
+        self.integrator.step(50)  # warm-up
+
+    def steps_per_s(self, n_steps: int) -> float:
+        start = time.perf_counter()
+        self.integrator.step(n_steps)
+        energy = self.context.getState(getEnergy=True).getPotentialEnergy()._value
+        elapsed = time.perf_counter() - start
+        if not np.isfinite(energy):
+            raise SystemExit(f"the all-atom run at {self.dt_fs} fs is unstable (energy {energy})")
+        return n_steps / elapsed
 
 
 def ns_per_day(steps_per_s: float, dt_fs: float) -> float:
@@ -251,7 +255,7 @@ def main() -> None:
                         help="inner steps per outer step; 0: no r-RESPA run")
     parser.add_argument("--respa-pair-cutoff-A", type=float, default=5.0)
     parser.add_argument("--aa-timestep-fs", type=float, default=2.0)
-    parser.add_argument("--aa-steps", type=int, default=100)
+    parser.add_argument("--aa-steps", type=int, default=100, help="timed all-atom steps per repeat")
     parser.add_argument("--molecule", default="methanol_trappe")
     parser.add_argument("--no-allatom", action="store_true")
     parser.add_argument("--no-hippynn", action="store_true", help="skip the hippynn MD comparison")
@@ -283,7 +287,11 @@ def main() -> None:
         time_ours(ours_model, frame, 2, args.respa_outer_fs, seed=0, fast=fast, inner_steps=args.respa_inner_steps)
     if peer is not None:
         peer.run(2, args.cg_timestep_fs)
-    single, respa, theirs = [], [], []
+    allatom = None
+    if not args.no_allatom:
+        allatom = AllAtomMD(args.molecule, args.n_beads, args.threads, args.aa_timestep_fs, seed=2)
+    # interleaved repeats: every peer in every repeat, so a change of the machine's load hits all alike
+    single, respa, theirs, aa = [], [], [], []
     for r in range(args.repeats):
         single.append(time_ours(ours_model, frame, args.steps, args.cg_timestep_fs, seed=r))
         line = f"  repeat {r}: ours {single[-1]:.2f} steps/s"
@@ -294,6 +302,9 @@ def main() -> None:
         if peer is not None:
             theirs.append(time_hippynn(peer, args.hippynn_steps, args.cg_timestep_fs))
             line += f", hippynn {theirs[-1]:.2f} steps/s"
+        if allatom is not None:
+            aa.append(allatom.steps_per_s(args.aa_steps))
+            line += f", all-atom {aa[-1]:.1f} steps/s"
         print(line, flush=True)
     single_sps = statistics.median(single)
     out: dict[str, float | int | str | None] = {
@@ -320,9 +331,8 @@ def main() -> None:
               f"{respa_sps:.2f} outer steps/s, {out['cg_respa_ns_per_day']:.4f} ns/day (an outer step costs "
               f"{out['respa_step_cost_vs_single']}x a single step)")
     out["cg_ns_per_day"] = headline
-    if not args.no_allatom:
-        aa_sps, n_atoms, n_constraints = allatom_steps_per_s(args.molecule, args.n_beads, args.threads, args.aa_steps,
-                                                             args.aa_timestep_fs, seed=2)
+    if allatom is not None:
+        aa_sps, n_atoms, n_constraints = statistics.median(aa), allatom.n_atoms, allatom.n_constraints
         aa_ns = ns_per_day(aa_sps, args.aa_timestep_fs)
         out.update({"allatom_molecule": args.molecule, "allatom_atoms": n_atoms, "allatom_constraints": n_constraints,
                     "allatom_steps_per_s": round(aa_sps, 3), "allatom_timestep_fs": args.aa_timestep_fs,

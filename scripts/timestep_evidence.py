@@ -16,6 +16,9 @@ Single-step runs: ``--single 2,4,6,8,10,12``; r-RESPA runs: ``--respa 8:4,12:6``
 steps) with the fast part ``--fast pair`` (an MS-CG pair fitted to the model's own forces on the
 dataset's frames, ``--pair-cutoff-A``) or ``--fast prior``. Results go to OUT/results.json after each
 run (``--resume`` skips runs already there), then OUT/table.md and OUT/structure.png. Last line: JSON.
+To spread the runs over processes: ``--reference-from A/results.json`` takes the reference run (and
+its noise floor) of another invocation instead of running it, and ``--collect A B ...`` merges the
+results of invocations with the same reference into OUT.
 
     nice -n 10 python scripts/timestep_evidence.py --model RUN/models/hipnn_ts-pooled/model.safetensors \\
         --dataset RUN/cg/T310_rho0.777.h5md --out timestep-T310 --duration-ps 100
@@ -188,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--reference-from", default=None, help="results.json whose reference run to use")
+    parser.add_argument("--collect", nargs="+", default=None, help="merge these result directories into OUT")
     args = parser.parse_args(argv)
+    if args.collect:
+        return collect(args.collect, Path(args.out))
 
     import torch
 
@@ -219,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         return {"temperature_K": t, "temperature_K_stderr": t_err, "potential_kcal_mol": u,
                 "potential_kcal_mol_stderr": u_err}
 
+    if args.reference_from:
+        source = json.loads(Path(args.reference_from).read_text())
+        previous = {**previous, **{k: source[k] for k in ("reference", "noise_floor", "adf_cutoff_A")}}
+        structures["reference"] = source["structures"]["reference"]
     if "reference" in previous:
         results.update(reference=previous["reference"], noise_floor=previous["noise_floor"],
                        adf_cutoff_A=previous["adf_cutoff_A"])
@@ -262,11 +273,17 @@ def main(argv: list[str] | None = None) -> int:
         write_json(results_path, {**results, "runs": runs, "structures": structures})
         print(f"{name}: {json.dumps({k: v for k, v in record.items() if k != 'name'})}", flush=True)
     results["runs"] = runs
-    for run in runs:
-        run["verdict"] = verdict(run, results["reference"], results["noise_floor"])
-    write_json(results_path, {**results, "structures": structures})
+    return finish(results, structures, out)
+
+
+def finish(results: dict, structures: dict, out: Path) -> int:
+    """Verdicts, then results.json, table.md and structure.png in ``out``; the summary JSON line."""
     from thermocg.rundir import atomic_write_text
 
+    runs = results["runs"]
+    for run in runs:
+        run["verdict"] = verdict(run, results["reference"], results["noise_floor"])
+    write_json(out / "results.json", {**results, "structures": structures})
     atomic_write_text(out / "table.md", table(results))
     figure(results, structures, out / "structure.png")
     print(table(results))
@@ -274,8 +291,29 @@ def main(argv: list[str] | None = None) -> int:
     safe_respa = [r["timestep_fs"] for r in runs if r["verdict"] == "unchanged" and r["integrator"] != "langevin"]
     print(json.dumps({"largest_unchanged_single_fs": max(safe, default=None),
                       "largest_unchanged_respa_outer_fs": max(safe_respa, default=None),
-                      "noise_floor": results["noise_floor"], "results": str(results_path)}))
+                      "noise_floor": results["noise_floor"], "results": str(out / "results.json")}))
     return 0
+
+
+def collect(directories: list[str], out: Path) -> int:
+    """Merge the results of several invocations that share one reference run."""
+    parts = [json.loads((Path(d) / "results.json").read_text()) for d in directories]
+    merged = {k: v for k, v in parts[0].items() if k not in ("runs", "structures")}
+    structures = {"reference": parts[0]["structures"]["reference"]}
+    runs = []
+    for part in parts:
+        if part["reference"] != merged["reference"]:
+            raise SystemExit("--collect: the result directories do not share one reference run")
+        merged.setdefault("fast_part", part.get("fast_part"))
+        for run in part["runs"]:
+            if run["name"] not in {r["name"] for r in runs}:
+                runs.append(run)
+                if run["name"] in part["structures"]:
+                    structures[run["name"]] = part["structures"][run["name"]]
+    order = {"langevin": 0, "respa_langevin": 1}
+    merged["runs"] = sorted(runs, key=lambda r: (order[r["integrator"]], r["timestep_fs"]))
+    out.mkdir(parents=True, exist_ok=True)
+    return finish(merged, structures, out)
 
 
 if __name__ == "__main__":

@@ -162,7 +162,8 @@ class TabulatedPair(Potential):
     and the force -dU/dr of that same interpolant (so energy and force are consistent and the total
     energy is conserved as well as with the original). The interpolation error is about
     h^4 max|U''''| / 384: 1e-8 relative for the repulsive prior's exponential wall at h = 0.002 A. Below
-    ``r_min_A`` the energy continues linearly (constant force); at and beyond the cutoff U = 0.
+    ``r_min_A`` the energy continues linearly (constant force); at and beyond the cutoff U = U' = 0 (to
+    round-off: the last node's zeros through the interval polynomial, |U| < 1e-20 kcal/mol).
 
     :meth:`direct_energy_and_forces` evaluates energy and forces from the pair list in one pass of
     about thirty elementwise operations, without building an autograd graph: the MD force provider
@@ -170,7 +171,8 @@ class TabulatedPair(Potential):
     interpolant, differentiable, for the usual path. Not a model kind: it is built from one at run time
     (:meth:`from_pair_potential`) and never saved.
 
-    energy_kcal_mol, derivative_kcal_mol_A : (n_types, n_types, K + 1) U and dU/dr at the nodes
+    energy_kcal_mol, derivative_kcal_mol_A : (n_types, n_types, K + 1) U and dU/dr at the nodes; they are
+    kept as the interval polynomials' coefficients, so one row lookup per pair gives U and dU/dr
     """
 
     kind = "tabulated_pair"
@@ -189,8 +191,16 @@ class TabulatedPair(Potential):
         self.r_min_A = float(r_min_A)
         self.n_intervals = int(energy.shape[2]) - 1
         self.spacing_A = (self.cutoff_A - self.r_min_A) / self.n_intervals
-        self.register_buffer("energy_table", energy.reshape(-1).clone())
-        self.register_buffer("derivative_table", derivative.reshape(-1).clone())
+        # the Hermite cubic of every interval in powers of t, and its derivative d/dr:
+        #   U = c0 + c1 t + c2 t^2 + c3 t^3,   dU/dr = e1 + e2 t + e3 t^2     (one row per type pair and interval)
+        h = self.spacing_A
+        u0, u1 = energy[..., :-1], energy[..., 1:]
+        d0, d1 = derivative[..., :-1] * h, derivative[..., 1:] * h
+        c2 = 3.0 * (u1 - u0) - 2.0 * d0 - d1
+        c3 = 2.0 * (u0 - u1) + d0 + d1
+        rows = torch.stack([u0, d0, c2, c3, d0 / h, 2.0 * c2 / h, 3.0 * c3 / h], dim=-1)
+        self.register_buffer("coefficients", rows.reshape(n * n * self.n_intervals, 7).contiguous())
+        self._list_cache: tuple[Any, ...] | None = None
 
     @classmethod
     def from_pair_potential(cls, potential: Potential, *, spacing_A: float = 0.002, r_min_A: float = 0.5
@@ -233,23 +243,21 @@ class TabulatedPair(Potential):
     def pair_energy_derivative(self, r: torch.Tensor, pair_type: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """U (kcal/mol) and dU/dr (kcal/mol/A) of pairs at distances ``r`` (P,) of flat type
         index ``pair_type`` = n_types * a + b (P,); zero at and beyond the cutoff."""
-        h, last = self.spacing_A, self.n_intervals - 1
-        x = (r.clamp(self.r_min_A, self.cutoff_A) - self.r_min_A) / h
-        k = x.detach().floor().clamp(0, last).long()
+        return self._interpolate(r, pair_type * self.n_intervals)
+
+    def _interpolate(self, r: torch.Tensor, row_offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """U and dU/dr at ``r`` for pairs whose type pair's rows start at ``row_offset`` (P,).
+
+        r is clamped to [r_min, r_c]: beyond r_c the last node (U = U' = 0) holds; below r_min the
+        energy continues linearly, U(r_min) + U'(r_min) (r - r_min)."""
+        inside = r.clamp(self.r_min_A, self.cutoff_A)
+        x = (inside - self.r_min_A) * (1.0 / self.spacing_A)
+        k = x.detach().to(torch.long).clamp_(max=self.n_intervals - 1)  # x >= 0: truncation is floor
         t = x - k.to(x.dtype)
-        base = pair_type * (self.n_intervals + 1) + k
-        u0, u1 = self.energy_table[base], self.energy_table[base + 1]
-        d0, d1 = self.derivative_table[base] * h, self.derivative_table[base + 1] * h
-        t2 = t * t
-        t3 = t2 * t
-        energy = (2.0 * t3 - 3.0 * t2 + 1.0) * u0 + (t3 - 2.0 * t2 + t) * d0 + (3.0 * t2 - 2.0 * t3) * u1 \
-            + (t3 - t2) * d1
-        slope = ((6.0 * t2 - 6.0 * t) * (u0 - u1) + (3.0 * t2 - 4.0 * t + 1.0) * d0 + (3.0 * t2 - 2.0 * t) * d1) / h
-        below = r < self.r_min_A
-        energy = torch.where(below, energy + slope * (r - self.r_min_A), energy)
-        inside = r < self.cutoff_A
-        zero = torch.zeros_like(energy)
-        return torch.where(inside, energy, zero), torch.where(inside, slope, zero)
+        c = torch.index_select(self.coefficients, 0, k + row_offset)
+        energy = ((c[:, 3] * t + c[:, 2]) * t + c[:, 1]) * t + c[:, 0]
+        slope = (c[:, 6] * t + c[:, 5]) * t + c[:, 4]
+        return energy + slope * (r - inside), slope
 
     def forward(self, graph: Any) -> torch.Tensor:
         """Total energy per frame (n_frames,) kcal/mol; the graph's list is full, so each pair counts 1/2."""
@@ -265,12 +273,22 @@ class TabulatedPair(Potential):
         :class:`~thermocg.neighbors.PairIndex`), without autograd:
 
             r_ij = R_j - R_i + S_ij box,   E = 1/2 sum_(i,j) U(r_ij),   F_i = sum_j U'(r_ij) r_ij / |r_ij|
-        """
-        x = positions.to(self.energy_table.dtype)
-        vec = x[pairs.pair_j] - x[pairs.pair_i] + pairs.shifts.to(x.dtype) @ box.to(x.dtype)
+
+        What depends only on the list (the Cartesian shifts S_ij box, the rows of each pair's type
+        pair) is computed once per list and kept until the list changes."""
+        cache = self._list_cache
+        if cache is None or cache[0] is not pairs or cache[1] is not box or cache[2] is not types:
+            dtype = self.coefficients.dtype
+            n = len(self.type_names)
+            shift = pairs.shifts.to(dtype) @ box.to(dtype)
+            offset = (torch.index_select(types, 0, pairs.pair_i) * n
+                      + torch.index_select(types, 0, pairs.pair_j)) * self.n_intervals
+            cache = self._list_cache = (pairs, box, types, shift, offset)
+        shift, offset = cache[3], cache[4]
+        x = positions.to(self.coefficients.dtype)
+        vec = torch.index_select(x, 0, pairs.pair_j) - torch.index_select(x, 0, pairs.pair_i) + shift
         r = torch.linalg.vector_norm(vec, dim=1)
-        n = len(self.type_names)
-        u, slope = self.pair_energy_derivative(r, types[pairs.pair_i] * n + types[pairs.pair_j])
+        u, slope = self._interpolate(r, offset)
         forces = torch.zeros_like(x).index_add_(0, pairs.pair_i, (slope / r).unsqueeze(1) * vec)
         return 0.5 * u.sum(), forces
 
