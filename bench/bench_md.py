@@ -78,8 +78,8 @@ def make_frame(n_beads: int, seed: int):
 REFERENCE = dict(n_features=128, n_sensitivities=20, dist_soft_min=2.0, dist_soft_max=13.0, dist_hard_max=15.0,
                  n_atom_layers=3, n_interaction_layers=1)
 #: the recommended CG schemes (docs/performance.md: structure unchanged against 1 fs within the noise floor)
-DEFAULT_CG_TIMESTEP_FS = 4.0
-DEFAULT_RESPA_OUTER_FS = 12.0
+DEFAULT_CG_TIMESTEP_FS = 12.0
+DEFAULT_RESPA_OUTER_FS = 24.0
 DEFAULT_RESPA_INNER_STEPS = 6
 
 
@@ -161,17 +161,23 @@ def fast_pair_part(model, n_beads: int, cutoff_A: float):
     return TabulatedPair.from_pair_potential(fit_pair_part(model, frames, cutoff_A=cutoff_A, r_min_A=0.5))
 
 
-def time_ours(model, frame, n_steps: int, dt_fs: float, seed: int, *, fast=None, inner_steps: int = 1) -> float:
+#: neighbour-list rebuilds per step of each timed run of ours, in order
+BUILDS: list[float] = []
+
+
+def time_ours(model, frame, n_steps: int, dt_fs: float, seed: int, *, fast=None, inner_steps: int = 1,
+              skin_A: float = 1.0) -> float:
     """Steps/s (outer steps for r-RESPA) of thermocg's Langevin MD, blow-up thresholds off."""
     from thermocg.md import simulate
 
     result = simulate(model, frame, temperature_K=300.0, timestep_fs=dt_fs, n_steps=n_steps, seed=seed,
                       save_interval_steps=max(n_steps, 1), keep_frames=False, friction_per_ps=1.0,
                       integrator="respa_langevin" if fast is not None else "langevin", fast_potential=fast,
-                      respa_inner_steps=inner_steps, raise_on_blowup=False, max_force_kcal_mol_A=1e9,
+                      respa_inner_steps=inner_steps, skin_A=skin_A, raise_on_blowup=False, max_force_kcal_mol_A=1e9,
                       min_distance_A=0.0, max_temperature_factor=1e9, progress=False)
     if result.blowup:
         print(f"  (ours stopped early: {result.blowup})", file=sys.stderr)
+    BUILDS.append((result.n_neighbor_builds - 1) / max(result.n_steps, 1))  # the first build is not a rebuild
     return result.steps_per_s
 
 
@@ -254,6 +260,7 @@ def main() -> None:
     parser.add_argument("--respa-inner-steps", type=int, default=DEFAULT_RESPA_INNER_STEPS,
                         help="inner steps per outer step; 0: no r-RESPA run")
     parser.add_argument("--respa-pair-cutoff-A", type=float, default=5.0)
+    parser.add_argument("--skin-A", type=float, default=1.0, help="neighbour-list skin of our CG runs")
     parser.add_argument("--aa-timestep-fs", type=float, default=2.0)
     parser.add_argument("--aa-steps", type=int, default=100, help="timed all-atom steps per repeat")
     parser.add_argument("--molecule", default="methanol_trappe")
@@ -292,12 +299,13 @@ def main() -> None:
         allatom = AllAtomMD(args.molecule, args.n_beads, args.threads, args.aa_timestep_fs, seed=2)
     # interleaved repeats: every peer in every repeat, so a change of the machine's load hits all alike
     single, respa, theirs, aa = [], [], [], []
+    BUILDS.clear()
     for r in range(args.repeats):
-        single.append(time_ours(ours_model, frame, args.steps, args.cg_timestep_fs, seed=r))
+        single.append(time_ours(ours_model, frame, args.steps, args.cg_timestep_fs, seed=r, skin_A=args.skin_A))
         line = f"  repeat {r}: ours {single[-1]:.2f} steps/s"
         if fast is not None:
             respa.append(time_ours(ours_model, frame, args.steps, args.respa_outer_fs, seed=r, fast=fast,
-                                   inner_steps=args.respa_inner_steps))
+                                   inner_steps=args.respa_inner_steps, skin_A=args.skin_A))
             line += f", ours r-RESPA {respa[-1]:.2f} outer steps/s"
         if peer is not None:
             theirs.append(time_hippynn(peer, args.hippynn_steps, args.cg_timestep_fs))
@@ -309,8 +317,10 @@ def main() -> None:
     single_sps = statistics.median(single)
     out: dict[str, float | int | str | None] = {
         "n_beads": args.n_beads, "threads": args.threads, "n_parameters": n_params, "network": json.dumps(params),
+        "skin_A": args.skin_A,
         "load_average_1min": round(os.getloadavg()[0], 2),
         "ours_steps_per_s": round(single_sps, 4), "cg_timestep_fs": args.cg_timestep_fs,
+        "neighbor_builds_per_step_single": round(statistics.mean(BUILDS[0::2 if respa else 1]), 3),
         "cg_single_ns_per_day": round(ns_per_day(single_sps, args.cg_timestep_fs), 5),
     }
     if peer is not None:
@@ -325,7 +335,8 @@ def main() -> None:
         out.update(respa_outer_fs=args.respa_outer_fs, respa_inner_steps=args.respa_inner_steps,
                    respa_pair_cutoff_A=args.respa_pair_cutoff_A, respa_outer_steps_per_s=round(respa_sps, 4),
                    cg_respa_ns_per_day=round(ns_per_day(respa_sps, args.respa_outer_fs), 5),
-                   respa_step_cost_vs_single=round(single_sps / respa_sps, 3))
+                   respa_step_cost_vs_single=round(single_sps / respa_sps, 3),
+                   neighbor_builds_per_outer_step_respa=round(statistics.mean(BUILDS[1::2]), 3))
         headline = float(out["cg_respa_ns_per_day"])
         print(f"CG MD r-RESPA {args.respa_outer_fs} fs outer / {args.respa_inner_steps} inner: "
               f"{respa_sps:.2f} outer steps/s, {out['cg_respa_ns_per_day']:.4f} ns/day (an outer step costs "

@@ -9,13 +9,15 @@ timestep used). The reference is the single-step run at ``--reference-fs`` (1 fs
 the study's: the error of its first half against its second half. Errors are the study's
 (``thermocg.study.rdf_error``: mean over r of |g - g_ref|; ``adf_error``: integral of |p - p_ref|);
 the ADF shell is the first minimum of the reference RDF, as the study takes it. A run "leaves the
-structure unchanged" when both errors are below the noise floor, and its mean temperature and
-potential energy lie within 2 standard errors (5-block averages) of the reference's.
+structure unchanged" when both errors are below the noise floor and its mean kinetic temperature is
+within 2% of the thermostat's target. Temperatures and potential energies are given with standard
+errors from 5 block averages (a rough estimate: with 5 blocks the error of the error is about 35%).
 
 Single-step runs: ``--single 2,4,6,8,10,12``; r-RESPA runs: ``--respa 8:4,12:6`` (outer fs : inner
 steps) with the fast part ``--fast pair`` (an MS-CG pair fitted to the model's own forces on the
 dataset's frames, ``--pair-cutoff-A``) or ``--fast prior``. Results go to OUT/results.json after each
-run (``--resume`` skips runs already there), then OUT/table.md and OUT/structure.png. Last line: JSON.
+run (``--resume`` skips runs already there), then OUT/table.md and OUT/structure.png (steps/s are in
+results.json only: on a shared machine they measure the load). Last line: JSON.
 To spread the runs over processes: ``--reference-from A/results.json`` takes the reference run (and
 its noise floor) of another invocation instead of running it, and ``--collect A B ...`` merges the
 results of invocations with the same reference into OUT.
@@ -105,36 +107,39 @@ def write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
-def verdict(run: dict, reference: dict, floor: dict) -> str:
+def verdict(run: dict, floor: dict, target_K: float) -> str:
+    """"unchanged" when the RDF and ADF errors are below the noise floor and the mean temperature is
+    within 2% of the thermostat's target; otherwise what failed."""
     if run.get("blowup"):
         return "blew up"
-    ok = run["rdf_error"] < floor["rdf_error"] and run["adf_error"] < floor["adf_error"]
-    for key in ("temperature_K", "potential_kcal_mol"):
-        gap = abs(run[key] - reference[key])
-        ok = ok and gap <= 2.0 * math.hypot(run[key + "_stderr"], reference[key + "_stderr"])
-    return "unchanged" if ok else "changed"
+    failed = [name for name, bad in (("RDF", run["rdf_error"] >= floor["rdf_error"]),
+                                     ("ADF", run["adf_error"] >= floor["adf_error"]),
+                                     (f"T {100 * (run['temperature_K'] / target_K - 1):+.1f}%",
+                                      abs(run["temperature_K"] / target_K - 1) > 0.02)) if bad]
+    return "unchanged" if not failed else "changed: " + ", ".join(failed)
 
 
 def table(results: dict) -> str:
     ref, floor = results["reference"], results["noise_floor"]
-    lines = [f"Reference: single step {ref['timestep_fs']:g} fs; noise floor (its halves): RDF "
+    lines = [f"Target {results['temperature_K']:g} K. Reference: single step {ref['timestep_fs']:g} fs; noise floor "
+             f"(its halves): RDF "
              f"{floor['rdf_error']:.4f}, ADF {floor['adf_error']:.4f}; T = {ref['temperature_K']:.1f} +- "
              f"{ref['temperature_K_stderr']:.1f} K; <U> = {ref['potential_kcal_mol']:.2f} +- "
              f"{ref['potential_kcal_mol_stderr']:.2f} kcal/mol", "",
              "| run | outer dt (fs) | inner steps | RDF error | ADF error | T (K) | <U> (kcal/mol) | model calls/ps "
-             "| steps/s | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for run in results["runs"]:
         calls = 1000.0 / run["timestep_fs"]
         if run.get("blowup"):
             lines.append(f"| {run['name']} | {run['timestep_fs']:g} | {run['inner_steps']} | - | - | - | - | "
-                         f"{calls:.0f} | {run['steps_per_s']:.0f} | blew up |")
+                         f"{calls:.0f} | blew up ({run['blowup'].split(':')[0].replace('simulation blew up at ', '')}) |")
             continue
         lines.append(
             f"| {run['name']} | {run['timestep_fs']:g} | {run['inner_steps']} | {run['rdf_error']:.4f} | "
             f"{run['adf_error']:.4f} | {run['temperature_K']:.1f} +- {run['temperature_K_stderr']:.1f} | "
             f"{run['potential_kcal_mol']:.2f} +- {run['potential_kcal_mol_stderr']:.2f} | {calls:.0f} | "
-            f"{run['steps_per_s']:.0f} | {verdict(run, ref, floor)} |")
+            f"{verdict(run, floor, results['temperature_K'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -216,9 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     structures: dict = previous.get("structures", {})
     common = dict(temperature_K=temperature, friction_per_ps=args.friction_per_ps, duration_ps=args.duration_ps,
                   discard_ps=args.discard_ps, seed=args.seed)
-    results = {"model": args.model, "dataset": args.dataset, "temperature_K": temperature,
-               "n_beads": data.n_particles, "threads": args.threads, **{k: v for k, v in vars(args).items()
-                                                                       if k not in ("model", "dataset", "out")}}
+    results = {**{k: v for k, v in vars(args).items() if k not in ("model", "dataset", "out", "temperature_K")},
+               "model": args.model, "dataset": args.dataset, "temperature_K": temperature, "n_beads": data.n_particles}
 
     def observables(thermo: dict) -> dict:
         t, t_err = block_stats(thermo["temperature_K"])
@@ -282,7 +286,7 @@ def finish(results: dict, structures: dict, out: Path) -> int:
 
     runs = results["runs"]
     for run in runs:
-        run["verdict"] = verdict(run, results["reference"], results["noise_floor"])
+        run["verdict"] = verdict(run, results["noise_floor"], results["temperature_K"])
     write_json(out / "results.json", {**results, "structures": structures})
     atomic_write_text(out / "table.md", table(results))
     figure(results, structures, out / "structure.png")
@@ -299,6 +303,10 @@ def collect(directories: list[str], out: Path) -> int:
     """Merge the results of several invocations that share one reference run."""
     parts = [json.loads((Path(d) / "results.json").read_text()) for d in directories]
     merged = {k: v for k, v in parts[0].items() if k not in ("runs", "structures")}
+    if merged.get("temperature_K") is None:  # results of a first version of this script
+        from thermocg.dataset import read_frames
+
+        merged["temperature_K"] = read_frames(merged["dataset"]).state.temperature_K
     structures = {"reference": parts[0]["structures"]["reference"]}
     runs = []
     for part in parts:
