@@ -1,35 +1,39 @@
 """CG MD speed: thermocg.md with HIP-NN-TS against hippynn 0.1.3's own Langevin MD on the same model,
 and CG MD against all-atom OpenMM MD of the same number of molecules, all in the same run.
 
-System: 1,000 one-bead methanol beads (32.04 amu) at 0.0128 beads/A^3 (box 42.7 A), beads on a
-jittered lattice, 300 K, Langevin, float32 models on the CPU with ``--threads`` threads.
+System: ``--n-beads`` (1,000) one-bead methanol beads (32.04 amu) at 0.0128 beads/A^3 (box 42.7 A),
+beads on a jittered lattice, 300 K, Langevin, float32 models on the CPU with ``--threads`` threads.
+The network's size is an option (``--n-features``, ``--n-sensitivities``, ``--cutoff-A``,
+``--soft-min-A``, ``--soft-max-A``, ``--n-interaction-layers``, ``--n-atom-layers``); the default is
+the reference HIP-NN-TS (128 features, 20 sensitivities, 2..13 A, r_c 15 A, 1 interaction layer, 3 atom
+layers: 118,954 parameters), with hippynn's initial weights copied into thermocg's HipnnTS.
 
-1. CG MD steps/s. The same HIP-NN-TS at the reference hyperparameters (128 features, 20
-   sensitivities, 2..13 A, r_c 15 A, 1 interaction layer, 3 atom layers), the same weights (hippynn's
-   initial weights copied into thermocg's HipnnTS with ``load_hippynn_state_dict``):
+1. CG MD steps/s, ours against hippynn (``--no-hippynn`` skips it):
    - ours: ``thermocg.md.simulate`` (BAOAB, vesin skin list with 1 A skin, blow-up checks every 10 steps)
-   - hippynn: ``hippynn.molecular_dynamics.MolecularDynamics`` + ``LangevinDynamics`` with its
-     ``PeriodicPairIndexerMemory`` pair finder (1 A skin: its fastest MD configuration) and a
-     ``Predictor`` computing forces by ``GradientNode``.
-   Each is warmed up, then timed over ``--steps`` / ``--hippynn-steps`` steps, interleaved ``--repeats``
-   times; the median is reported.
-2. ns/day of CG MD (timestep ``--cg-timestep-fs``) against all-atom OpenMM (thermocg.allatom: the
-   molecule's force field, PME, LangevinMiddle, ``--aa-timestep-fs``) of the same number of molecules on
-   the same threads; plus the same figure for a smaller HIP-NN-TS (``--small``: 32 features, 10
-   sensitivities, r_c 8 A), which is what it takes for CG to win on a CPU.
+   - hippynn: ``MolecularDynamics`` + ``LangevinDynamics`` with its ``PeriodicPairIndexerMemory`` pair
+     finder (1 A skin) and a ``Predictor`` computing forces by ``GradientNode``.
+   Warmed up, then timed over ``--steps`` / ``--hippynn-steps`` steps, interleaved ``--repeats`` times;
+   the median is reported.
+2. ns/day of CG MD against all-atom OpenMM of the same number of molecules on the same threads:
+   - all-atom: thermocg.allatom's force field for ``--molecule`` (TraPPE-UA methanol: CH3-O and O-H bonds
+     rigid, as TraPPE prescribes: OpenMM constraints; the CH3-O-H angle flexible), PME, LangevinMiddle at
+     ``--aa-timestep-fs`` (2 fs, its practical step with rigid bonds), OpenMM's CPU platform with its
+     default (fastest) settings (no deterministic summation), after a short minimisation and warm-up;
+   - CG single step: BAOAB at ``--cg-timestep-fs``;
+   - CG r-RESPA: BAOAB-RESPA with ``--respa-outer-fs`` outer steps of ``--respa-inner-steps`` inner
+     steps (0 inner steps: not run), the fast part a 5 A pair (``--respa-pair-cutoff-A``) fitted by MS-CG
+     to the network's own forces on jittered copies of the frame (for a speed test the pair's values do
+     not matter, only its range), tabulated (``thermocg.md.splitting``).
+   The headline ``speedup_vs_openmm_allatom_ns_per_day`` is the r-RESPA run's when one is run, else the
+   single-step run's. Which timestep and scheme leave the structure unchanged is shown by
+   scripts/timestep_evidence.py (docs/performance.md); the defaults here are the recommended ones.
 
     python bench/bench_md.py [--n-beads 1000] [--steps 10] [--hippynn-steps 5] [--threads 2]
 
-Measured here, 2 threads, 3 repeats, ratios from interleaved runs:
-- 2026-12-01, machine otherwise idle: ours 8.86 steps/s, hippynn 0.32 steps/s (27.5x). All-atom
-  TraPPE methanol (3,000 sites, OpenMM CPU, PME, 1 fs) 8.98 ns/day; the reference HIP-NN-TS at 2 fs
-  1.53 ns/day (0.17x: it breaks even at an 11.7 fs timestep); the small model (32 features, r_c 8 A)
-  5.85 ns/day at 2 fs (0.65x: it wins from about 3 fs on).
-- an earlier version, 2 shared cores with other jobs running: ours 1.52 steps/s, hippynn 0.080 (19x);
-  all-atom 2.17 ns/day, reference CG 0.26 ns/day, small model 2.10 ns/day.
-Where hippynn's time goes: its pair finder rebuilds the list by brute force (tens of seconds per
-rebuild, every few steps with a 1 A skin at 2 fs) and its position tensor carries a growing autograd
-history; even its steps without a rebuild were ~3-4x slower than ours. GPUs were not measured.
+Measured here: see docs/performance.md (figures with the machine's load at the time). Earlier, before
+r-RESPA: 2 threads, idle machine: ours 8.86 steps/s, hippynn 0.32 steps/s (27.5x); all-atom TraPPE
+methanol (3,000 sites, 1 fs, deterministic forces) 8.98 ns/day; the reference HIP-NN-TS at 2 fs 1.53
+ns/day (0.17x).
 
 Ends with one line of JSON (``speedup_vs_hippynn_md``, ``speedup_vs_openmm_allatom_ns_per_day`` ...).
 """
@@ -73,8 +77,10 @@ def make_frame(n_beads: int, seed: int):
 
 REFERENCE = dict(n_features=128, n_sensitivities=20, dist_soft_min=2.0, dist_soft_max=13.0, dist_hard_max=15.0,
                  n_atom_layers=3, n_interaction_layers=1)
-SMALL = dict(n_features=32, n_sensitivities=10, dist_soft_min=2.0, dist_soft_max=7.0, dist_hard_max=8.0,
-             n_atom_layers=2, n_interaction_layers=1)
+#: the recommended CG schemes (docs/performance.md: structure unchanged against 1 fs within the noise floor)
+DEFAULT_CG_TIMESTEP_FS = 12.0
+DEFAULT_RESPA_OUTER_FS = 24.0
+DEFAULT_RESPA_INNER_STEPS = 6
 
 
 class HippynnMD:
@@ -129,15 +135,49 @@ class HippynnMD:
         self.md.run(dt=dt_fs, n_steps=n_steps)
 
 
-def time_ours(model, frame, n_steps: int, dt_fs: float, seed: int) -> float:
+def make_frame_jittered(n_beads: int, seed: int, jitter: float):
+    """Like :func:`make_frame` with a larger jitter (fraction of the lattice spacing)."""
+    from thermocg.frames import Frames
+
+    frame = make_frame(n_beads, seed)
+    rng = np.random.default_rng(seed)
+    length = frame.box[0, 0, 0]
+    side = round(n_beads ** (1 / 3))
+    positions = frame.positions[0] + rng.uniform(-jitter, jitter, (n_beads, 3)) * length / side
+    return Frames(positions=positions, box=frame.box[0], types=frame.types, type_names=frame.type_names,
+                  masses=frame.masses)
+
+
+def fast_pair_part(model, n_beads: int, cutoff_A: float):
+    """The r-RESPA fast part for the timing: a pair fitted by MS-CG to the model's forces on four jittered
+    copies of the lattice (the values do not change the timing, the range does), tabulated."""
+    from thermocg.frames import Frames
+    from thermocg.md.splitting import TabulatedPair, fit_pair_part
+
+    copies = [make_frame_jittered(n_beads, seed, 0.3) for seed in range(4)]
+    frames = Frames(positions=np.concatenate([c.positions for c in copies]),
+                    box=np.concatenate([c.box for c in copies]), types=copies[0].types,
+                    type_names=copies[0].type_names, masses=copies[0].masses)
+    return TabulatedPair.from_pair_potential(fit_pair_part(model, frames, cutoff_A=cutoff_A, r_min_A=0.5))
+
+
+#: neighbour-list rebuilds per step of each timed run of ours, in order
+BUILDS: list[float] = []
+
+
+def time_ours(model, frame, n_steps: int, dt_fs: float, seed: int, *, fast=None, inner_steps: int = 1,
+              skin_A: float = 1.0) -> float:
+    """Steps/s (outer steps for r-RESPA) of thermocg's Langevin MD, blow-up thresholds off."""
     from thermocg.md import simulate
 
     result = simulate(model, frame, temperature_K=300.0, timestep_fs=dt_fs, n_steps=n_steps, seed=seed,
                       save_interval_steps=max(n_steps, 1), keep_frames=False, friction_per_ps=1.0,
-                      raise_on_blowup=False, max_force_kcal_mol_A=1e9, min_distance_A=0.0,
-                      max_temperature_factor=1e9, progress=False)
+                      integrator="respa_langevin" if fast is not None else "langevin", fast_potential=fast,
+                      respa_inner_steps=inner_steps, skin_A=skin_A, raise_on_blowup=False, max_force_kcal_mol_A=1e9,
+                      min_distance_A=0.0, max_temperature_factor=1e9, progress=False)
     if result.blowup:
         print(f"  (ours stopped early: {result.blowup})", file=sys.stderr)
+    BUILDS.append((result.n_neighbor_builds - 1) / max(result.n_steps, 1))  # the first build is not a rebuild
     return result.steps_per_s
 
 
@@ -147,34 +187,64 @@ def time_hippynn(peer: HippynnMD, n_steps: int, dt_fs: float) -> float:
     return n_steps / (time.perf_counter() - start)
 
 
-def allatom_steps_per_s(molecule_name: str, n_molecules: int, threads: int, n_steps: int, dt_fs: float,
-                        seed: int) -> tuple[float, int]:
-    """Steps/s of all-atom OpenMM Langevin MD of ``n_molecules`` molecules at 0.786 g/cm^3, and the atom count."""
-    import openmm
+class AllAtomMD:
+    """All-atom OpenMM Langevin MD of ``n_molecules`` molecules at 0.786 g/cm^3 (OpenMM CPU platform with
+    its default settings), built, minimised and warmed up once; :meth:`steps_per_s` times a stretch."""
 
-    from thermocg import units
-    from thermocg.allatom.build import build_box
-    from thermocg.allatom.molecules import get_molecule
-    from thermocg.allatom.runner import build_system, make_context, resolve_cutoff_A
+    def __init__(self, molecule_name: str, n_molecules: int, threads: int, dt_fs: float, seed: int) -> None:
+        import openmm
 
-    molecule = get_molecule(molecule_name)
-    positions, box = build_box(molecule, n_molecules, 0.786, rng=np.random.default_rng(seed))
-    cutoff = resolve_cutoff_A(molecule, box)
-    system = build_system(molecule, n_molecules, box, cutoff_A=cutoff)
-    integrator = openmm.LangevinMiddleIntegrator(300.0, 1.0, dt_fs * units.FS_TO_PS)
-    integrator.setRandomNumberSeed(seed)
-    context = make_context(system, positions, box, integrator=integrator, platform="CPU", n_threads=threads)
-    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
-    context.setVelocitiesToTemperature(300.0, seed)
-    integrator.step(20)  # warm-up
-    start = time.perf_counter()
-    integrator.step(n_steps)
-    context.getState(getEnergy=True)
-    return n_steps / (time.perf_counter() - start), system.getNumParticles()
+        from thermocg import units
+        from thermocg.allatom.build import build_box
+        from thermocg.allatom.molecules import get_molecule
+        from thermocg.allatom.runner import build_system, resolve_cutoff_A
+
+        molecule = get_molecule(molecule_name)
+        positions, box = build_box(molecule, n_molecules, 0.786, rng=np.random.default_rng(seed))
+        system = build_system(molecule, n_molecules, box, cutoff_A=resolve_cutoff_A(molecule, box))
+        self.n_atoms, self.n_constraints = system.getNumParticles(), system.getNumConstraints()
+        self.dt_fs = dt_fs
+        self.integrator = openmm.LangevinMiddleIntegrator(300.0, 1.0, dt_fs * units.FS_TO_PS)
+        self.integrator.setRandomNumberSeed(seed)
+        platform = openmm.Platform.getPlatformByName("CPU")
+        self.context = openmm.Context(system, self.integrator, platform, {"Threads": str(threads)})
+        self.context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in np.asarray(box) * units.A_TO_NM])
+        self.context.setPositions(np.asarray(positions) * units.A_TO_NM)
+        openmm.LocalEnergyMinimizer.minimize(self.context, 10.0, 200)
+        self.context.setVelocitiesToTemperature(300.0, seed)
+        self.integrator.step(50)  # warm-up
+
+    def steps_per_s(self, n_steps: int) -> float:
+        start = time.perf_counter()
+        self.integrator.step(n_steps)
+        energy = self.context.getState(getEnergy=True).getPotentialEnergy()._value
+        elapsed = time.perf_counter() - start
+        if not np.isfinite(energy):
+            raise SystemExit(f"the all-atom run at {self.dt_fs} fs is unstable (energy {energy})")
+        return n_steps / elapsed
 
 
 def ns_per_day(steps_per_s: float, dt_fs: float) -> float:
     return steps_per_s * dt_fs * 1e-6 * 86400.0
+
+
+def network_params(args: argparse.Namespace) -> dict:
+    return dict(n_features=args.n_features, n_sensitivities=args.n_sensitivities, dist_soft_min=args.soft_min_A,
+                dist_soft_max=args.soft_max_A, dist_hard_max=args.cutoff_A, n_atom_layers=args.n_atom_layers,
+                n_interaction_layers=args.n_interaction_layers)
+
+
+def build_network(params: dict, frame, *, with_hippynn: bool):
+    """(the hippynn peer or None, our HipnnTS): hippynn's initial weights in both when hippynn runs."""
+    if with_hippynn:
+        peer = HippynnMD(frame, params)
+        return peer, peer.ours
+    from thermocg.potentials.hipnn import HipnnTS
+
+    return None, HipnnTS(["MeOH"], n_features=params["n_features"], n_sensitivities=params["n_sensitivities"],
+                         dist_soft_min_A=params["dist_soft_min"], dist_soft_max_A=params["dist_soft_max"],
+                         cutoff_A=params["dist_hard_max"], n_interaction_layers=params["n_interaction_layers"],
+                         n_atom_layers=params["n_atom_layers"], seed=0)
 
 
 def main() -> None:
@@ -184,63 +254,109 @@ def main() -> None:
     parser.add_argument("--hippynn-steps", type=int, default=5, help="timed steps of hippynn's MD per repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--cg-timestep-fs", type=float, default=2.0)
-    parser.add_argument("--aa-timestep-fs", type=float, default=1.0)
-    parser.add_argument("--aa-steps", type=int, default=100)
+    parser.add_argument("--cg-timestep-fs", type=float, default=DEFAULT_CG_TIMESTEP_FS,
+                        help="single-step CG timestep")
+    parser.add_argument("--respa-outer-fs", type=float, default=DEFAULT_RESPA_OUTER_FS)
+    parser.add_argument("--respa-inner-steps", type=int, default=DEFAULT_RESPA_INNER_STEPS,
+                        help="inner steps per outer step; 0: no r-RESPA run")
+    parser.add_argument("--respa-pair-cutoff-A", type=float, default=5.0)
+    parser.add_argument("--skin-A", type=float, default=1.0, help="neighbour-list skin of our CG runs")
+    parser.add_argument("--aa-timestep-fs", type=float, default=2.0)
+    parser.add_argument("--aa-steps", type=int, default=100, help="timed all-atom steps per repeat")
     parser.add_argument("--molecule", default="methanol_trappe")
     parser.add_argument("--no-allatom", action="store_true")
-    parser.add_argument("--small", action="store_true", help="also time a smaller HIP-NN-TS (32 features, r_c 8 A)")
+    parser.add_argument("--no-hippynn", action="store_true", help="skip the hippynn MD comparison")
+    size = parser.add_argument_group("network size (default: the reference HIP-NN-TS)")
+    size.add_argument("--n-features", type=int, default=REFERENCE["n_features"])
+    size.add_argument("--n-sensitivities", type=int, default=REFERENCE["n_sensitivities"])
+    size.add_argument("--cutoff-A", type=float, default=REFERENCE["dist_hard_max"])
+    size.add_argument("--soft-min-A", type=float, default=REFERENCE["dist_soft_min"])
+    size.add_argument("--soft-max-A", type=float, default=REFERENCE["dist_soft_max"])
+    size.add_argument("--n-interaction-layers", type=int, default=REFERENCE["n_interaction_layers"])
+    size.add_argument("--n-atom-layers", type=int, default=REFERENCE["n_atom_layers"])
     args = parser.parse_args()
     setup(args.threads)
     import torch
 
     frame = make_frame(args.n_beads, seed=1)
-    print(f"{args.n_beads} beads, box {frame.box[0, 0, 0]:.1f} A, {args.threads} threads, torch {torch.__version__}")
-    peer = HippynnMD(frame, REFERENCE)
-    n_params = sum(p.numel() for p in peer.ours.parameters())
-    print(f"HIP-NN-TS reference hyperparameters: {n_params:,} parameters")
+    print(f"{args.n_beads} beads, box {frame.box[0, 0, 0]:.1f} A, {args.threads} threads, torch {torch.__version__}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    params = network_params(args)
+    peer, ours_model = build_network(params, frame, with_hippynn=not args.no_hippynn)
+    n_params = sum(p.numel() for p in ours_model.parameters())
+    print(f"HIP-NN-TS {params}: {n_params:,} parameters")
+    fast = None
+    if args.respa_inner_steps > 0:
+        fast = fast_pair_part(ours_model, args.n_beads, args.respa_pair_cutoff_A)
     # warm-up (first calls allocate, hippynn builds its pair memory)
-    time_ours(peer.ours, frame, 3, args.cg_timestep_fs, seed=0)
-    peer.run(2, args.cg_timestep_fs)
-    ours, theirs = [], []
-    for r in range(args.repeats):
-        ours.append(time_ours(peer.ours, frame, args.steps, args.cg_timestep_fs, seed=r))
-        theirs.append(time_hippynn(peer, args.hippynn_steps, args.cg_timestep_fs))
-        print(f"  repeat {r}: ours {ours[-1]:.2f} steps/s, hippynn {theirs[-1]:.2f} steps/s")
-    ours_sps, theirs_sps = statistics.median(ours), statistics.median(theirs)
-    out: dict[str, float | int | str] = {
-        "n_beads": args.n_beads, "threads": args.threads, "n_parameters": n_params,
-        "ours_steps_per_s": round(ours_sps, 4), "hippynn_steps_per_s": round(theirs_sps, 4),
-        "speedup_vs_hippynn_md": round(ours_sps / theirs_sps, 3),
-        "cg_timestep_fs": args.cg_timestep_fs,
-        "cg_ns_per_day": round(ns_per_day(ours_sps, args.cg_timestep_fs), 5),
-    }
-    print(f"CG MD, reference HIP-NN-TS: ours {ours_sps:.2f} steps/s vs hippynn {theirs_sps:.2f} steps/s "
-          f"-> {ours_sps / theirs_sps:.2f}x; {out['cg_ns_per_day']:.4f} ns/day at {args.cg_timestep_fs} fs")
-    if args.small:
-        small = HippynnMD(frame, SMALL).ours
-        time_ours(small, frame, 3, args.cg_timestep_fs, seed=0)
-        small_sps = statistics.median(time_ours(small, frame, 5 * args.steps, args.cg_timestep_fs, seed=r)
-                                      for r in range(args.repeats))
-        out["small_model_steps_per_s"] = round(small_sps, 3)
-        out["small_model_ns_per_day"] = round(ns_per_day(small_sps, args.cg_timestep_fs), 5)
-        print(f"CG MD, small HIP-NN-TS ({sum(p.numel() for p in small.parameters()):,} parameters, r_c 8 A): "
-              f"{small_sps:.2f} steps/s, {out['small_model_ns_per_day']:.4f} ns/day")
+    time_ours(ours_model, frame, 3, args.cg_timestep_fs, seed=0)
+    if fast is not None:
+        time_ours(ours_model, frame, 2, args.respa_outer_fs, seed=0, fast=fast, inner_steps=args.respa_inner_steps)
+    if peer is not None:
+        peer.run(2, args.cg_timestep_fs)
+    allatom = None
     if not args.no_allatom:
-        aa_sps, n_atoms = allatom_steps_per_s(args.molecule, args.n_beads, args.threads, args.aa_steps,
-                                              args.aa_timestep_fs, seed=2)
+        allatom = AllAtomMD(args.molecule, args.n_beads, args.threads, args.aa_timestep_fs, seed=2)
+    # interleaved repeats: every peer in every repeat, so a change of the machine's load hits all alike
+    single, respa, theirs, aa = [], [], [], []
+    BUILDS.clear()
+    for r in range(args.repeats):
+        single.append(time_ours(ours_model, frame, args.steps, args.cg_timestep_fs, seed=r, skin_A=args.skin_A))
+        line = f"  repeat {r}: ours {single[-1]:.2f} steps/s"
+        if fast is not None:
+            respa.append(time_ours(ours_model, frame, args.steps, args.respa_outer_fs, seed=r, fast=fast,
+                                   inner_steps=args.respa_inner_steps, skin_A=args.skin_A))
+            line += f", ours r-RESPA {respa[-1]:.2f} outer steps/s"
+        if peer is not None:
+            theirs.append(time_hippynn(peer, args.hippynn_steps, args.cg_timestep_fs))
+            line += f", hippynn {theirs[-1]:.2f} steps/s"
+        if allatom is not None:
+            aa.append(allatom.steps_per_s(args.aa_steps))
+            line += f", all-atom {aa[-1]:.1f} steps/s"
+        print(line, flush=True)
+    single_sps = statistics.median(single)
+    out: dict[str, float | int | str | None] = {
+        "n_beads": args.n_beads, "threads": args.threads, "n_parameters": n_params, "network": json.dumps(params),
+        "skin_A": args.skin_A,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "ours_steps_per_s": round(single_sps, 4), "cg_timestep_fs": args.cg_timestep_fs,
+        "neighbor_builds_per_step_single": round(statistics.mean(BUILDS[0::2 if respa else 1]), 3),
+        "cg_single_ns_per_day": round(ns_per_day(single_sps, args.cg_timestep_fs), 5),
+    }
+    if peer is not None:
+        theirs_sps = statistics.median(theirs)
+        out.update(hippynn_steps_per_s=round(theirs_sps, 4), speedup_vs_hippynn_md=round(single_sps / theirs_sps, 3))
+        print(f"CG MD: ours {single_sps:.2f} steps/s vs hippynn {theirs_sps:.2f} steps/s -> "
+              f"{single_sps / theirs_sps:.2f}x")
+    print(f"CG MD single step: {out['cg_single_ns_per_day']:.4f} ns/day at {args.cg_timestep_fs} fs")
+    headline = float(out["cg_single_ns_per_day"])
+    if fast is not None:
+        respa_sps = statistics.median(respa)
+        out.update(respa_outer_fs=args.respa_outer_fs, respa_inner_steps=args.respa_inner_steps,
+                   respa_pair_cutoff_A=args.respa_pair_cutoff_A, respa_outer_steps_per_s=round(respa_sps, 4),
+                   cg_respa_ns_per_day=round(ns_per_day(respa_sps, args.respa_outer_fs), 5),
+                   respa_step_cost_vs_single=round(single_sps / respa_sps, 3),
+                   neighbor_builds_per_outer_step_respa=round(statistics.mean(BUILDS[1::2]), 3))
+        headline = float(out["cg_respa_ns_per_day"])
+        print(f"CG MD r-RESPA {args.respa_outer_fs} fs outer / {args.respa_inner_steps} inner: "
+              f"{respa_sps:.2f} outer steps/s, {out['cg_respa_ns_per_day']:.4f} ns/day (an outer step costs "
+              f"{out['respa_step_cost_vs_single']}x a single step)")
+    out["cg_ns_per_day"] = headline
+    if allatom is not None:
+        aa_sps, n_atoms, n_constraints = statistics.median(aa), allatom.n_atoms, allatom.n_constraints
         aa_ns = ns_per_day(aa_sps, args.aa_timestep_fs)
-        out.update({"allatom_molecule": args.molecule, "allatom_atoms": n_atoms,
+        out.update({"allatom_molecule": args.molecule, "allatom_atoms": n_atoms, "allatom_constraints": n_constraints,
                     "allatom_steps_per_s": round(aa_sps, 3), "allatom_timestep_fs": args.aa_timestep_fs,
                     "allatom_ns_per_day": round(aa_ns, 5),
-                    "speedup_vs_openmm_allatom_ns_per_day": round(float(out["cg_ns_per_day"]) / aa_ns, 4),
-                    # the CG timestep at which the reference model would match the all-atom ns/day
-                    "cg_break_even_timestep_fs": round(aa_ns / (ours_sps * 1e-6 * 86400.0), 2)})
-        if "small_model_ns_per_day" in out:
-            out["speedup_small_vs_openmm_allatom_ns_per_day"] = round(float(out["small_model_ns_per_day"]) / aa_ns, 4)
-        print(f"all-atom OpenMM {args.molecule} ({n_atoms} sites): {aa_sps:.1f} steps/s, {aa_ns:.3f} ns/day at "
-              f"{args.aa_timestep_fs} fs; CG/AA ns/day = {out['speedup_vs_openmm_allatom_ns_per_day']}; the "
-              f"reference CG model breaks even at a {out['cg_break_even_timestep_fs']} fs timestep")
+                    "speedup_single_vs_openmm_allatom_ns_per_day": round(float(out["cg_single_ns_per_day"]) / aa_ns, 4),
+                    "speedup_vs_openmm_allatom_ns_per_day": round(headline / aa_ns, 4),
+                    # the single-step CG timestep at which the network would match the all-atom ns/day
+                    "cg_break_even_timestep_fs": round(aa_ns / (single_sps * 1e-6 * 86400.0), 2)})
+        print(f"all-atom OpenMM {args.molecule} ({n_atoms} sites, {n_constraints} constraints): {aa_sps:.1f} steps/s, "
+              f"{aa_ns:.3f} ns/day at {args.aa_timestep_fs} fs; CG/AA ns/day = "
+              f"{out['speedup_vs_openmm_allatom_ns_per_day']} (single step: "
+              f"{out['speedup_single_vs_openmm_allatom_ns_per_day']}); single-step CG breaks even at "
+              f"{out['cg_break_even_timestep_fs']} fs")
     print(json.dumps(out))
 
 

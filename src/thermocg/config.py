@@ -728,9 +728,11 @@ class StudyConfig:
 
 @dataclass
 class SimulateConfig:
-    """CG MD with a trained potential: Langevin (BAOAB) NVT, or velocity-Verlet NVE for checks."""
+    """CG MD with a trained potential: Langevin (BAOAB) NVT, or velocity-Verlet NVE for checks; either
+    also with multiple time steps (r-RESPA: ``respa_langevin``, ``respa_nve``)."""
 
-    integrator: Literal["langevin", "nve"] = "langevin"
+    integrator: Literal["langevin", "nve", "respa_langevin", "respa_nve"] = "langevin"
+    #: the timestep; for the r-RESPA integrators the outer step, at which the whole model is evaluated
     timestep_fs: float = 2.0
     #: None: the temperature of each state point
     temperature_K: float | None = None
@@ -751,10 +753,23 @@ class SimulateConfig:
     max_temperature_factor: float = 5.0
     max_force_kcal_mol_A: float = 1000.0
     min_distance_A: float = 0.5
+    #: r-RESPA only: inner steps per outer step (the fast part's step is timestep_fs / respa_inner_steps);
+    #: docs/performance.md recommends timestep_fs: 24 with 6 inner steps for one-bead methanol
+    respa_inner_steps: int = 6
+    #: r-RESPA only: the fast part: "prior" (the model's repulsive prior) or "pair" (a pair potential
+    #: fitted by MS-CG to the model's own forces on frames of the state's CG dataset; written beside the
+    #: run as respa_fast.safetensors)
+    respa_fast: Literal["prior", "pair"] = "pair"
+    #: r-RESPA, fast part "pair": its cutoff (at most the model's), its force spline's knot spacing, and
+    #: how many frames of the CG dataset (evenly spread) it is fitted on
+    respa_pair_cutoff_A: float = 5.0
+    respa_pair_spacing_A: float = 0.1
+    respa_pair_fit_frames: int = 100
 
     def __post_init__(self) -> None:
         for key in ("timestep_fs", "friction_per_ps", "duration_ps", "save_interval_fs", "thermo_interval_fs",
-                    "check_interval_steps", "max_temperature_factor", "max_force_kcal_mol_A", "temperature_K"):
+                    "check_interval_steps", "max_temperature_factor", "max_force_kcal_mol_A", "temperature_K",
+                    "respa_inner_steps", "respa_pair_cutoff_A", "respa_pair_spacing_A", "respa_pair_fit_frames"):
             _positive(f"simulate.{key}", getattr(self, key))
         _positive("simulate.skin_A", self.skin_A, allow_zero=True)
         _positive("simulate.min_distance_A", self.min_distance_A, allow_zero=True)
@@ -762,7 +777,13 @@ class SimulateConfig:
             if getattr(self, key) < self.timestep_fs:
                 raise ConfigError(f"simulate.{key}: must be at least simulate.timestep_fs ({self.timestep_fs})")
 
+    @property
+    def is_respa(self) -> bool:
+        """Whether the integrator takes multiple time steps (and reads the ``respa_*`` keys)."""
+        return self.integrator.startswith("respa_")
+
     def n_steps(self) -> int:
+        """Steps of ``timestep_fs`` (outer steps for r-RESPA) in ``duration_ps``."""
         return int(round(self.duration_ps * 1000.0 / self.timestep_fs))
 
     def save_interval_steps(self) -> int:

@@ -1,4 +1,5 @@
-"""CG molecular dynamics with any thermocg potential: Langevin (BAOAB) NVT and velocity-Verlet NVE.
+"""CG molecular dynamics with any thermocg potential: Langevin (BAOAB) NVT and velocity-Verlet NVE, each
+also with multiple time steps (r-RESPA).
 
 Equations of motion, in internal units (A, fs, kcal/mol, amu, K)::
 
@@ -12,7 +13,10 @@ The package, one job per module:
 - :mod:`~thermocg.md.state`: the state on the device (:class:`MDState`), its host snapshot
   (:class:`Snapshot`), restart files, kinetic energy, Maxwell-Boltzmann velocities, wrapping;
 - :mod:`~thermocg.md.integrators`: :class:`Integrator` and its kinds (:class:`LangevinBAOAB`,
-  :class:`VelocityVerlet`), and how to add one;
+  :class:`VelocityVerlet`, and the multiple-time-step :class:`RespaLangevinBAOAB` and
+  :class:`RespaVelocityVerlet`), and how to add one;
+- :mod:`~thermocg.md.splitting`: the fast part of a model for r-RESPA (its repulsive prior, or a pair
+  potential fitted to the model's own forces);
 - :mod:`~thermocg.md.blowup`: :class:`BlowUpDetector` and :class:`SimulationBlowUp`;
 - :mod:`~thermocg.md.reporters`: reporters that say when they report and what they need (H5MD,
   extxyz, thermo CSV, restart, in-memory collectors, progress), and how to add one;
@@ -37,7 +41,11 @@ from thermocg.md.integrators import (
     ForceProvider,
     Integrator,
     IntegratorContext,
+    RESPA_INTEGRATORS,
     LangevinBAOAB,
+    ListedForceProvider,
+    RespaLangevinBAOAB,
+    RespaVelocityVerlet,
     VelocityVerlet,
     make_integrator,
 )
@@ -102,7 +110,11 @@ __all__ = [
     "ForceProvider",
     "LangevinBAOAB",
     "VelocityVerlet",
+    "RespaVelocityVerlet",
+    "RespaLangevinBAOAB",
+    "ListedForceProvider",
     "INTEGRATORS",
+    "RESPA_INTEGRATORS",
     "make_integrator",
     "BlowUpDetector",
     "Reporter",

@@ -39,18 +39,45 @@ Write one class: subclass :class:`Integrator`, give it a ``name``, validate its 
 in ``step``; add it to :data:`INTEGRATORS` if a config should be able to name it. Nothing in the
 simulation loop changes.
 
-A multiple-time-step (r-RESPA) integrator is the case this interface was cut for. The simulation is
-given the expensive part of the model (the network) as its potential, and the RESPA object the cheap
-short-range part (a prior) as a ``fast_potential`` with an inner-step count k; its ``timestep_fs`` is
-the outer step, k inner steps long. In ``bind`` it turns the fast part into a second force provider
-(``context.force_provider(fast_potential)``, with its own neighbour list); ``initialize`` evaluates
-both parts and keeps the slow forces in ``state.extra`` (arrays there are checkpointed and rolled
-back with the rest of the state on a blow-up); ``step`` kicks the velocities with the slow forces for half an
-outer step, runs k inner velocity-Verlet (or BAOAB) steps with the fast forces, evaluates the slow
-forces (the simulation's provider) once at the new positions and kicks again, and stores the sums in
-``state.forces`` and ``state.potential_energy``. A restart file records the build positions of the
-main neighbour list only, so such a run would continue from a restart equal to the uninterrupted one
-to round-off rather than bit for bit, unless the fast list is rebuilt at the same positions too.
+Multiple time stepping (r-RESPA)
+--------------------------------
+Tuckerman, Berne and Martyna (J. Chem. Phys. 97, 1990, 1992) split the force into a fast part F_f
+(cheap, short-ranged, stiff) and a slow remainder F_s = F - F_f, and take k inner steps of length
+dt_in = dt / k with F_f inside one outer step of length dt with F_s. :class:`RespaVelocityVerlet`
+(NVE) is the Trotter splitting
+
+    B_s(dt/2) [ B_f(dt_in/2) A(dt_in) B_f(dt_in/2) ]^k B_s(dt/2)
+
+(B_x(h): v += h F_x / m * FORCE_TO_ACCEL; A(h): R += h v): time reversible and symplectic, with a
+shadow Hamiltonian as long as dt stays below the resonance limit of the slow force (about the
+period of the fastest motion the slow force drives, divided by pi). :class:`RespaLangevinBAOAB` puts
+the Ornstein-Uhlenbeck step inside the innermost loop, as BAOAB-RESPA (Lagardere et al., J. Phys.
+Chem. Lett. 10, 2593, 2019; OpenMM's ``MTSLangevinIntegrator`` does the same):
+
+    B_s(dt/2) [ B_f(dt_in/2) A(dt_in/2) O(dt_in) A(dt_in/2) B_f(dt_in/2) ]^k B_s(dt/2)
+
+Why the O step inside: (1) with k = 1 the scheme is exactly :class:`LangevinBAOAB` at dt (B_s and
+B_f merge into B), so RESPA changes nothing but the force split; (2) the fast motion is thermostatted
+at its own time scale with BAOAB's accurate configurational sampling, and the friction acts on the
+resonances of the outer step every inner step, which damps them (an outer O step would leave k inner
+steps of pure Hamiltonian motion between two frictions). The price is k noise draws per outer step.
+
+The *simulation's* potential stays the whole model F; the RESPA object is given the fast part as
+``fast_potential``. In ``bind`` it turns the fast part into a second force provider
+(``context.force_provider(fast_potential)``: the same beads, box and device, its own skin neighbour
+list at its own, shorter cutoff). ``initialize`` evaluates both; the fast forces and energy are
+kept in ``state.extra`` (checkpointed and rolled back with the state on a blow-up). ``step`` kicks
+with the slow forces F - F_f for half an outer step, runs the k inner steps with the fast forces,
+evaluates the whole model once at the new positions (the simulation's provider: once per outer step,
+the expensive call) and takes F_s = F - F_f there, with F_f already known from the last inner step.
+So ``state.forces`` and ``state.potential_energy`` are those of the whole model, as every reporter
+and the blow-up detector expect, and the slow part needs no potential of its own (no "network minus
+pair" class): for the prior split F_s is the network's force, for a fitted pair it is the network's
+force minus the pair's. The extra cost over a single-step run at dt is k cheap fast evaluations.
+
+A restart continues a RESPA run bit for bit: the integrator reports the fast list's build positions
+through :meth:`Integrator.saved_arrays` (the simulation writes them to the restart file beside the
+main list's, and checkpoints them), and takes them back through :meth:`Integrator.load_arrays`.
 """
 
 from __future__ import annotations
@@ -66,7 +93,8 @@ from thermocg import units
 from thermocg.md.state import MDInputError, MDState
 from thermocg.potentials.base import Potential
 
-__all__ = ["ForceProvider", "IntegratorContext", "Integrator", "VelocityVerlet", "LangevinBAOAB", "INTEGRATORS",
+__all__ = ["ForceProvider", "ListedForceProvider", "IntegratorContext", "Integrator", "VelocityVerlet",
+           "LangevinBAOAB", "RespaVelocityVerlet", "RespaLangevinBAOAB", "INTEGRATORS", "RESPA_INTEGRATORS",
            "make_integrator"]
 
 
@@ -76,17 +104,29 @@ class ForceProvider(Protocol):
     def __call__(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
+class ListedForceProvider(ForceProvider, Protocol):
+    """A :class:`ForceProvider` with its own skin neighbour list, as ``context.force_provider`` makes:
+    ``reference_positions`` (N, 3) A where the list was last built (None before the first call),
+    ``rebuild_at`` starts a list built there (``counted=False``: a list restored, not a new one), and
+    ``n_builds`` counts the builds."""
+
+    reference_positions: torch.Tensor | None
+    n_builds: int
+
+    def rebuild_at(self, reference_positions: torch.Tensor, *, counted: bool = True) -> None: ...
+
+
 @dataclass(frozen=True)
 class IntegratorContext:
     """What a simulation gives its integrator once, at :meth:`Integrator.bind`.
 
     masses : (N,) amu, float64 on the state's device
-    force_provider : builds a :class:`ForceProvider` for another potential (a part of the model), on
-        the same beads, box and device, with its own neighbour list
+    force_provider : builds a :class:`ListedForceProvider` for another potential (a part of the
+        model), on the same beads, box and device, with its own neighbour list
     """
 
     masses: torch.Tensor
-    force_provider: Callable[[Potential], ForceProvider]
+    force_provider: Callable[[Potential], ListedForceProvider]
 
 
 class Integrator(ABC):
@@ -123,6 +163,17 @@ class Integrator(ABC):
     def degrees_of_freedom(self, n_particles: int) -> int:
         """n_dof of the kinetic temperature (at least 1)."""
         return max(3 * n_particles - (3 if self.conserves_momentum else 0), 1)
+
+    def saved_arrays(self) -> dict[str, torch.Tensor]:
+        """Device tensors, beyond the :class:`MDState`, that a continuation needs to repeat this run bit
+        for bit (e.g. the build positions of the integrator's own neighbour lists). The simulation
+        checkpoints them and writes them to restart files; none by default."""
+        return {}
+
+    def load_arrays(self, arrays: dict[str, torch.Tensor], *, counted: bool = True) -> None:
+        """Take back what :meth:`saved_arrays` gave (from a restart file, or a checkpoint on a roll-back:
+        ``counted=False``). Names this integrator does not know are ignored (a restart of a run made
+        with another integrator); none by default."""
 
     def describe(self) -> dict[str, Any]:
         """The parameters, for metadata."""
@@ -186,24 +237,191 @@ class LangevinBAOAB(Integrator):
         x, v = state.positions, state.velocities
         v.add_(state.forces * inv_mass_accel, alpha=half_dt)
         x.add_(v, alpha=half_dt)
-        noise = torch.randn(x.shape, generator=state.generator, device=x.device, dtype=x.dtype)
-        v.mul_(self.c1).add_(self._sigma_v * noise)
+        self.o_step(state)
         x.add_(v, alpha=half_dt)
         state.potential_energy, state.forces = compute_forces(x)
         v.add_(state.forces * inv_mass_accel, alpha=half_dt)
+
+    def o_step(self, state: MDState) -> None:
+        """The O step, in place: v = c1 v + c2 sqrt(kT FORCE_TO_ACCEL / m) N(0, 1), one draw of (N, 3)."""
+        v = state.velocities
+        if self._sigma_v is None:
+            raise RuntimeError(f"{type(self).__name__}: bind() it to a simulation before stepping")
+        noise = torch.randn(v.shape, generator=state.generator, device=v.device, dtype=v.dtype)
+        v.mul_(self.c1).add_(self._sigma_v * noise)
 
     def describe(self) -> dict[str, Any]:
         return dict(super().describe(), temperature_K=self._temperature_K, friction_per_ps=self.friction_per_ps)
 
 
+class _Respa(Integrator):
+    """r-RESPA on a split force F = F_f + F_s (module docstring): the base of the NVE and Langevin kinds.
+
+    ``timestep_fs`` is the outer step dt; ``inner_steps`` k >= 1 inner steps of dt / k each use the
+    forces of ``fast_potential`` (F_f); F_s = F - F_f, with F the simulation's potential, is applied
+    once per outer step. Subclasses define the inner step.
+    """
+
+    #: key of the fast list's build positions in :meth:`saved_arrays` (and restart files)
+    FAST_REFERENCE = "fast_neighbor_reference_positions"
+
+    def __init__(self, timestep_fs: float, *, fast_potential: Potential, inner_steps: int) -> None:
+        super().__init__(timestep_fs)
+        if not isinstance(fast_potential, Potential):
+            raise MDInputError(f"{self.name}: fast_potential must be a thermocg Potential, "
+                               f"got {type(fast_potential).__name__}")
+        if isinstance(inner_steps, bool) or int(inner_steps) != inner_steps or inner_steps < 1:
+            raise MDInputError(f"{self.name}: inner_steps must be a positive integer, got {inner_steps!r}")
+        self.fast_potential = fast_potential
+        self.inner_steps = int(inner_steps)
+        self.inner_timestep_fs = self.timestep_fs / self.inner_steps
+        self._fast: ListedForceProvider | None = None
+
+    def bind(self, context: IntegratorContext) -> None:
+        """Also the fast part's force provider, with its own neighbour list."""
+        super().bind(context)
+        self._fast = context.force_provider(self.fast_potential)
+
+    def _fast_provider(self) -> ListedForceProvider:
+        if self._fast is None:
+            raise RuntimeError(f"{type(self).__name__}: bind() it to a simulation before stepping")
+        return self._fast
+
+    def initialize(self, state: MDState, compute_forces: ForceProvider) -> None:
+        """The whole model's energy and forces into the state, the fast part's into ``state.extra``."""
+        super().initialize(state, compute_forces)
+        state.extra["fast_energy"], state.extra["fast_forces"] = self._fast_provider()(state.positions)
+
+    def step(self, state: MDState, compute_forces: ForceProvider) -> None:
+        inv_mass_accel = self._bound()
+        fast = self._fast_provider()
+        half_dt = 0.5 * self.timestep_fs
+        v = state.velocities
+        fast_energy, fast_forces = state.extra["fast_energy"], state.extra["fast_forces"]
+        v.add_((state.forces - fast_forces) * inv_mass_accel, alpha=half_dt)
+        for _ in range(self.inner_steps):
+            fast_energy, fast_forces = self._inner_step(state, fast, fast_forces, inv_mass_accel)
+        state.potential_energy, state.forces = compute_forces(state.positions)
+        v.add_((state.forces - fast_forces) * inv_mass_accel, alpha=half_dt)
+        state.extra["fast_energy"], state.extra["fast_forces"] = fast_energy, fast_forces
+
+    @abstractmethod
+    def _inner_step(self, state: MDState, fast: ForceProvider, fast_forces: torch.Tensor,
+                    inv_mass_accel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One inner step with the fast forces (those at the current positions given); returns the
+        fast energy and forces at the new positions."""
+
+    def saved_arrays(self) -> dict[str, torch.Tensor]:
+        reference = self._fast_provider().reference_positions
+        return {} if reference is None else {self.FAST_REFERENCE: reference}
+
+    def load_arrays(self, arrays: dict[str, torch.Tensor], *, counted: bool = True) -> None:
+        reference = arrays.get(self.FAST_REFERENCE)
+        if reference is None:
+            return
+        n = self._bound().shape[0]
+        if tuple(reference.shape) != (n, 3):
+            raise MDInputError(f"{self.name}: {self.FAST_REFERENCE} has shape {tuple(reference.shape)}, "
+                               f"expected {(n, 3)}")
+        self._fast_provider().rebuild_at(reference, counted=counted)
+
+    @property
+    def n_fast_neighbor_builds(self) -> int:
+        """Builds of the fast part's neighbour list."""
+        return self._fast_provider().n_builds
+
+    def describe(self) -> dict[str, Any]:
+        return dict(super().describe(), inner_steps=self.inner_steps, inner_timestep_fs=self.inner_timestep_fs,
+                    fast_potential=self.fast_potential.kind, fast_cutoff_A=self.fast_potential.cutoff_A)
+
+
+class RespaVelocityVerlet(_Respa):
+    """NVE r-RESPA: B_s(dt/2) [B_f(dt_in/2) A(dt_in) B_f(dt_in/2)]^k B_s(dt/2) (module docstring).
+
+    With ``inner_steps=1`` it is :class:`VelocityVerlet` at dt (to round-off: the kicks are split).
+    """
+
+    name = "respa_nve"
+    conserves_momentum = True
+
+    def _inner_step(self, state: MDState, fast: ForceProvider, fast_forces: torch.Tensor,
+                    inv_mass_accel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dt = self.inner_timestep_fs
+        v = state.velocities
+        v.add_(fast_forces * inv_mass_accel, alpha=0.5 * dt)
+        state.positions.add_(v, alpha=dt)
+        energy, forces = fast(state.positions)
+        v.add_(forces * inv_mass_accel, alpha=0.5 * dt)
+        return energy, forces
+
+
+class RespaLangevinBAOAB(_Respa):
+    """NVT r-RESPA with BAOAB inner steps (BAOAB-RESPA, module docstring), friction gamma in 1/ps.
+
+    B_s(dt/2) [B_f A O A B_f]^k B_s(dt/2), each inner B A O A B a :class:`LangevinBAOAB` step of
+    dt_in = dt / k with the fast forces (c1 = exp(-gamma dt_in)); k noise draws N(0, 1) of shape (N, 3)
+    from ``state.generator`` per outer step. With ``inner_steps=1`` it is :class:`LangevinBAOAB` at dt.
+    """
+
+    name = "respa_langevin"
+    conserves_momentum = False
+
+    def __init__(self, timestep_fs: float, *, fast_potential: Potential, inner_steps: int, temperature_K: float,
+                 friction_per_ps: float) -> None:
+        super().__init__(timestep_fs, fast_potential=fast_potential, inner_steps=inner_steps)
+        # the inner step's thermostat: LangevinBAOAB's checks and constants at dt_in
+        self._inner = LangevinBAOAB(self.inner_timestep_fs, temperature_K=temperature_K,
+                                    friction_per_ps=friction_per_ps)
+        self.friction_per_ps = self._inner.friction_per_ps
+
+    @property
+    def temperature_K(self) -> float:
+        return self._inner.temperature_K
+
+    def bind(self, context: IntegratorContext) -> None:
+        super().bind(context)
+        self._inner.bind(context)
+
+    def _inner_step(self, state: MDState, fast: ForceProvider, fast_forces: torch.Tensor,
+                    inv_mass_accel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        half_dt = 0.5 * self.inner_timestep_fs
+        inner = self._inner
+        x, v = state.positions, state.velocities
+        v.add_(fast_forces * inv_mass_accel, alpha=half_dt)
+        x.add_(v, alpha=half_dt)
+        inner.o_step(state)
+        x.add_(v, alpha=half_dt)
+        energy, forces = fast(x)
+        v.add_(forces * inv_mass_accel, alpha=half_dt)
+        return energy, forces
+
+    def describe(self) -> dict[str, Any]:
+        return dict(super().describe(), temperature_K=self.temperature_K, friction_per_ps=self.friction_per_ps)
+
+
 #: integrators by registry name
-INTEGRATORS: dict[str, type[Integrator]] = {"langevin": LangevinBAOAB, "nve": VelocityVerlet}
+INTEGRATORS: dict[str, type[Integrator]] = {"langevin": LangevinBAOAB, "nve": VelocityVerlet,
+                                            "respa_langevin": RespaLangevinBAOAB, "respa_nve": RespaVelocityVerlet}
+#: the multiple-time-step kinds (they need a fast potential)
+RESPA_INTEGRATORS = ("respa_langevin", "respa_nve")
 
 
-def make_integrator(name: str, *, timestep_fs: float, temperature_K: float, friction_per_ps: float) -> Integrator:
-    """The integrator ``name`` ("langevin" or "nve") from the parameters a config gives."""
+def make_integrator(name: str, *, timestep_fs: float, temperature_K: float, friction_per_ps: float,
+                    fast_potential: Potential | None = None, inner_steps: int = 1) -> Integrator:
+    """The integrator ``name`` (a key of :data:`INTEGRATORS`) from the parameters a config gives.
+
+    The r-RESPA kinds also need ``fast_potential`` and ``inner_steps``; ``timestep_fs`` is then the
+    outer step.
+    """
     if name not in INTEGRATORS:
         raise MDInputError(f"integrator must be one of {sorted(INTEGRATORS)}, got {name!r}")
+    if name in RESPA_INTEGRATORS:
+        if fast_potential is None:
+            raise MDInputError(f"integrator {name!r} needs the fast part of the model (fast_potential)")
+        if name == "respa_langevin":
+            return RespaLangevinBAOAB(timestep_fs, fast_potential=fast_potential, inner_steps=inner_steps,
+                                      temperature_K=temperature_K, friction_per_ps=friction_per_ps)
+        return RespaVelocityVerlet(timestep_fs, fast_potential=fast_potential, inner_steps=inner_steps)
     if name == "langevin":
         return LangevinBAOAB(timestep_fs, temperature_K=temperature_K, friction_per_ps=friction_per_ps)
     return INTEGRATORS[name](timestep_fs)

@@ -68,7 +68,10 @@ class PotentialForces:
 
     A :class:`~thermocg.md.integrators.ForceProvider` with its own skin neighbour list; results are
     detached and cast to float64. ``types`` are the potential's type indices (N,); ``box`` (3, 3).
-    ``reference_positions`` are the positions the list was last built at.
+    ``reference_positions`` are the positions the list was last built at. A potential with a method
+    ``direct_energy_and_forces(positions, box, types, pairs) -> (energy (), forces (N, 3))`` is
+    evaluated through it instead of autograd (the tabulated fast part of r-RESPA,
+    :class:`~thermocg.md.splitting.TabulatedPair`).
     """
 
     def __init__(self, potential: Potential, types: torch.Tensor, box: torch.Tensor, *, skin_A: float,
@@ -95,6 +98,10 @@ class PotentialForces:
         pairs = self.pairs(positions)
         if self.temperature_K is not None and self.potential.temperature_K != self.temperature_K:
             self.potential.set_temperature(self.temperature_K)
+        direct = getattr(self.potential, "direct_energy_and_forces", None)
+        if direct is not None:  # a potential that gives its forces without autograd
+            energy, forces = direct(positions, self.box, self.types, pairs)
+            return energy.to(STATE_DTYPE), forces.to(STATE_DTYPE)
         energy, forces = energy_and_forces(self.potential, positions, self.box, self.types, pairs=pairs)
         return energy[0].to(STATE_DTYPE), forces[0].to(STATE_DTYPE)
 
@@ -123,6 +130,8 @@ class _Checkpoint:
     rng_state: torch.Tensor
     extra: dict[str, torch.Tensor]
     neighbor_reference: torch.Tensor | None
+    #: the integrator's saved arrays (never modified in place by their owners: not copied)
+    integrator_arrays: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -158,6 +167,8 @@ class CGSimulation:
     rng_state : a generator state (bytes, as :meth:`state` reports) to continue from
     step, time_fs : the counters of the initial state
     neighbor_reference_positions : (N, 3) A: build the neighbour list there (continuing a run)
+    integrator_arrays : the integrator's own arrays of a restart (name -> array; continuing a run),
+        given to :meth:`~thermocg.md.integrators.Integrator.load_arrays`
     skin_A : neighbour-list skin;  blowup : the :class:`BlowUpDetector` (default thresholds if None)
     reporters : attached reporters (more can be appended to :attr:`reporters`)
 
@@ -170,7 +181,7 @@ class CGSimulation:
                  velocities: np.ndarray | None = None, temperature_K: float | None = None,
                  seed: int | torch.Generator | None = None, rng_state: np.ndarray | torch.Tensor | None = None,
                  step: int = 0, time_fs: float = 0.0, neighbor_reference_positions: np.ndarray | None = None,
-                 skin_A: float = 1.0, blowup: BlowUpDetector | None = None,
+                 integrator_arrays: dict[str, np.ndarray] | None = None, skin_A: float = 1.0, blowup: BlowUpDetector | None = None,
                  reporters: Iterable[Reporter] = ()) -> None:
         if not isinstance(potential, Potential):
             raise MDInputError(f"potential must be a thermocg Potential, got {type(potential).__name__}")
@@ -202,6 +213,10 @@ class CGSimulation:
         if neighbor_reference_positions is not None:
             self._forces.rebuild_at(torch.as_tensor(neighbor_reference_positions, dtype=STATE_DTYPE, device=device))
         integrator.bind(IntegratorContext(masses=masses_t, force_provider=self._force_provider))
+        if integrator_arrays:
+            integrator.load_arrays({name: torch.as_tensor(np.asarray(array, dtype=np.float64), dtype=STATE_DTYPE,
+                                                          device=device)
+                                    for name, array in integrator_arrays.items()})
         self.n_dof = integrator.degrees_of_freedom(x.shape[0])
         self._time_offset_fs = float(time_fs) - int(step) * integrator.timestep_fs
         zeros = torch.zeros_like(x)
@@ -296,6 +311,13 @@ class CGSimulation:
             types = potential.type_indices(self._topology.type_names, self._topology.types).to(potential.device)
         except ValueError as exc:
             raise MDInputError(f"the potential does not fit the beads: {exc}") from None
+        if potential.device != self.potential.device:
+            raise MDInputError(f"a {potential.kind} part on {potential.device} for a simulation on "
+                               f"{self.potential.device}: move it to the same device")
+        try:
+            check_cutoff_fits(potential.cutoff_A, self._box_host, what=f"the {potential.kind} part's cutoff")
+        except ValueError as exc:
+            raise MDInputError(f"box too small: {exc}") from None
         # a part of the model (e.g. a multiple-time-step integrator's fast part) gets its temperature by
         # the same rule as the whole
         model_temperature = self.model_temperature_K
@@ -331,7 +353,7 @@ class CGSimulation:
         """Continue from a restart file (any version-1 file; see :mod:`thermocg.md.state`).
 
         Positions, velocities, box, beads, step, time, and (when the file has them) the generator
-        state and the neighbour list's build positions come from the file; other keyword arguments are
+        state, the neighbour list's build positions and the integrator's own arrays come from the file; other keyword arguments are
         those of the constructor (``seed`` is needed only for a file without ``rng_state``).
         """
         data = load_restart(path)
@@ -340,7 +362,8 @@ class CGSimulation:
         return cls(potential, integrator, positions=data["positions"], velocities=data["velocities"],
                    box=data["box"], types=data["types"], type_names=data["type_names"], masses=data["masses"],
                    step=data["step"], time_fs=data["time_fs"], rng_state=data.get("rng_state"),
-                   neighbor_reference_positions=data.get("neighbor_reference_positions"), **kwargs)
+                   neighbor_reference_positions=data.get("neighbor_reference_positions"),
+                   integrator_arrays=data.get("integrator_arrays"), **kwargs)
 
     # ----------------------------------------------------------------------------------------------
     # running
@@ -429,7 +452,8 @@ class CGSimulation:
                            velocities=s.velocities.clone(), forces=s.forces.clone(),
                            potential_energy=s.potential_energy.clone(), rng_state=s.generator.get_state(),
                            extra={k: t.clone() for k, t in s.extra.items()},
-                           neighbor_reference=self._forces.reference_positions)
+                           neighbor_reference=self._forces.reference_positions,
+                           integrator_arrays=dict(self.integrator.saved_arrays()))
 
     def _roll_back(self) -> None:
         good, s = self._last_good, self._state
@@ -440,6 +464,8 @@ class CGSimulation:
         s.step, s.time_fs = good.step, good.time_fs
         if good.neighbor_reference is not None:
             self._forces.rebuild_at(good.neighbor_reference, counted=False)
+        if good.integrator_arrays:
+            self.integrator.load_arrays(good.integrator_arrays, counted=False)
 
     # ----------------------------------------------------------------------------------------------
     # the state on the host
@@ -467,6 +493,9 @@ class CGSimulation:
         reference = self._forces.reference_positions
         if neighbor_reference and reference is not None:
             out.neighbor_reference_positions = reference.cpu().numpy().copy()
+            saved = self.integrator.saved_arrays()
+            if saved:
+                out.integrator_arrays = {name: t.cpu().numpy().copy() for name, t in saved.items()}
         fetched = {"positions": positions, "velocities": velocities, "forces": forces, "energies": energies,
                    "rng_state": rng_state, "neighbor_reference": neighbor_reference and reference is not None}
         self.host_fetches.update(name for name, done in fetched.items() if done)

@@ -9,9 +9,12 @@ the start step (for a restart: from the restart's step).
 :func:`run_simulate` runs one model at the state points of a config: for each state the initial
 frame is the last frame of RUN_DIR/cg/<label>.h5md; it writes RUN_DIR/md/<model>/<label>/
 {traj.h5md, thermo.csv, restart.npz, summary.json, resolved.yaml} and returns one
-:class:`MDRunSummary` per state. A blow-up is recorded in the summary (the files keep the run up to the
-last good state) and does not stop the other states; the CLI exits with status 1 when any state blew
-up (:func:`simulate_exit_status`).
+:class:`MDRunSummary` per state. With an r-RESPA integrator (``simulate.integrator: respa_langevin``)
+the fast part is the model's prior or a pair potential fitted to the model's forces on the state's CG
+frames (``simulate.respa_fast``; :mod:`thermocg.md.splitting`), saved as respa_fast.safetensors. A
+blow-up is recorded in the summary (the files keep the run up to the last good state) and does not
+stop the other states; the CLI exits with status 1 when any state blew up
+(:func:`simulate_exit_status`).
 
 Continuing a run (``continue_run=True``, ``thermocg simulate --continue``): ``simulate.duration_ps``
 is the total length of the run. The run continues from its restart.npz to that length, and its files
@@ -41,7 +44,7 @@ import torch
 from thermocg import units
 from thermocg.frames import Frames
 from thermocg.md.blowup import BlowUpDetector, SimulationBlowUp
-from thermocg.md.integrators import make_integrator
+from thermocg.md.integrators import INTEGRATORS, RESPA_INTEGRATORS, make_integrator
 from thermocg.md.reporters import (
     CallbackReporter,
     ExtXYZReporter,
@@ -126,9 +129,9 @@ def _check_inputs(potential: Potential, initial: Frames, temperature_K: float, t
         raise MDInputError(f"timestep_fs must be positive, got {timestep_fs}")
     if not (math.isfinite(temperature_K) and temperature_K >= 0):
         raise MDInputError(f"temperature_K must be non-negative, got {temperature_K}")
-    if integrator not in ("langevin", "nve"):
-        raise MDInputError(f"integrator must be 'langevin' or 'nve', got {integrator!r}")
-    if integrator == "langevin" and not (math.isfinite(friction_per_ps) and friction_per_ps > 0):
+    if integrator not in INTEGRATORS:
+        raise MDInputError(f"integrator must be one of {sorted(INTEGRATORS)}, got {integrator!r}")
+    if integrator in ("langevin", "respa_langevin") and not (math.isfinite(friction_per_ps) and friction_per_ps > 0):
         raise MDInputError(f"friction_per_ps must be positive for Langevin dynamics, got {friction_per_ps}")
     if int(n_steps) != n_steps or n_steps < 0:
         raise MDInputError(f"n_steps must be a non-negative integer, got {n_steps}")
@@ -150,6 +153,16 @@ def _restart_simulation(restart: str | os.PathLike, potential: Potential, initia
     if restart_names != frame_names:
         raise MDInputError(f"{restart}: bead types differ from those of the initial frames")
     return CGSimulation.from_restart(restart, potential, integrator, **kwargs)
+
+
+def _metadata(potential: Potential, stepper: Any, temperature_K: float, friction_per_ps: float) -> dict[str, Any]:
+    """What the trajectory file records about the run's dynamics."""
+    out = {"potential": potential.kind, "integrator": stepper.name, "timestep_fs": float(stepper.timestep_fs),
+           "temperature_K": temperature_K, "friction_per_ps": friction_per_ps}
+    if stepper.name in RESPA_INTEGRATORS:
+        out.update(respa_inner_steps=stepper.inner_steps, respa_fast_potential=stepper.fast_potential.kind,
+                   respa_fast_cutoff_A=stepper.fast_potential.cutoff_A)
+    return out
 
 
 @dataclass
@@ -268,7 +281,9 @@ def simulate(
     seed: int | torch.Generator,
     save_interval_steps: int = 100,
     friction_per_ps: float = 1.0,
-    integrator: Literal["langevin", "nve"] = "langevin",
+    integrator: Literal["langevin", "nve", "respa_langevin", "respa_nve"] = "langevin",
+    fast_potential: Potential | None = None,
+    respa_inner_steps: int = 1,
     out_dir: str | os.PathLike | None = None,
     thermo_interval_steps: int | None = None,
     restart_interval_steps: int | None = None,
@@ -298,6 +313,10 @@ def simulate(
         or the frame's own velocities with ``initial_velocities="frame"``.
     temperature_K : Langevin target temperature (and the initial velocities' temperature for NVE), K
     timestep_fs : dt, fs;  n_steps : steps to run;  friction_per_ps : Langevin gamma, 1/ps
+    integrator : "langevin", "nve", or their multiple-time-step kinds "respa_langevin", "respa_nve";
+        these need ``fast_potential`` (the fast part of ``potential``, e.g.
+        :func:`thermocg.md.splitting.prior_part`) and take ``respa_inner_steps`` inner steps of it per
+        step; ``timestep_fs`` and ``n_steps`` are then the outer step and their number
     seed : int or torch.Generator (on the potential's device) for velocities and Langevin noise
     save_interval_steps : trajectory frames (in memory and in ``out_dir/traj.h5md``) every that many steps
     out_dir : if given, writes traj.h5md, thermo.csv, restart.npz (and traj.extxyz when ``extxyz``)
@@ -320,7 +339,8 @@ def simulate(
     thermo_interval_steps = int(thermo_interval_steps or save_interval_steps)
     restart_interval_steps = int(restart_interval_steps or max(save_interval_steps, n_steps // 10 or 1))
     stepper = make_integrator(integrator, timestep_fs=float(timestep_fs), temperature_K=temperature_K,
-                              friction_per_ps=friction_per_ps)
+                              friction_per_ps=friction_per_ps, fast_potential=fast_potential,
+                              inner_steps=respa_inner_steps)
     options = dict(seed=seed, temperature_K=temperature_K, skin_A=skin_A,
                    blowup=BlowUpDetector(interval_steps=check_interval_steps,
                                          max_temperature_factor=max_temperature_factor,
@@ -330,8 +350,7 @@ def simulate(
     else:
         sim = CGSimulation.from_frames(potential, initial, stepper, frame_index=frame_index,
                                        velocities=initial_velocities, **options)
-    metadata = {"potential": potential.kind, "integrator": integrator, "timestep_fs": float(timestep_fs),
-                "temperature_K": temperature_K, "friction_per_ps": friction_per_ps, **_model_temperature(sim)}
+    metadata = {**_metadata(potential, stepper, temperature_K, friction_per_ps), **_model_temperature(sim)}
     start_step = sim.current_step
     outputs = _attach_reporters(
         sim, out_dir, save_interval_steps=int(save_interval_steps), thermo_interval_steps=thermo_interval_steps,
@@ -495,21 +514,61 @@ def _read_initial(job: _StateJob) -> tuple[Frames, float]:
     return initial, temperature
 
 
+def _fast_part(job: _StateJob, *, continuing: bool) -> tuple[Potential | None, dict[str, Path]]:
+    """The fast part of the model for an r-RESPA run (None otherwise), tabulated for the inner loop
+    (:class:`~thermocg.md.splitting.TabulatedPair`), and the file it was saved to.
+
+    ``respa_fast: pair`` is fitted to the model's forces on ``respa_pair_fit_frames`` frames of the
+    state's CG dataset and saved as OUT_DIR/respa_fast.safetensors; a continuation loads that file,
+    so it integrates with the very same fast part.
+    """
+    from thermocg.md.splitting import TabulatedPair, fit_pair_part, prior_part
+    from thermocg.potentials.base import load_potential, save_potential
+
+    settings = job.settings
+    if not settings.is_respa:
+        return None, {}
+    if settings.respa_fast == "prior":
+        return TabulatedPair.from_pair_potential(prior_part(job.potential)), {}
+    path = job.out_dir / "respa_fast.safetensors"
+    if continuing:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: the run's fitted fast part is missing; cannot continue it "
+                                    "(rerun without --continue)")
+        return TabulatedPair.from_pair_potential(load_potential(path, device=job.device)), {"respa_fast": path}
+    from thermocg import provenance
+    from thermocg.dataset import H5MDDataset
+
+    with H5MDDataset(job.dataset) as ds:
+        index = np.unique(np.linspace(0, len(ds) - 1, min(len(ds), settings.respa_pair_fit_frames)).round()
+                          .astype(int))
+        frames = ds.read(index)
+    table = fit_pair_part(job.potential, frames, cutoff_A=settings.respa_pair_cutoff_A,
+                          spacing_A=settings.respa_pair_spacing_A, max_frames=None)
+    save_potential(table, path, provenance=provenance.collect(
+        [job.model_file, job.dataset], stage="simulate: r-RESPA fast pair part, fitted to the model's forces",
+        fit=json.loads(json.dumps(table.fit_info, default=float))))
+    return TabulatedPair.from_pair_potential(table), {"respa_fast": path}
+
+
 def _simulate_state(job: _StateJob) -> MDRunSummary:
     """A fresh run of one state."""
     settings = job.settings
     initial, temperature = _read_initial(job)
+    fast, fast_paths = _fast_part(job, continuing=False)
     result = simulate(
         job.potential, initial, temperature_K=temperature, timestep_fs=settings.timestep_fs,
         n_steps=settings.n_steps(), seed=job.seed, save_interval_steps=settings.save_interval_steps(),
         thermo_interval_steps=settings.thermo_interval_steps(), friction_per_ps=settings.friction_per_ps,
-        integrator=settings.integrator, out_dir=job.out_dir, keep_frames=False,
+        integrator=settings.integrator, fast_potential=fast, respa_inner_steps=settings.respa_inner_steps,
+        out_dir=job.out_dir, keep_frames=False,
         save_velocities=settings.save_velocities, extxyz=settings.extxyz, skin_A=settings.skin_A,
         check_interval_steps=settings.check_interval_steps,
         max_temperature_factor=settings.max_temperature_factor,
         max_force_kcal_mol_A=settings.max_force_kcal_mol_A, min_distance_A=settings.min_distance_A,
         raise_on_blowup=False, progress=job.progress,
     )
+    result.paths.update(fast_paths)
     temps = result.thermo["temperature_K"]
     mean = float(temps.mean()) if len(temps) else None
     return _finish_state(job, result, temperature, start_step=0, seed=job.seed,
@@ -600,17 +659,17 @@ def _continue_state(job: _StateJob) -> MDRunSummary:
               file=sys.stderr)
         return MDRunSummary.from_dict(previous)
     initial, temperature = _read_initial(job)
+    fast, fast_paths = _fast_part(job, continuing=True)
     stepper = make_integrator(settings.integrator, timestep_fs=settings.timestep_fs, temperature_K=temperature,
-                              friction_per_ps=settings.friction_per_ps)
+                              friction_per_ps=settings.friction_per_ps, fast_potential=fast,
+                              inner_steps=settings.respa_inner_steps)
     detector = BlowUpDetector(interval_steps=settings.check_interval_steps,
                               max_temperature_factor=settings.max_temperature_factor,
                               max_force_kcal_mol_A=settings.max_force_kcal_mol_A,
                               min_distance_A=settings.min_distance_A)
     sim = _restart_simulation(restart, job.potential, initial, stepper, temperature_K=temperature,
                               skin_A=settings.skin_A, blowup=detector)
-    metadata = {"potential": job.potential.kind, "integrator": settings.integrator,
-                "timestep_fs": float(settings.timestep_fs), "temperature_K": temperature,
-                "friction_per_ps": settings.friction_per_ps, **_model_temperature(sim)}
+    metadata = {**_metadata(job.potential, stepper, temperature, settings.friction_per_ps), **_model_temperature(sim)}
     outputs = _attach_reporters(
         sim, job.out_dir, save_interval_steps=settings.save_interval_steps(),
         thermo_interval_steps=settings.thermo_interval_steps(),
@@ -619,6 +678,7 @@ def _continue_state(job: _StateJob) -> MDRunSummary:
         metadata=metadata, phase_step=0, append=True, keep_frames=False, extra=[],
         progress_steps=remaining if job.progress else None)
     result = _execute(sim, remaining, outputs, initial_report=False, initial=initial, metadata=metadata)
+    result.paths.update(fast_paths)
     new_temps = result.thermo["temperature_K"]
     mean_before = previous.get("mean_temperature_K") or 0.0
     n_total = n_before + len(new_temps)

@@ -20,6 +20,9 @@ masses amu, time fs, temperature K. N is the number of beads.
   was last built at). With both, a run continued from the file repeats the uninterrupted run bit for
   bit: the same noise, and the same pair list, so the same order of the force sums. Files without
   the optional arrays (older ones) still load; the list is then built at the restart positions.
+  Arrays an integrator keeps beyond the state (the build positions of a multiple-time-step
+  integrator's own neighbour list, :meth:`~thermocg.md.integrators.Integrator.saved_arrays`) are
+  stored as ``integrator.<name>`` and given back to the integrator of the continuation.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ RESTART_FORMAT = "thermocg-restart"
 RESTART_VERSION = 1
 #: arrays every restart file holds; ``rng_state`` and ``neighbor_reference_positions`` are optional
 RESTART_REQUIRED = ("positions", "velocities", "box", "step", "time_fs", "types", "type_names", "masses")
+#: prefix of the integrator's own arrays in a restart file
+INTEGRATOR_PREFIX = "integrator."
 
 
 class MDInputError(ValueError):
@@ -149,6 +154,8 @@ class Snapshot:
     temperature_K: float | None = None
     rng_state: np.ndarray | None = None
     neighbor_reference_positions: np.ndarray | None = None
+    #: the integrator's own arrays (:meth:`~thermocg.md.integrators.Integrator.saved_arrays`), or None
+    integrator_arrays: dict[str, np.ndarray] | None = None
 
     @property
     def wrapped_positions(self) -> np.ndarray:
@@ -191,6 +198,8 @@ def write_restart(path: str | os.PathLike, snap: Snapshot) -> Path:
         arrays["rng_state"] = snap.rng_state
     if snap.neighbor_reference_positions is not None:
         arrays["neighbor_reference_positions"] = snap.neighbor_reference_positions
+    for name, array in (snap.integrator_arrays or {}).items():
+        arrays[INTEGRATOR_PREFIX + name] = array
     with atomic_path(path) as partial, open(partial, "wb") as handle:  # np.savez would append ".npz" to a name
         np.savez(handle, **arrays)
     return Path(path)
@@ -220,9 +229,15 @@ def load_restart(path: str | os.PathLike) -> dict[str, Any]:
     reference = out.get("neighbor_reference_positions")
     if reference is not None and reference.shape != (n, 3):
         raise MDInputError(f"{path}: neighbor_reference_positions has shape {reference.shape}, expected {(n, 3)}")
+    integrator_arrays = {key[len(INTEGRATOR_PREFIX):]: out.pop(key) for key in list(out)
+                         if key.startswith(INTEGRATOR_PREFIX)}
+    for key, array in integrator_arrays.items():
+        if array.dtype.kind != "f" or not np.all(np.isfinite(array)):
+            raise MDInputError(f"{path}: restart array {INTEGRATOR_PREFIX}{key} is not finite floating-point data")
     for key in ("positions", "velocities", "box", "neighbor_reference_positions"):
         if key in out and not np.all(np.isfinite(out[key])):
             raise MDInputError(f"{path}: restart {key} hold NaN or inf")
+    out["integrator_arrays"] = integrator_arrays or None
     out["step"] = int(out["step"])
     out["time_fs"] = float(out["time_fs"])
     out["type_names"] = tuple(str(t) for t in out["type_names"])
