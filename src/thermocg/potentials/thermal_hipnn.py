@@ -129,8 +129,12 @@ class ThermalHipnnTS(_ReducedTemperature, HipnnTS):
 
         W(T) = E_0 + tau E_1; U_E = E_0 - E_1; S = -E_1 / T_ref (kcal/mol/K).
         """
+        return self.head_energies(graph, self.features(graph))
+
+    def head_energies(self, graph: Graph, levels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E_0, E_1) per frame of the two heads on given per-level features (see :meth:`features`)."""
         energy = thermal = None
-        for head, head_1, z in zip(self.energy_heads, self.thermal_heads, self.features(graph)):
+        for head, head_1, z in zip(self.energy_heads, self.thermal_heads, levels):
             e, t = head(z), head_1(z)
             energy = e if energy is None else energy + e
             thermal = t if thermal is None else thermal + t

@@ -181,10 +181,7 @@ class PlateauSchedule:
 
 def _fingerprint(config: TrainConfig, states: Sequence[StateData], seed: int, description: dict[str, Any]) -> str:
     cfg = result_dict(config, drop=_RESUMABLE_KEYS)
-    data = [(s.label, s.sha256) for s in states]
-    if "temperature" in description:  # a temperature-dependent model is trained at each state's temperature
-        data = [(s.label, s.sha256, s.temperature_K) for s in states]
-    payload = {"config": cfg, "seed": seed, "data": data, "model": description}
+    payload = {"config": cfg, "seed": seed, "data": [(s.label, s.sha256) for s in states], "model": description}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
