@@ -43,7 +43,6 @@ from thermocg import units
 from thermocg.config import TrainConfig
 from thermocg.neighbors import Graph, build_graph
 from thermocg.potentials.base import Potential, SumPotential, energy_and_forces
-from thermocg.potentials.thermal_hipnn import ThermalHipnnTS
 from thermocg.train.data import StateData, TrainError, TrainWarning
 
 #: the network kind of each ``train.temperature_dependence``
@@ -159,34 +158,25 @@ def state_temperature(potential: Potential, state: StateData) -> Iterator[None]:
 def energy_parts(potential: Potential, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
     """(E_0, E_1) per frame of a potential linear in tau (W = E_0 + tau E_1): a ``hipnn_ts_thermal``, or a
     sum of one with temperature-agnostic terms (which belong to E_0)."""
-    e0, e1, _ = _energy_parts(potential, graph, energetic_on_heads=False)
-    return e0, e1
-
-
-def _energy_parts(potential: Potential, graph: Graph, *,
-                  energetic_on_heads: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(E_0, E_1, U_E) per frame; with ``energetic_on_heads`` U_E = E_0 - E_1 is computed on the network's
-    features detached from the trunk, so that a loss on it trains the two heads only."""
-    if isinstance(potential, ThermalHipnnTS):
-        levels = potential.features(graph)
-        e0, e1 = potential.head_energies(graph, levels)
-        if not energetic_on_heads:
-            return e0, e1, e0 - e1
-        a, b = potential.head_energies(graph, [z.detach() for z in levels])
-        return e0, e1, a - b
+    parts = getattr(potential, "energy_parts", None)
+    if parts is not None:
+        return parts(graph)
     if isinstance(potential, SumPotential):
-        parts = [_energy_parts(term, graph, energetic_on_heads=energetic_on_heads) for term in potential.terms]
-        return tuple(sum(p[k] for p in parts[1:]) + parts[0][k] for k in range(3))
+        e0 = e1 = None
+        for term in potential.terms:
+            a, b = energy_parts(term, graph)
+            e0 = a if e0 is None else e0 + a
+            e1 = b if e1 is None else e1 + b
+        return e0, e1
     if potential.temperature_dependent:
         raise TrainError(f"energy matching and the thermal response need a model linear in the reduced temperature "
                          f"(hipnn_ts_thermal); a {potential.kind} term has no energy parts")
     energy = potential(graph)
-    return energy, torch.zeros_like(energy), energy
+    return energy, torch.zeros_like(energy)
 
 
 def thermal_predictions(potential: Potential, positions: torch.Tensor, box: torch.Tensor, types: np.ndarray, *,
-                        tau: float, with_f1: bool, create_graph: bool,
-                        energetic_on_heads: bool = False) -> dict[str, torch.Tensor | None]:
+                        tau: float, with_f1: bool, create_graph: bool) -> dict[str, torch.Tensor | None]:
     """One pass of a linear-in-tau model over a batch: ``W`` and ``U_E`` (n_frames,) kcal/mol, the forces
     ``F`` = -grad W at tau and, with ``with_f1``, ``F1`` = -grad E_1 (n_frames, n_beads, 3) kcal/mol/A.
 
@@ -196,7 +186,7 @@ def thermal_predictions(potential: Potential, positions: torch.Tensor, box: torc
     types_t = torch.as_tensor(types, dtype=torch.long, device=positions.device)
     with torch.enable_grad():
         graph = build_graph(positions, box, types_t, potential.cutoff_A)
-        e0, e1, energetic = _energy_parts(potential, graph, energetic_on_heads=energetic_on_heads)
+        e0, e1 = energy_parts(potential, graph)
         w = e0 + tau * e1
         # the graph stays for the second gradient, and for a loss on the energies when training
         (grad_w,) = torch.autograd.grad(w.sum(), positions, create_graph=create_graph,
@@ -205,7 +195,7 @@ def thermal_predictions(potential: Potential, positions: torch.Tensor, box: torc
         if with_f1:
             (grad_1,) = torch.autograd.grad(e1.sum(), positions, create_graph=create_graph)
             f1 = -grad_1
-    out = {"W": w, "U_E": energetic, "F": -grad_w, "F1": f1}
+    out = {"W": w, "U_E": e0 - e1, "F": -grad_w, "F1": f1}
     if not create_graph:
         out = {k: None if v is None else v.detach() for k, v in out.items()}
     return out
@@ -278,10 +268,8 @@ class ThermalTraining(torch.nn.Module):
         dtype, device = potential.dtype, potential.device
         positions = torch.as_tensor(state.positions[idx], dtype=dtype, device=device)
         box = torch.as_tensor(state.box[idx], dtype=dtype, device=device)
-        import os
         return thermal_predictions(potential, positions, box, state.types, tau=self.reduced_temperature(state),
-                                   with_f1=with_f1, create_graph=create_graph,
-                                   energetic_on_heads=os.environ.get("HEADS") == "1")
+                                   with_f1=with_f1, create_graph=create_graph)
 
     def residuals(self, potential: Potential, k: int, state: StateData, idx: np.ndarray, *,
                   create_graph: bool) -> dict[str, torch.Tensor]:
