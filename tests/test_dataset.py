@@ -119,3 +119,20 @@ def test_potential_energies_are_an_h5md_observable(tmp_path, rng):
                         kind="cg", has_potential_energy=True) as writer:
             writer.append(frames.positions, frames.box, forces=frames.forces)
     assert not (tmp_path / "x.h5md").exists()
+
+
+def test_a_negative_frame_index_counts_from_the_end_and_out_of_range_is_an_error(tmp_path):
+    import pytest
+
+    from thermocg.dataset import read_frames, write_frames
+    from thermocg.frames import Frames
+
+    rng = np.random.default_rng(0)
+    frames = Frames(positions=rng.uniform(0, 10, (5, 4, 3)), box=np.eye(3) * 10, types=np.zeros(4, int),
+                    type_names=("A",), masses=np.ones(4), forces=rng.normal(size=(5, 4, 3)))
+    path = write_frames(frames, tmp_path / "f.h5md", kind="cg")
+    np.testing.assert_array_equal(read_frames(path, -1).positions, frames.positions[-1:])
+    np.testing.assert_array_equal(read_frames(path, -5).positions, frames.positions[:1])
+    for bad in (5, -6):
+        with pytest.raises(IndexError, match=f"frame {bad} out of range"):
+            read_frames(path, bad)

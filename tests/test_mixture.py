@@ -522,8 +522,9 @@ def test_extxyz_mixture_and_energies_through_import_and_mapping(generated, tmp_p
     cg = read_frames(cg_path)
     np.testing.assert_allclose(cg.potential_energy_kcal_mol, frames.potential_energy_kcal_mol, rtol=1e-12)
     reference = build_mapping(topology).apply(frames)
-    np.testing.assert_allclose(cg.positions, reference.positions, atol=1e-9)
-    np.testing.assert_allclose(cg.forces, reference.forces, rtol=1e-7, atol=1e-6)  # extxyz: 8 decimals in eV/A
+    # extxyz keeps 8 decimals: positions to 5e-9 A, forces to 5e-9 eV/A
+    np.testing.assert_allclose(cg.positions, reference.positions, atol=1e-8)
+    np.testing.assert_allclose(cg.forces, reference.forces, rtol=1e-7, atol=1e-6)
     assert cg.type_names == ("methanol_trappe", "water_spce")
 
     def import_with(**changes):
@@ -609,5 +610,5 @@ pair: {cutoff_A: 6.0}
     path.write_text(text.replace("cutoff_A: 6.0", "cutoff_A: 12.0"))
     # 60 methanol + 60 water at 0.886 g/cm^3: a 17.2 A box, half of it 8.6 A
     with pytest.raises(ConfigError, match=r"pair.cutoff_A: 12 A does not fit the box of state T298_rho0.886_x0.5 "
-                                          r"\(120 molecules of methanol_trappe, water_spce make a cubic box of 17"):
+                                          r"\(120 molecules of methanol_trappe, water_spce at 0.886 g/cm\^3 make a cubic box of 17"):
         validate_study(load_config(path))

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from thermocg import units
-from thermocg.analysis.msd import MSD, msd_fft, unwrap_positions
+from thermocg.analysis.msd import (MSD, friction_matching_diffusion, langevin_diffusion_A2_fs, msd_fft,
+                                   unwrap_positions)
 from thermocg.frames import Frames
 from thermocg.md import simulate
 from thermocg.potentials.lj import LennardJones
@@ -71,6 +72,66 @@ def test_langevin_free_particles_diffuse_with_kT_over_m_gamma(rng):
     assert res.diffusion_A2_fs["all"] == pytest.approx(expected, rel=0.08)
     assert res.diffusion_1e5_cm2_s["X"] == pytest.approx(expected * 1e4, rel=0.08)
     assert 1400 <= res.fit_start_fs <= 1600 and 7400 <= res.fit_end_fs <= 7600
+
+
+def test_friction_matching_diffusion_algebra():
+    """Free particles (no conservative friction): D(gamma) = kT / (m gamma) exactly, so from a run at
+    gamma_0 the fit gives back any target's friction; with a conservative part zeta_c the frictions add."""
+    temperature, mass = 300.0, 32.0
+    d1 = langevin_diffusion_A2_fs(temperature, mass, 1.0)
+    # kT/m = 0.5962 kcal/mol / 32 amu = 7.795e-6 A^2/fs^2 (1 kcal/mol/amu = 4.184e-4 A^2/fs^2); at 1/ps,
+    # D = kT / (m gamma) = 7.795e-3 A^2/fs (7.8 A^2/ps, 7.8e-5 cm^2/s)
+    assert d1 == pytest.approx(units.kT(300.0) * 4.184e-4 / 32.0 / 1e-3, rel=1e-6)
+    assert d1 == pytest.approx(7.795e-3, rel=1e-3)
+    for target in (0.3, 5.0, 40.0):
+        d_target = langevin_diffusion_A2_fs(temperature, mass, target)
+        assert friction_matching_diffusion(d1, d_target, friction_per_ps=1.0, temperature_K=temperature,
+                                           mass_amu=mass) == pytest.approx(target, rel=1e-12)
+    # conservative friction zeta_c = m * 3/ps: at gamma_0 = 1/ps, D = kT / (m (3 + 1)); to reach kT / (m 10), 7/ps
+    kt_m = d1 * 1e-3  # kT/m in A^2/fs^2
+    d_run, d_aa = kt_m / 4e-3, kt_m / 10e-3
+    assert friction_matching_diffusion(d_run, d_aa, friction_per_ps=1.0, temperature_K=temperature,
+                                       mass_amu=mass) == pytest.approx(7.0, rel=1e-12)
+    # a model slower than the target even without a bath: no positive friction
+    assert friction_matching_diffusion(kt_m / 20e-3, d_aa, friction_per_ps=1.0, temperature_K=temperature,
+                                       mass_amu=mass) < 0
+    with pytest.raises(ValueError, match="diffusion_A2_fs must be positive"):
+        friction_matching_diffusion(0.0, d_aa, friction_per_ps=1.0, temperature_K=temperature, mass_amu=mass)
+
+
+def test_free_langevin_particles_recover_their_friction(rng):
+    """Known answer: free particles simulated by thermocg's Langevin MD at 10/ps stand in for the AA
+    data, the same particles at 4/ps for the CG run; the friction fitted from the two MSDs is 10/ps.
+    (1000 particles, lags up to 4.5 ps: D to about 2%, the fitted friction to about 3%; three seeds
+    gave 9.73, 9.69 and 10.34.)"""
+    n, box_length, mass, temperature = 1000, 40.0, 10.0, 300.0
+    frames = Frames(positions=rng.uniform(0, box_length, (n, 3)), box=np.eye(3) * box_length, types=np.zeros(n, int),
+                    type_names=("X",), masses=np.full(n, mass))
+    free = LennardJones(["X"], epsilon_kcal_mol=0.0, sigma_A=1.0, cutoff_A=1.0, switch_width_A=0.0)
+    diffusion = {}
+    for friction, seed in ((10.0, 11), (4.0, 12)):
+        run = simulate(free, frames, temperature_K=temperature, timestep_fs=5.0, n_steps=3000, seed=seed,
+                       save_interval_steps=10, friction_per_ps=friction, min_distance_A=0.0, progress=False)
+        diffusion[friction] = MSD(run.frames, fit_start_fraction=0.1, fit_end_fraction=0.3).run().results \
+            .diffusion_A2_fs["all"]
+    fitted = friction_matching_diffusion(diffusion[4.0], diffusion[10.0], friction_per_ps=4.0,
+                                         temperature_K=temperature, mass_amu=mass)
+    assert fitted == pytest.approx(10.0, rel=0.1)
+
+
+def test_times_even_to_float32_precision_are_evenly_spaced(rng):
+    """Times as a GROMACS .trr stores them (ps in float32: 400.00003 for 400) still count as evenly spaced;
+    a real gap (one frame missing) does not."""
+    n = 50
+    times_fs = (np.arange(n) * np.float32(0.05) + np.float32(400.0)).astype(np.float32).astype(np.float64) * 1000.0
+    assert not np.all(np.diff(times_fs) == np.diff(times_fs)[0])  # float32 jitter
+    frames = Frames(positions=rng.uniform(0, 10, (n, 4, 3)), box=np.eye(3) * 10, types=np.zeros(4, int),
+                    type_names=("A",), masses=np.ones(4), time_fs=times_fs)
+    assert MSD(frames).run().results.lag_fs[1] == pytest.approx(50.0, rel=1e-3)
+    gap = np.delete(np.arange(n + 1) * 50.0, 20)
+    with pytest.raises(ValueError, match="evenly spaced"):
+        MSD(Frames(positions=frames.positions, box=frames.box, types=frames.types, type_names=("A",),
+                   masses=frames.masses, time_fs=gap)).run()
 
 
 def test_bad_input():

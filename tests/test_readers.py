@@ -281,7 +281,9 @@ def test_lammps_bad_input(tmp_path, system):
 
 # ---------------------------------------------------------------------------------------- the stage
 
+@pytest.mark.filterwarnings("ignore::thermocg.allatom.readers.ImportDensityWarning")
 def test_run_import_writes_generation_layout(tmp_path, system):
+    from thermocg.allatom.readers import ImportDensityWarning
     from thermocg.config import Config, ConfigError, ImportConfig, StateConfig
     from thermocg.dataset import read_frames
     from thermocg.frames import Topology
@@ -290,7 +292,9 @@ def test_run_import_writes_generation_layout(tmp_path, system):
     config = Config(imports=[ImportConfig(path=str(path), format="extxyz",
                                           state=StateConfig(temperature_K=310.0, density_g_cm3=0.77))])
     run = tmp_path / "run"
-    outputs = run_import(config, run)
+    # (4 molecules in a 6800 A^3 box hold 0.031 g/cm^3, not the declared 0.77)
+    with pytest.warns(ImportDensityWarning, match="declares density_g_cm3 = 0.77, but its boxes hold 0.03112"):
+        outputs = run_import(config, run)
     label = "T310_rho0.77"
     assert outputs == [run / "allatom" / label / "traj.h5md"]
     frames = read_frames(outputs[0])

@@ -82,8 +82,10 @@ def fake_reference(config, run_dir, label):
     _log(run_dir, f"ref {label}")
     rdf = rdf_result(np.zeros(200))
     rdf.g["MeOH-MeOH"] = 1 + np.exp(-((rdf.r_A - 4) ** 2)) * 300 / _temperature(label)
-    return st.ReferenceResult(rdf=rdf, adf=adf_result(), adf_cutoff_A=6.0, diffusion_A2_fs=1e-4, noise=None,
-                              n_frames=3, n_beads=8)
+    # noise floors 0.025 (RDF) and 0.05 (ADF): at the default 2x, tolerances 0.05 and 0.1
+    return st.ReferenceResult(rdf=rdf, adf=adf_result(), adf_cutoff_A=6.0, diffusion_A2_fs=1e-4,
+                              noise={"rdf_error": 0.025, "adf_error": 0.05}, n_frames=3, n_beads=8,
+                              density_g_cm3=0.75)
 
 
 def fake_train(config, run_dir, model):
@@ -101,6 +103,8 @@ def fake_train(config, run_dir, model):
 def fake_simulate(config, run_dir, model, trained, label):
     _log(run_dir, f"md {model.name} {label}")
     assert isinstance(trained, ModelSummary) and trained.name == model.name  # the typed upstream result
+    # the model this run reads is the one in *this* run directory (a copied directory reads its own)
+    assert Path(trained.model_path).is_relative_to(Path(run_dir).resolve()) and Path(trained.model_path).exists()
     flag = Path(run_dir) / "fail_md"
     if flag.exists() and flag.read_text().strip() == f"{model.name}/{label}":
         raise RuntimeError("injected failure")
@@ -187,9 +191,14 @@ def test_config_errors_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match=r"study\.rdf_tolerance: must be positive"):
         tiny_config(run_dir, rdf_tolerance=-1)
     small = tiny_config(run_dir)
-    small.generate.nonbonded_cutoff_A = 9.0
-    with pytest.raises(ConfigError, match=r"generate\.nonbonded_cutoff_A: 9 A does not fit .* half of it 8.28 A"):
+    # the all-atom cutoff by the runner's own rule: at most 0.45 of the 16.56 A box (7.45 A), not half of it
+    small.generate.nonbonded_cutoff_A = 7.6
+    with pytest.raises(ConfigError, match=r"generate\.nonbonded_cutoff_A: state T300_rho0.75 \(64 molecules of "
+                                          r"methanol_trappe at 0.75 g/cm\^3 make a cubic box of 16.56 A\): .*at most "
+                                          r"7.45 A, 0.45 of its shortest width"):
         st.validate_study(small)
+    small.generate.nonbonded_cutoff_A = 7.4
+    st.validate_study(small)
     assert not run_dir.exists()
 
 
@@ -243,6 +252,8 @@ def test_tiny_study_with_stand_ins_known_matrices(finished_study):
     assert summary["verdicts"]["mscg-pooled"]["reproduces_at"] == []
     text = (run_dir / "report" / "summary.md").read_text()
     assert "HIP-NN-TS transfers better" in text and "0.03 vs 0.08" in text
+    assert summary["tolerances"]["per_state"]["T300_rho0.75"] == {"rdf_error": 0.05, "adf_error": 0.1}
+    assert "Stability: all 12 evaluated CG runs passed the blow-up checks" in text
     wide = (run_dir / "analysis" / "study" / "rdf_error_mscg.csv").read_text().splitlines()
     assert wide[0] == "train_set,T300_rho0.75,T400_rho0.75"
     assert wide[1] == "T300_rho0.75,0.03,0.08"
@@ -356,7 +367,8 @@ def test_each_imported_trajectory_is_imported_once(tmp_path, monkeypatch, rng):
     for unit in st.plan_units(config):
         if unit.kind == "aa":
             result = st.read_manifest(run_dir, unit).result
-            assert result == st.AllAtomResult(unit.state, RunDir(run_dir).allatom_trajectory(unit.state), None)
+            assert result == st.AllAtomResult(unit.state, RunDir(run_dir).allatom_trajectory(unit.state), None,
+                                              f"the first frame of {unit.state[:4]}.extxyz has no ns_per_day key")
             assert result.trajectory.exists()
 
 
@@ -383,7 +395,7 @@ def test_manifests_give_back_the_typed_results(finished_study, study_copy):
         if unit.kind == "eval":
             st.manifest_path(study_copy, unit).unlink()
     out = st.run_study(tiny_config(study_copy), study_copy, stages=STAND_INS)
-    assert sorted(out.ran) == sorted(u.name for u in st.plan_units(config) if u.kind == "eval")
+    assert sorted(out.ran) == sorted([u.name for u in st.plan_units(config) if u.kind == "eval"] + ["report"])
     assert st.collect_results(config, run_dir)["matrices"] == st.collect_results(config, study_copy)["matrices"]
 
 

@@ -48,6 +48,9 @@ _LAZY: dict[str, str] = {
     "CGSimulation": "thermocg.md.simulation",
     "MDRunSummary": "thermocg.md.stage",
     "run_study": "thermocg.study.execution",
+    "run_md": "thermocg.md.standalone",
+    "run_analyze": "thermocg.analysis.standalone",
+    "read_structure": "thermocg.structure",
     # potentials
     "Potential": "thermocg.potentials.base",
     "SumPotential": "thermocg.potentials.base",

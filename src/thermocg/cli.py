@@ -8,6 +8,7 @@ the command, so ``thermocg --help`` is instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -25,6 +26,10 @@ class Command:
     needs_config: bool = True
     #: "module:function" mapping the stage's return value to the exit status (None: always 0)
     exit_status: str | None = None
+    #: for a command without a config: the option naming the directory whose run-directory lock it holds
+    lock: str | None = None
+    #: may run as several processes under torchrun (rank 0 holds the run directory's lock)
+    distributed: bool = False
 
 
 _STATE = (("--state",), {"action": "append", "help": "state label(s) to restrict to (default: all)"})
@@ -40,9 +45,11 @@ COMMANDS: tuple[Command, ...] = (
                 _STATE, (("--output",), {"help": "output directory (default: RUN_DIR/gromacs)"}))),
     Command("map", "thermocg.mapping:run_map", "map all-atom trajectories to CG bead datasets", (_STATE,)),
     Command("rdf", "thermocg.analysis.rdf:run_rdf", "RDFs per bead-type pair of the CG datasets", (_STATE,)),
-    Command("train", "thermocg.train:run_train", "train HIP-NN-TS by force matching",
+    Command("train", "thermocg.train:run_train",
+            "train HIP-NN-TS by force matching (data-parallel when launched with torchrun -m thermocg train)",
             ((("--name",), {"help": "model name (default from the config)"}),
-             (("--train-states",), {"nargs": "+", "help": "state labels to train on (default: all)"}))),
+             (("--train-states",), {"nargs": "+", "help": "state labels to train on (default: all)"})),
+            distributed=True),
     Command("fit-pair", "thermocg.mscg:run_fit_pair", "fit the MS-CG pair-potential baseline",
             ((("--name",), {"help": "model name"}),
              (("--train-states",), {"nargs": "+", "help": "state labels to fit on (default: all)"}))),
@@ -63,6 +70,67 @@ COMMANDS: tuple[Command, ...] = (
     ), exit_status="thermocg.md:simulate_exit_status"),
     Command("study", "thermocg.study:run_study",
             "the transferability study: all-atom -> CG -> models -> MD -> analysis -> report", ()),
+    Command("run-md", "thermocg.md.standalone:run_md",
+            "MD of a trained model from a structure file (.gro, .pdb, LAMMPS data, extxyz, H5MD), no config", (
+                (("--model",), {"required": True, "help": "model file (.safetensors)"}),
+                (("--structure",), {"required": True, "help": "starting structure: .gro, .pdb, LAMMPS data, "
+                                                              "extxyz or thermocg H5MD (its last frame)"}),
+                (("--temperature-K",), {"dest": "temperature_K", "type": float, "required": True,
+                                        "help": "thermostat temperature (K)"}),
+                (("--duration-ps",), {"dest": "duration_ps", "type": float, "required": True,
+                                      "help": "simulated time (ps); with --continue the total"}),
+                (("--engine",), {"choices": ["thermocg", "openmm", "lammps"], "default": "thermocg",
+                                 "help": "MD engine (default thermocg)"}),
+                (("--timestep-fs",), {"dest": "timestep_fs", "type": float, "help": "time step (fs; default 2)"}),
+                (("--friction-per-ps",), {"dest": "friction_per_ps", "type": float,
+                                          "help": "Langevin friction (1/ps; default 1)"}),
+                (("--save-interval-fs",), {"dest": "save_interval_fs", "type": float,
+                                           "help": "trajectory frame interval (fs; default 200)"}),
+                (("--thermo-interval-fs",), {"dest": "thermo_interval_fs", "type": float,
+                                             "help": "thermo.csv row interval (fs; default 200)"}),
+                (("--pressure-bar",), {"dest": "pressure_bar", "type": float,
+                                       "help": "NPT at this pressure (bar; openmm and lammps only)"}),
+                (("--seed",), {"type": int, "default": 0, "help": "random seed (default 0)"}),
+                (("--mass",), {"action": "append", "metavar": "TYPE=AMU",
+                               "help": "mass of a bead type (amu), for files without masses (.gro, .pdb)"}),
+                (("--bead-type",), {"dest": "bead_type", "action": "append", "metavar": "NAME=TYPE",
+                                    "help": "map a type name of the file (a LAMMPS type number, a cut name) to "
+                                            "the model's bead type"}),
+                (("--frame",), {"type": int, "default": -1, "help": "frame of the structure file (default last)"}),
+                (("--device",), {"help": "device of the model: cpu, cuda, auto (default)"}),
+                (("--openmm-platform",), {"dest": "openmm_platform", "default": "CPU",
+                                          "help": "OpenMM platform (default CPU)"}),
+                (("--output",), {"default": "runmd", "help": "output directory (default ./runmd)"}),
+                (("--continue",), {"dest": "continue_run", "action": "store_true",
+                                   "help": "continue the run in --output to --duration-ps in total"}),
+                (("--overwrite",), {"action": "store_true", "help": "replace a run already in --output"}),
+            ), needs_config=False, exit_status="thermocg.md.standalone:run_md_exit_status", lock="output"),
+    Command("analyze", "thermocg.analysis.standalone:run_analyze",
+            "RDF, ADF, MSD/D and density of any trajectory, compared with a reference when given; no config", (
+                (("trajectory",), {"help": "trajectory: thermocg H5MD, extxyz, or any format MDAnalysis reads "
+                                           "(with --topology)"}),
+                (("--reference",), {"help": "reference trajectory to compare with"}),
+                (("--topology",), {"help": "topology of the trajectory (.gro, .pdb, LAMMPS data, .tpr ...)"}),
+                (("--reference-topology",), {"dest": "reference_topology",
+                                             "help": "topology of the reference (default: --topology)"}),
+                (("--output",), {"default": "analysis", "help": "output directory (default ./analysis)"}),
+                (("--discard-fraction",), {"dest": "discard_fraction", "type": float, "default": 0.0,
+                                           "help": "fraction of the frames of each trajectory dropped as "
+                                                   "equilibration (default 0)"}),
+                (("--r-max-A",), {"dest": "r_max_A", "type": float,
+                                  "help": "RDF range (A; default half the shortest box width)"}),
+                (("--rdf-bin-width-A",), {"dest": "rdf_bin_width_A", "type": float, "default": 0.05,
+                                          "help": "RDF bin width (A; default 0.05)"}),
+                (("--adf-cutoff-A",), {"dest": "adf_cutoff_A", "type": float,
+                                       "help": "ADF neighbour shell (A; default the first minimum of the "
+                                               "reference's RDF, else the trajectory's)"}),
+                (("--frame-interval-fs",), {"dest": "frame_interval_fs", "type": float,
+                                            "help": "time between frames (fs) when the file has no times"}),
+                (("--mass",), {"action": "append", "metavar": "TYPE=AMU",
+                               "help": "mass of a bead type (amu), for the density of files without masses"}),
+                (("--bead-type",), {"dest": "bead_type", "action": "append", "metavar": "NAME=TYPE",
+                                    "help": "rename a type of the files (so the two files' pairs match)"}),
+            ), needs_config=False),
 )
 
 
@@ -72,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="thermocg",
         description="Coarse-grained force fields for molecular liquids (HIP-NN-TS and MS-CG, by force "
-                    "matching) and their transferability across state points. Every command but export "
-                    "reads one YAML config; configs/demo.yaml comments every key.",
+                    "matching) and their transferability across state points. Every command but export, "
+                    "run-md and analyze reads one YAML config; configs/demo.yaml comments every key.",
         epilog="example: thermocg study configs/demo.yaml --run-dir runs/demo",
     )
     parser.add_argument("--version", action="version", version=f"thermocg {__version__}")
@@ -93,6 +161,13 @@ def _load(target: str) -> Any:
     return getattr(importlib.import_module(module_name), func_name)
 
 
+def _torchrun_rank() -> int | None:
+    """This process's rank when torchrun started several (``WORLD_SIZE`` > 1), else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    return int(os.environ.get("RANK", "0"))
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     parser = build_parser()
@@ -102,14 +177,25 @@ def main(argv: list[str] | None = None) -> int:
     from thermocg.config import ConfigError, load_config
     from thermocg.rundir import run_dir_lock
 
+    rank = _torchrun_rank()
+    if rank is not None and not cmd.distributed:
+        print(f"thermocg {cmd.name}: error: only `thermocg train` runs on several processes; start this "
+              "command without torchrun", file=sys.stderr)
+        return 2
     try:
         if cmd.needs_config:
             config = load_config(args.config)
             if args.run_dir:
                 config.run_dir = os.path.abspath(args.run_dir)
-            # one writer per run directory: a second command on it is refused at once
-            with run_dir_lock(config.run_dir, command=f"thermocg {cmd.name} {args.config}"):
+            # one writer per run directory: a second command on it is refused at once (under torchrun
+            # the writer is rank 0; the other ranks of the same run do not take the lock)
+            lock = (run_dir_lock(config.run_dir, command=f"thermocg {cmd.name} {args.config}") if not rank
+                    else contextlib.nullcontext())
+            with lock:
                 result = _load(cmd.target)(config, config.run_dir, **options)
+        elif cmd.lock is not None:
+            with run_dir_lock(options[cmd.lock], command=f"thermocg {cmd.name} --{cmd.lock} {options[cmd.lock]}"):
+                result = _load(cmd.target)(**options)
         else:
             result = _load(cmd.target)(**options)
         if cmd.exit_status is not None:

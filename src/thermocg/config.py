@@ -367,7 +367,8 @@ def complete_mole_fractions(given: dict[str, float], names: list[str], where: st
 @dataclass
 class StateConfig:
     """One state point: temperature with density (NVT) or pressure (NPT then NVT); for a mixture
-    optionally a composition."""
+    optionally a composition. An import's state may give the temperature alone: its density is then
+    read from the data (:func:`thermocg.allatom.readers.resolve_import_states`)."""
 
     temperature_K: float
     density_g_cm3: float | None = None
@@ -380,17 +381,35 @@ class StateConfig:
     def __post_init__(self) -> None:
         if self.temperature_K <= 0:
             raise ConfigError(f"temperature_K: must be positive, got {self.temperature_K}")
-        if (self.density_g_cm3 is None) == (self.pressure_bar is None):
-            raise ConfigError("state point: give exactly one of density_g_cm3 or pressure_bar")
+        if self.density_g_cm3 is not None and self.pressure_bar is not None:
+            raise ConfigError("pressure_bar: give density_g_cm3 (NVT) or pressure_bar (NPT), not both")
         _positive("density_g_cm3", self.density_g_cm3)
         if self.mole_fractions is not None:
             for k, x in self.mole_fractions.items():
                 if not 0.0 <= x <= 1.0:
                     raise ConfigError(f"mole_fractions.{k}: a mole fraction must be in [0, 1], got {x}")
 
+    @property
+    def density_from_data(self) -> bool:
+        """A temperature without density or pressure: an import's state whose density is to be read
+        from its data."""
+        return self.density_g_cm3 is None and self.pressure_bar is None
+
+    def describe(self) -> str:
+        """The values, for messages: ``temperature_K 300.0001, density_g_cm3 0.786``."""
+        values = [("temperature_K", self.temperature_K), ("density_g_cm3", self.density_g_cm3),
+                  ("pressure_bar", self.pressure_bar), ("mole_fractions", self.mole_fractions)]
+        return ", ".join(f"{key} {value!r}" for key, value in values if value is not None)
+
     def to_state(self) -> StatePoint:
         """The state point; a composition must be complete (every molecule type, summing to 1) by now,
-        as :meth:`Config.state_points` makes it."""
+        as :meth:`Config.state_points` makes it. An import's temperature-only state must have taken
+        its density from the data first."""
+        if self.density_from_data:
+            raise ConfigError(
+                f"state point at temperature_K {self.temperature_K:g}: no density or pressure; an import's state "
+                "takes its density from the data when the import runs (thermocg.allatom.readers."
+                "resolve_import_states), and a generated state needs density_g_cm3 or pressure_bar")
         try:
             return StatePoint(self.temperature_K, self.density_g_cm3, self.pressure_bar,
                               mole_fractions=self.mole_fractions)
@@ -483,7 +502,8 @@ class ImportConfig:
     #: LAMMPS unit style of the files
     lammps_units: Literal["real", "metal"] | None = None
     #: the state point of the frames; a mixture's must give ``mole_fractions`` of every molecule type
-    #: (checked against the file's counts)
+    #: (checked against the file's counts). ``temperature_K`` alone: the density is the first frame's
+    #: (4 significant digits); a declared density 2 % or more off the boxes' is warned about
     state: StateConfig | None = None
     #: optional molecule definition (name or YAML) giving masses/molecules when the topology lacks them
     molecule: str | None = None
@@ -499,12 +519,13 @@ class ImportConfig:
     def __post_init__(self) -> None:
         _positive("imports.timestep_fs", self.timestep_fs)
         if self.format == "lammps" and self.lammps_units is None:
-            raise ConfigError(f"imports ({self.path}): a LAMMPS dump needs lammps_units (real or metal)")
+            raise ConfigError(f"lammps_units: missing; a LAMMPS dump ({self.path}) does not say its unit style: "
+                              "declare it (real or metal)")
         if self.molecule is not None and self.molecules is not None:
-            raise ConfigError(f"imports ({self.path}): give molecule (one molecule type) or molecules (a "
-                              "mixture), not both")
+            raise ConfigError(f"molecules: give molecule (one molecule type) or molecules (a mixture) for "
+                              f"{self.path}, not both")
         if self.molecules is not None and len(self.molecules) < 1:
-            raise ConfigError(f"imports ({self.path}).molecules: an empty list")
+            raise ConfigError(f"molecules: an empty list (for {self.path})")
 
 
 @dataclass
@@ -701,15 +722,27 @@ class StudyConfig:
     threads_per_worker: int = no_effect(1)
     #: address of a running Dask scheduler (e.g. one started by dask-jobqueue); None: a LocalCluster
     scheduler_address: str | None = no_effect(None)
-    #: a model "reproduces the AA structure" at a state when the mean |g_CG(r) - g_AA(r)| (over r
-    #: and bead-type pairs) is at most this ...
-    rdf_tolerance: float = 0.05
-    #: ... and the integrated |p_CG(theta) - p_AA(theta)| of the angle distribution is at most this
-    adf_tolerance: float = 0.1
-    #: mapped AA frames per state used for the force errors (evenly spaced); None: all
+    #: a model "reproduces the AA structure" at a state when its RDF error (mean |g_CG(r) - g_AA(r)|
+    #: over r and bead-type pairs) and its ADF error (integrated |p_CG(theta) - p_AA(theta)|) are each
+    #: at most this multiple of that state's noise floor (the same error between the first and the
+    #: second half of the mapped AA data), unless an absolute tolerance is given below
+    tolerance_noise_multiple: float = 2.0
+    #: absolute RDF tolerance instead of the multiple (None: the multiple of the noise floor) ...
+    rdf_tolerance: float | None = None
+    #: ... and absolute ADF tolerance (None: the multiple of the noise floor)
+    adf_tolerance: float | None = None
+    #: mapped AA frames per state used for the force errors (evenly spaced among the frames that no
+    #: model of the study trained on); None: all of those
     force_eval_frames: int | None = 200
     #: force components kept per (model, state) for the parity plots
     parity_samples: int = 4000
+    #: the Langevin friction of the CG runs: ``simulate`` (simulate.friction_per_ps everywhere), or
+    #: ``match_diffusion``: per (model, state), a pilot run at simulate.friction_per_ps measures the
+    #: CG diffusion coefficient and the production run uses the friction that brings it to the
+    #: all-atom one (thermocg.analysis.msd.friction_matching_diffusion)
+    langevin_friction: Literal["simulate", "match_diffusion"] = "simulate"
+    #: length of that pilot run; None: half of simulate.duration_ps
+    friction_pilot_ps: float | None = None
     progress: bool = no_effect(True)
 
     def __post_init__(self) -> None:
@@ -720,7 +753,8 @@ class StudyConfig:
         _positive("study.max_workers", self.max_workers)
         if not 1 <= self.threads_per_worker <= 64:
             raise ConfigError(f"study.threads_per_worker: must be in [1, 64], got {self.threads_per_worker}")
-        for key in ("rdf_tolerance", "adf_tolerance", "force_eval_frames", "parity_samples"):
+        for key in ("tolerance_noise_multiple", "rdf_tolerance", "adf_tolerance", "force_eval_frames",
+                    "parity_samples", "friction_pilot_ps"):
             _positive(f"study.{key}", getattr(self, key))
         for name in self.pooled:
             if not name or "/" in name or name.startswith("T"):
@@ -905,35 +939,90 @@ class Config:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
 
+    def __post_init__(self) -> None:
+        for k, state in enumerate(self.states):
+            if state.density_from_data:
+                raise ConfigError(f"states[{k}]: give density_g_cm3 or pressure_bar (a temperature alone is "
+                                  "for imports, whose density is read from the data)")
+        self.check_state_labels()
+
+    def _named_state_points(self) -> list[tuple[str, StateConfig]]:
+        """(where, state) of the explicit states and the grid's, each with its complete composition,
+        exact duplicates dropped (the first kept)."""
+        out = [(f"states[{k}]", s) for k, s in enumerate(self.states)]
+        if self.state_grid is not None:
+            out.extend(("state_grid", s) for s in self.state_grid.expand())
+        names = self.system.molecule_names
+        resolved = []
+        for where, s in out:
+            here = f"{where}.mole_fractions" if where != "state_grid" else "state_grid.composition"
+            if not self.system.is_mixture:
+                if s.mole_fractions is not None:
+                    raise ConfigError(f"{here}: a composition needs a mixture (system.molecules)")
+                resolved.append((where, s))
+                continue
+            given = s.mole_fractions if s.mole_fractions is not None else self.system.mole_fractions()
+            fractions = complete_mole_fractions(given, names, here)
+            resolved.append((where, dataclasses.replace(s, mole_fractions=fractions)))
+        seen, unique = set(), []
+        for where, s in resolved:
+            key = _state_key(s)
+            if key not in seen:
+                seen.add(key)
+                unique.append((where, s))
+        return unique
+
     def state_points(self) -> list[StateConfig]:
         """Explicit states followed by the grid's, without duplicates.
 
         For a mixture every state comes back with its complete composition (``mole_fractions`` of
         every molecule type, system order: the one given, completed, or the system's own), so that
-        its label carries the composition; a composition in a one-component system is an error."""
-        out = list(self.states)
-        if self.state_grid is not None:
-            out.extend(self.state_grid.expand())
-        names = self.system.molecule_names
-        resolved = []
-        for k, s in enumerate(out):
-            where = f"states[{k}].mole_fractions" if k < len(self.states) else "state_grid.composition"
-            if not self.system.is_mixture:
-                if s.mole_fractions is not None:
-                    raise ConfigError(f"{where}: a composition needs a mixture (system.molecules)")
-                resolved.append(s)
+        its label carries the composition; a composition in a one-component system is an error.
+        Two different state points with one label are an error (:meth:`check_state_labels`)."""
+        return [s for _, s in self._named_state_points()]
+
+    def check_state_labels(self) -> None:
+        """Refuse two different state points whose labels (the run directory's names for them, values
+        to 6 significant digits: ``T300_rho0.786``) are the same: the second would overwrite the first's
+        all-atom data, CG dataset and results. Generated states are compared with each other and with
+        the imports' (an import may supply a generated state point, with the very same values); imports
+        are compared with each other (each state point is imported once). Imports whose density is
+        still to be read from the data are left out (they are checked when it has been)."""
+        generated = self._named_state_points()
+        first: dict[str, tuple[str, StateConfig]] = {}
+        for where, state in generated:
+            label = state.to_state().label
+            if label in first:
+                _label_clash(label, first[label], (where, state))
+            first[label] = (where, state)
+        imported: dict[str, tuple[str, StateConfig]] = {}
+        for k, item in enumerate(self.imports):
+            if item.state is None or item.state.density_from_data:
                 continue
-            given = s.mole_fractions if s.mole_fractions is not None else self.system.mole_fractions()
-            fractions = complete_mole_fractions(given, names, where)
-            resolved.append(dataclasses.replace(s, mole_fractions=fractions))
-        seen, unique = set(), []
-        for s in resolved:
-            key = (s.temperature_K, s.density_g_cm3, s.pressure_bar,
-                   None if s.mole_fractions is None else tuple(s.mole_fractions.items()))
-            if key not in seen:
-                seen.add(key)
-                unique.append(s)
-        return unique
+            where = f"imports[{k}].state ({item.path})"
+            label = item.state.to_state().label
+            if label in imported:
+                _label_clash(label, imported[label], (where, item.state), imported_twice=True)
+            imported[label] = (where, item.state)
+            if label in first and _state_key(first[label][1]) != _state_key(item.state):
+                _label_clash(label, first[label], (where, item.state))
+
+
+def _state_key(state: StateConfig) -> tuple:
+    return (state.temperature_K, state.density_g_cm3, state.pressure_bar,
+            None if state.mole_fractions is None else tuple(state.mole_fractions.items()))
+
+
+def _label_clash(label: str, a: tuple[str, StateConfig], b: tuple[str, StateConfig], *,
+                 imported_twice: bool = False) -> None:
+    (where_a, state_a), (where_b, state_b) = a, b
+    if imported_twice and _state_key(state_a) == _state_key(state_b):
+        raise ConfigError(f"{where_a} and {where_b}: the state point {label} is imported twice; import each "
+                          "state point once")
+    raise ConfigError(
+        f"{where_a} ({state_a.describe()}) and {where_b} ({state_b.describe()}) have the same label {label} "
+        "(labels keep 6 significant digits), so the second would overwrite the first's data in the run "
+        "directory; make them differ within 6 significant digits, or drop one")
 
 
 class _DuplicateKey(yaml.YAMLError):

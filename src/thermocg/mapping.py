@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from thermocg.frames import Frames, Topology
+from thermocg.frames import Frames, Topology, per_frame_boxes
 
 if TYPE_CHECKING:  # pragma: no cover
     from thermocg.config import Config, MappingConfig
@@ -184,9 +184,7 @@ def make_whole(positions: np.ndarray, box: np.ndarray, reference_atom: np.ndarra
     box width; boxes (F, 3, 3) may be triclinic.
     """
     positions = np.asarray(positions, dtype=np.float64)
-    box = np.asarray(box, dtype=np.float64).reshape(-1, 3, 3)
-    if box.shape[0] == 1 and positions.shape[0] > 1:
-        box = np.broadcast_to(box, (positions.shape[0], 3, 3))
+    box = per_frame_boxes(box, positions.shape[0])
     reference = positions[:, reference_atom]
     inverse = np.linalg.inv(box)
     frac = (positions - reference) @ inverse  # batched matmul: far faster than the equivalent einsum
@@ -196,26 +194,11 @@ def make_whole(positions: np.ndarray, box: np.ndarray, reference_atom: np.ndarra
 
 def wrap_positions(positions: np.ndarray, box: np.ndarray) -> np.ndarray:
     """Positions (F, N, 3) put into the primary cell: fractional coordinates in [0, 1)."""
-    box = np.asarray(box, dtype=np.float64).reshape(-1, 3, 3)
-    if box.shape[0] == 1 and positions.shape[0] > 1:
-        box = np.broadcast_to(box, (positions.shape[0], 3, 3))
+    box = per_frame_boxes(box, positions.shape[0])
     frac = positions @ np.linalg.inv(box)
     frac -= np.floor(frac)
     frac[frac >= 1.0] = 0.0  # -1e-17 - floor(-1e-17) rounds to exactly 1.0
     return frac @ box
-
-
-def _molecules(topology: Topology) -> list[np.ndarray]:
-    """Atom indices of each molecule (sorted), indexed by molecule id."""
-    order = np.argsort(topology.molecule_ids, kind="stable")
-    ids = topology.molecule_ids[order]
-    bounds = np.flatnonzero(np.diff(ids)) + 1
-    groups = np.split(order, bounds)
-    out: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(topology.molecule_names)
-    for group in groups:
-        if len(group):
-            out[int(topology.molecule_ids[group[0]])] = group
-    return out
 
 
 def _resolve_bead_atoms(spec: Iterable[str | int], names: list[str], molecule: str, bead: str) -> list[int]:
@@ -240,6 +223,60 @@ def _resolve_bead_atoms(spec: Iterable[str | int], names: list[str], molecule: s
     return picked
 
 
+def _molecule_beads(mol_name: str, names: list[str], config: "MappingConfig") -> list[tuple[str, list[int]]]:
+    """The beads (bead name, local atom indices) of a molecule of type ``mol_name`` whose atoms are
+    named ``names``: the configured beads, which must hold every atom exactly once, or else one bead
+    of all its atoms named after the molecule type."""
+    if mol_name not in config.beads:
+        return [(mol_name, list(range(len(names))))]
+    beads = [(b.name, _resolve_bead_atoms(b.atoms, names, mol_name, b.name)) for b in config.beads[mol_name]]
+    count = np.bincount(np.concatenate([np.asarray(a, dtype=np.int64) for _, a in beads]
+                                       or [np.zeros(0, np.int64)]), minlength=len(names))
+    if np.any(count == 0):
+        missing = [names[k] + f" (index {k})" for k in np.flatnonzero(count == 0)]
+        raise MappingError(f"mapping.beads.{mol_name}: atoms not in any bead: {missing}")
+    if np.any(count > 1):
+        twice = [names[k] + f" (index {k})" for k in np.flatnonzero(count > 1)]
+        raise MappingError(f"mapping.beads.{mol_name}: atoms assigned to more than one bead: {twice}")
+    return beads
+
+
+def _assemble_mapping(topology: Topology, center: str, bead_atoms: list[np.ndarray], bead_types: list[int],
+                      type_names: list[str], bead_molecules: list[int], reference: np.ndarray,
+                      description: dict[str, Any]) -> Mapping:
+    """The :class:`Mapping` of beads given by their atoms (``bead_atoms``, bead by bead), types and
+    molecules: bead masses M_I = sum of m_a (amu, each positive), velocity weights m_a / M_I, and
+    position weights m_a / M_I (``center="com"``) or 1 / n_I (``"cog"``)."""
+    order = np.concatenate(bead_atoms) if bead_atoms else np.zeros(0, dtype=np.int64)
+    sizes = np.asarray([len(atoms) for atoms in bead_atoms], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    bead_index = np.repeat(np.arange(len(sizes)), sizes)
+    bead_of_atom = np.empty(topology.n_atoms, dtype=np.int64)
+    bead_of_atom[order] = bead_index
+    atom_mass = topology.masses[order]
+    bead_masses = np.add.reduceat(atom_mass, starts) if len(sizes) else np.zeros(0)
+    if np.any(bead_masses <= 0):
+        bad = int(np.flatnonzero(bead_masses <= 0)[0])
+        raise MappingError(f"mapping: bead {bad} ({type_names[bead_types[bad]]}) has zero total mass")
+    mass_weights = atom_mass / bead_masses[bead_index]
+    position_weights = mass_weights if center == "com" else 1.0 / sizes[bead_index]
+    return Mapping(
+        n_atoms=topology.n_atoms,
+        atom_order=order,
+        bead_starts=starts,
+        bead_of_atom=bead_of_atom,
+        reference_atom=reference,
+        position_weights=np.asarray(position_weights, dtype=np.float64),
+        mass_weights=mass_weights,
+        bead_types=np.asarray(bead_types, dtype=np.int64),
+        bead_type_names=tuple(type_names),
+        bead_masses=bead_masses,
+        bead_molecule_ids=np.asarray(bead_molecules, dtype=np.int64),
+        center=center,
+        description=description,
+    )
+
+
 def build_mapping(topology: Topology, mapping_config: "MappingConfig | None" = None) -> Mapping:
     """The atom -> bead map of an all-atom ``topology``.
 
@@ -260,24 +297,15 @@ def build_mapping(topology: Topology, mapping_config: "MappingConfig | None" = N
             raise MappingError(
                 f"mapping.beads: molecule {name!r} is not in the topology (molecules: {sorted(present)})"
             )
-    masses = topology.masses
-    molecules = _molecules(topology)
     type_names: list[str] = []
-    atom_order: list[np.ndarray] = []
-    bead_sizes: list[int] = []
+    bead_atoms: list[np.ndarray] = []
     bead_types: list[int] = []
     bead_molecules: list[int] = []
     reference = np.empty(topology.n_atoms, dtype=np.int64)
     description: dict[str, Any] = {"center": config.center, "molecules": {}}
     # resolved once per molecule name and atom-name sequence (indices refer to that sequence)
     local_maps: dict[tuple[str, tuple[str, ...]], list[tuple[str, list[int]]]] = {}
-
-    def type_index(name: str) -> int:
-        if name not in type_names:
-            type_names.append(name)
-        return type_names.index(name)
-
-    for mol_id, atoms in enumerate(molecules):
+    for mol_id, atoms in enumerate(topology.molecule_atoms()):
         if len(atoms) == 0:
             continue
         mol_name = topology.molecule_names[mol_id]
@@ -285,58 +313,19 @@ def build_mapping(topology: Topology, mapping_config: "MappingConfig | None" = N
         reference[atoms] = atoms[0]
         key = (mol_name, tuple(names))
         if key not in local_maps:
-            if mol_name in config.beads:
-                beads = [(b.name, _resolve_bead_atoms(b.atoms, names, mol_name, b.name))
-                         for b in config.beads[mol_name]]
-                count = np.bincount(np.concatenate([np.asarray(a, dtype=np.int64) for _, a in beads]
-                                                   or [np.zeros(0, np.int64)]), minlength=len(names))
-                if np.any(count == 0):
-                    missing = [names[k] + f" (index {k})" for k in np.flatnonzero(count == 0)]
-                    raise MappingError(f"mapping.beads.{mol_name}: atoms not in any bead: {missing}")
-                if np.any(count > 1):
-                    twice = [names[k] + f" (index {k})" for k in np.flatnonzero(count > 1)]
-                    raise MappingError(f"mapping.beads.{mol_name}: atoms assigned to more than one bead: {twice}")
-            else:
-                beads = [(mol_name, list(range(len(names))))]
-            local_maps[key] = beads
+            local_maps[key] = beads = _molecule_beads(mol_name, names, config)
             description["molecules"].setdefault(mol_name, {
                 "atom_names": names,
                 "beads": [{"name": b, "atoms": idx} for b, idx in beads],
             })
         for bead_name, local in local_maps[key]:
-            atom_order.append(atoms[np.asarray(local, dtype=np.int64)])
-            bead_sizes.append(len(local))
-            bead_types.append(type_index(bead_name))
+            bead_atoms.append(atoms[np.asarray(local, dtype=np.int64)])
+            if bead_name not in type_names:
+                type_names.append(bead_name)
+            bead_types.append(type_names.index(bead_name))
             bead_molecules.append(mol_id)
-
-    order = np.concatenate(atom_order) if atom_order else np.zeros(0, dtype=np.int64)
-    sizes = np.asarray(bead_sizes, dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    bead_index = np.repeat(np.arange(len(sizes)), sizes)
-    bead_of_atom = np.empty(topology.n_atoms, dtype=np.int64)
-    bead_of_atom[order] = bead_index
-    atom_mass = masses[order]
-    bead_masses = np.add.reduceat(atom_mass, starts) if len(sizes) else np.zeros(0)
-    if np.any(bead_masses <= 0):
-        bad = int(np.flatnonzero(bead_masses <= 0)[0])
-        raise MappingError(f"mapping: bead {bad} ({type_names[bead_types[bad]]}) has zero total mass")
-    mass_weights = atom_mass / bead_masses[bead_index]
-    position_weights = mass_weights if config.center == "com" else 1.0 / sizes[bead_index]
-    return Mapping(
-        n_atoms=topology.n_atoms,
-        atom_order=order,
-        bead_starts=starts,
-        bead_of_atom=bead_of_atom,
-        reference_atom=reference,
-        position_weights=np.asarray(position_weights, dtype=np.float64),
-        mass_weights=mass_weights,
-        bead_types=np.asarray(bead_types, dtype=np.int64),
-        bead_type_names=tuple(type_names),
-        bead_masses=bead_masses,
-        bead_molecule_ids=np.asarray(bead_molecules, dtype=np.int64),
-        center=config.center,
-        description=description,
-    )
+    return _assemble_mapping(topology, config.center, bead_atoms, bead_types, type_names, bead_molecules,
+                             reference, description)
 
 
 def map_trajectory(aa_h5md: str | os.PathLike, topology: Topology, mapping: Mapping,
@@ -352,7 +341,7 @@ def map_trajectory(aa_h5md: str | os.PathLike, topology: Topology, mapping: Mapp
     aa_h5md, out_h5md = Path(aa_h5md), Path(out_h5md)
     if block_size < 1:
         raise ValueError(f"map_trajectory: block_size must be >= 1, got {block_size}")
-    with H5MDDataset(aa_h5md) as ds:
+    with H5MDDataset(aa_h5md, kind="allatom") as ds:
         if ds.n_particles != topology.n_atoms or ds.n_particles != mapping.n_atoms:
             raise MappingError(
                 f"{aa_h5md}: {ds.n_particles} atoms in the trajectory but {topology.n_atoms} in the topology"
@@ -375,9 +364,7 @@ def map_trajectory(aa_h5md: str | os.PathLike, topology: Topology, mapping: Mapp
             has_potential_energy=ds.has_potential_energy,
         ) as writer:
             for block in ds.iter_blocks(block_size):
-                cg = mapping.apply(block)
-                writer.append(cg.positions, cg.box, forces=cg.forces, velocities=cg.velocities,
-                              time_fs=cg.time_fs, potential_energy_kcal_mol=cg.potential_energy_kcal_mol)
+                writer.append_frames(mapping.apply(block))
                 if bar is not None:
                     bar.update(block.n_frames)
         if bar is not None:

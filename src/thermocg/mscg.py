@@ -608,7 +608,7 @@ def _thread_limit(n_threads: int) -> contextlib.AbstractContextManager:
 def _fit_and_test(paths: dict[str, Path], settings: PairConfig) -> tuple[Any, dict[str, Any], ForceErrorAccumulator]:
     """Fit the table to the fit frames of every dataset (pooled), then its force errors on each
     state's test frames: (table, {label: force_errors dict}, the accumulator pooling every state)."""
-    datasets = {label: H5MDDataset(path) for label, path in paths.items()}
+    datasets = {label: H5MDDataset(path, kind="cg") for label, path in paths.items()}
     try:
         splits = {label: _split_frames(ds, settings) for label, ds in datasets.items()}
         blocks = (ds.read(fit[start:start + settings.block_frames])

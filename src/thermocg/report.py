@@ -1,22 +1,34 @@
 """The study report: a static HTML page with PNG figures, and a Markdown summary.
 
 :func:`write_report` takes the study summary (:func:`thermocg.study.collect_results`: states,
-models, AA reference observables, per (model, state) evaluations, transferability matrices,
-verdicts) and writes ``index.html``, ``summary.md`` and ``figures/*.png`` into the report folder:
+models, AA reference observables and noise floors, per (model, state) evaluations, transferability
+matrices, verdicts, failures) and writes ``index.html``, ``summary.md`` and ``figures/*.png`` into
+the report folder:
 
+- the state points: declared and measured density (for imported data, the density of the
+  trajectory's boxes), where the AA data came from and how fast it ran, the noise floor and the
+  tolerances of each state;
+- findings in plain language, every comparison weighed against the noise floor of the states it
+  is about: a gap within the noise floor is called *indistinguishable*;
+- the units that failed or did not run, by name, with the reason; unstable CG runs by name, or the
+  statement that every run passed the blow-up checks;
 - heatmaps of the transferability matrices (training set x test state) for the force RMSE, the RDF
   and ADF errors and the diffusion ratio, HIP-NN-TS and MS-CG side by side on one colour scale;
-- RDF and ADF overlays per state point: the mapped AA curve and every model's CG MD curve;
-- force parity plots (model vs mapped AA force components) per model at its training state(s);
-- learning curves written by the trainer (copied from RUN_DIR/models/<name>/);
-- a speed table (AA ns/day vs CG ns/day per model) and a verdict per model.
+- RDF overlays per state point (with a zoom on the first peak, where the differences live) and ADF
+  overlays: the mapped AA curve and every model's CG MD curve;
+- force parity plots per model at its training state(s), and which frames the force errors used;
+- the Langevin friction that would match the AA diffusion, per model and state;
+- learning curves (drawn from each model's ``metrics.csv``, plain tick labels) with a warning next
+  to any training that stopped at its epoch cap while still improving;
+- a speed table (AA ns/day, for imported data from the engine's log when there is one, vs CG).
 
-Everything is computed from the summary alone, so a report can be rebuilt from
-``RUN_DIR/analysis/study/summary.json`` without rerunning anything.
+Everything is computed from the summary (and the models' own files for the learning curves), so a
+report can be rebuilt from ``RUN_DIR/analysis/study/summary.json`` without rerunning anything.
 """
 
 from __future__ import annotations
 
+import csv
 import html
 import math
 import os
@@ -28,14 +40,17 @@ import numpy as np
 
 from thermocg.analysis.plots import finish_figure, label_axes, new_figure, pyplot
 from thermocg.rundir import atomic_write_bytes, atomic_write_text
-from thermocg.study.metrics import FAMILY_LABELS
+from thermocg.study.metrics import FAMILY_LABELS, force_noise, judge, noise_floor
 
 METRIC_TITLES = {
-    "force_rmse": ("Force RMSE on mapped AA frames", "kcal/mol/A"),
+    "force_rmse": ("Force RMSE on held-out mapped AA frames", "kcal/mol/A"),
     "rdf_error": ("RDF error  mean|g_CG - g_AA|", ""),
     "adf_error": ("ADF error  integral|p_CG - p_AA|", ""),
     "d_ratio": ("Diffusion ratio D_CG / D_AA", ""),
 }
+
+_WHAT = {"rdf_error": "RDF error", "adf_error": "ADF error", "force_rmse": "force RMSE"}
+_WHERE = {"single_at_training_state": "at the training state", "single_away": "away from the training state"}
 
 
 def _family(name: str) -> str:
@@ -51,13 +66,19 @@ def _fmt(value: Any, digits: int = 3) -> str:
         return str(value)
     if not math.isfinite(v):
         return "n/a"
-    if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-3):
+    if v != 0 and (abs(v) >= 1e6 or abs(v) < 1e-3):
         return f"{v:.{digits - 1}e}"
+    if abs(v) >= 10 ** digits:
+        return f"{v:.0f}"
     return f"{v:.{digits}g}"
 
 
 def _nan(value: Any) -> float:
     return math.nan if value is None else float(value)
+
+
+def _finite(value: Any) -> bool:
+    return value is not None and math.isfinite(float(value))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -67,7 +88,8 @@ def _nan(value: Any) -> float:
 def heatmap_figure(summary: dict[str, Any], metric: str, path: Path) -> Path | None:
     """One panel per family, rows = training sets, columns = test states, values annotated.
 
-    Cells where the test state is in the model's training set are outlined."""
+    Cells where the test state is in the model's training set are outlined; cells without an
+    evaluation read "n/a"."""
     families = summary["families"]
     states = list(summary["states"])
     tables = summary["matrices"][metric]
@@ -126,36 +148,71 @@ def _overlay_curves(result: dict[str, Any], kind: str) -> list[tuple[str, np.nda
     """(pair or "all", x, y) curves of a summary's RDF or ADF (the to_dict of an RDFResult/ADFResult)."""
     if kind == "rdf":
         r = np.asarray(result["r_A"])
-        return [(pair, r, np.asarray(g)) for pair, g in result["g"].items()]
-    return [("all", np.asarray(result["angle_deg"]), np.asarray(result["p"]["all"]))]
+        return [(pair, r, np.asarray(g, dtype=float)) for pair, g in result["g"].items()]
+    return [("all", np.asarray(result["angle_deg"]), np.asarray(result["p"]["all"], dtype=float))]
+
+
+def first_peak_window(r_A: np.ndarray, g: np.ndarray) -> tuple[float, float] | None:
+    """The r range (A) around the first peak of g(r): from where g first reaches 5% of its maximum to
+    half a peak-width past where it falls back below 1 after the peak (the first shell's edge).
+    None when g has no peak above 1."""
+    r_A, g = np.asarray(r_A, dtype=float), np.asarray(g, dtype=float)
+    if g.size < 3 or not np.isfinite(g).any() or np.nanmax(g) <= 1.0:
+        return None
+    peak = int(np.nanargmax(g))
+    onset = int(np.argmax(g >= 0.05 * g[peak]))
+    after = np.flatnonzero(g[peak:] < 1.0)
+    end = peak + int(after[0]) if after.size else len(g) - 1
+    width = max(r_A[end] - r_A[peak], r_A[peak] - r_A[onset], 2 * (r_A[1] - r_A[0]))
+    return float(max(r_A[0], r_A[onset] - 0.1 * width)), float(min(r_A[-1], r_A[end] + 0.5 * width))
 
 
 def overlay_figure(summary: dict[str, Any], state: str, kind: str, path: Path) -> Path | None:
-    """AA vs every model's curve at one state: ``kind`` "rdf" (g(r) per pair) or "adf" (p(theta))."""
+    """AA vs every model's curve at one state: ``kind`` "rdf" (g(r) per pair, and below it a zoom on
+    the first peak) or "adf" (p(theta))."""
     ref = summary["references"].get(state)
     if not ref or not ref.get(kind):
         return None
     families = summary["families"]
     colors = _model_colors(summary)
-    fig, axes = new_figure(1, len(families), panel_size=(5.2, 3.6), layout="constrained")
-    for ax, family in zip(axes[0], families):
-        for key, x, y in _overlay_curves(ref[kind], kind):
-            ax.plot(x, y, color="black", lw=2.2, label=f"AA {key}" if kind == "rdf" else "AA")
-        for m in summary["models"]:
-            ev = summary["evaluations"].get(m["name"], {}).get(state)
-            if m["family"] != family or not ev or not ev.get(kind):
-                continue
-            style = {"color": colors[m["name"]], "lw": 1.4, "ls": "-" if state in m["train_states"] else "--"}
-            label = f"{m['train_set']} ({_fmt(ev.get(f'{kind}_error'), 2)})"
-            for _, x, y in _overlay_curves(ev[kind], kind):
-                ax.plot(x, y, label=label, **style)
-                label = None
-        if kind == "rdf":
-            label_axes(ax, "r (A)", "g(r)")
-        else:
-            label_axes(ax, "angle (deg)", "p (1/deg)")
-        ax.set_title(f"{_family(family)} at {state}", fontsize=10)
-        ax.legend(fontsize=7, title="trained on (error)", title_fontsize=7)
+    ref_curves = _overlay_curves(ref[kind], kind)
+    window = None
+    if kind == "rdf":
+        window = first_peak_window(ref_curves[0][1], np.mean([y for _, _, y in ref_curves], axis=0))
+    rows = 2 if window is not None else 1
+    fig, axes = new_figure(rows, len(families), panel_size=(5.2, 3.6 if rows == 1 else 3.2), layout="constrained")
+    for col, family in enumerate(families):
+        panels = [axes[0][col]] + ([axes[1][col]] if rows == 2 else [])
+        for row, ax in enumerate(panels):
+            shown: list[np.ndarray] = []
+            for key, x, y in ref_curves:
+                ax.plot(x, y, color="black", lw=2.2, label=(f"AA {key}" if kind == "rdf" else "AA") if row == 0 else None)
+                shown.append(y if window is None else y[(x >= window[0]) & (x <= window[1])])
+            for m in summary["models"]:
+                ev = summary["evaluations"].get(m["name"], {}).get(state)
+                if m["family"] != family or not ev or not ev.get(kind):
+                    continue
+                style = {"color": colors[m["name"]], "lw": 1.4, "ls": "-" if state in m["train_states"] else "--"}
+                label = f"{m['train_set']} ({_fmt(ev.get(f'{kind}_error'), 2)})" if row == 0 else None
+                for _, x, y in _overlay_curves(ev[kind], kind):
+                    ax.plot(x, y, label=label, **style)
+                    if window is not None:
+                        shown.append(y[(x >= window[0]) & (x <= window[1])])
+                    label = None
+            if kind == "rdf":
+                label_axes(ax, "r (A)", "g(r)")
+            else:
+                label_axes(ax, "angle (deg)", "p (1/deg)")
+            if row == 0:
+                ax.set_title(f"{_family(family)} at {state}", fontsize=10)
+                ax.legend(fontsize=7, title="trained on (error)", title_fontsize=7)
+            else:
+                values = np.concatenate([v[np.isfinite(v)] for v in shown if v.size]) if shown else np.array([1.0])
+                lo, hi = float(values.min()), float(values.max())
+                pad = 0.06 * (hi - lo + 1e-9)
+                ax.set_xlim(*window)
+                ax.set_ylim(lo - pad, hi + pad)
+                ax.set_title(f"first peak, {window[0]:.1f}-{window[1]:.1f} A", fontsize=9)
     finish_figure(fig, path, dpi=90, tight=False)
     return path
 
@@ -187,93 +244,324 @@ def parity_figure(summary: dict[str, Any], family: str, path: Path) -> Path | No
         ax.set_ylim(-lim, lim)
         ax.set_title(f"{m['name']}\nRMSE {_fmt(rmse)} kcal/mol/A", fontsize=8)
         label_axes(ax, "mapped AA force (kcal/mol/A)", "CG model force", fontsize=7)
-    fig.suptitle(f"{_family(family)}: force parity at the training state(s)", fontsize=10)
+    fig.suptitle(f"{_family(family)}: force parity on held-out frames of the training state(s)", fontsize=10)
     finish_figure(fig, path, dpi=90, tight=False)
     return path
+
+
+def read_learning_history(path: str | os.PathLike) -> list[dict[str, float]]:
+    """The rows of a trainer's ``metrics.csv`` (one per epoch) as numbers; [] when absent or unreadable."""
+    try:
+        with open(path, newline="") as f:
+            rows = [{k: float(v) for k, v in row.items() if v not in (None, "")} for row in csv.DictReader(f)]
+    except (OSError, ValueError):
+        return []
+    return [r for r in rows if "epoch" in r]
+
+
+def _plain_log_axis(ax: Any) -> None:
+    """A log y axis labelled with plain numbers (0.5, 1, 2, 5), not powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def learning_curve_figure(history: list[dict[str, float]], training: dict[str, Any] | None, name: str,
+                          path: Path) -> Path | None:
+    """Training and validation loss, and the validation force RMSE, per epoch (log axes with plain
+    tick labels); the kept (best) epoch marked, and the epoch cap when training stopped there while
+    still improving."""
+    if not history:
+        return None
+    epochs = np.array([r["epoch"] for r in history])
+    fig, axes = new_figure(1, 2, panel_size=(4.4, 3.2), layout="constrained")
+    ax_loss, ax_rmse = axes[0]
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        values = np.array([r.get(key, math.nan) for r in history])
+        if np.isfinite(values).any():
+            ax_loss.plot(epochs, values, label=label)
+    rmse = np.array([r.get("val_force_rmse_kcal_mol_A", math.nan) for r in history])
+    if np.isfinite(rmse).any():
+        ax_rmse.plot(epochs, rmse, color="C1")
+    capped = bool(training and training.get("stopped_at_max_epochs"))
+    best = training.get("best_epoch") if training else None
+    for ax in (ax_loss, ax_rmse):
+        _plain_log_axis(ax)
+        if best:
+            ax.axvline(best, color="green", ls="--", lw=0.9, label="kept (best) epoch" if ax is ax_loss else None)
+    label_axes(ax_loss, "epoch", "loss")
+    label_axes(ax_rmse, "epoch", "validation force RMSE (kcal/mol/A)")
+    ax_loss.legend(fontsize=7, frameon=False)
+    title = f"{name}: {len(history)} epochs"
+    if capped:
+        title += " - stopped at the epoch cap while still improving"
+    fig.suptitle(title, fontsize=9, color="firebrick" if capped else "black")
+    finish_figure(fig, path, dpi=90, tight=False)
+    return path
+
+
+def _friction_cells(summary: dict[str, Any]) -> list[tuple[str, dict[str, tuple[float, float, float]]]]:
+    """(model, {state: (friction used, friction fitted, D ratio)}) for every model with a fit."""
+    rows = []
+    for m in summary["models"]:
+        cells = {}
+        for s, ev in summary["evaluations"].get(m["name"], {}).items():
+            if _finite(ev.get("friction_fit_per_ps")):
+                cells[s] = (_nan(ev.get("friction_per_ps")), float(ev["friction_fit_per_ps"]), _nan(ev.get("d_ratio")))
+        if cells:
+            rows.append((m["name"], cells))
+    return rows
 
 
 # --------------------------------------------------------------------------------------------------
 # text: verdicts, comparisons, speeds
 # --------------------------------------------------------------------------------------------------
 
-def speed_rows(summary: dict[str, Any]) -> list[tuple[str, str, float, float]]:
-    """(what, where, ns/day, speed-up vs mean AA) rows: AA per state, then CG per model (mean over states)."""
+def speed_rows(summary: dict[str, Any]) -> list[tuple[str, str, float, float, str]]:
+    """(what, where, ns/day, speed-up vs mean AA, note) rows: AA per state (the note says where its
+    speed comes from or why it is missing), then CG per model (mean over states)."""
     aa = {s: _nan(v) for s, v in summary.get("aa_ns_per_day", {}).items()}
-    aa_mean = float(np.nanmean(list(aa.values()))) if aa and np.any(np.isfinite(list(aa.values()))) else math.nan
-    rows = [("all-atom", s, v, 1.0 if math.isfinite(v) else math.nan) for s, v in aa.items()]
+    notes = summary.get("aa_speed_note") or {}
+    known = [v for v in aa.values() if math.isfinite(v)]
+    aa_mean = float(np.mean(known)) if known else math.nan
+    rows = [("all-atom", s, v, 1.0 if math.isfinite(v) else math.nan, notes.get(s) or "") for s, v in aa.items()]
     for m in summary["models"]:
         speeds = [_nan(ev.get("ns_per_day")) for ev in summary["evaluations"].get(m["name"], {}).values()]
         speeds = [v for v in speeds if math.isfinite(v)]
         v = float(np.mean(speeds)) if speeds else math.nan
-        rows.append((m["name"], "mean over states", v, v / aa_mean if aa_mean else math.nan))
+        note = "" if speeds else "not evaluated"
+        rows.append((m["name"], "mean over states", v, v / aa_mean if aa_mean else math.nan, note))
     return rows
 
 
-def verdict_lines(summary: dict[str, Any]) -> list[str]:
-    """Plain-language findings with the numbers behind them."""
+def _gap_sentence(lower: str, jd: dict[str, Any]) -> str:
+    """"X is lower by 0.08, 5.3x the noise floor (0.015)" or "indistinguishable (...)"."""
+    if jd["resolved"] is None:
+        return f"{lower} is lower by {_fmt(jd['gap'])} (no noise floor known to judge the gap against)"
+    if jd["resolved"]:
+        return f"{lower} is lower by {_fmt(jd['gap'])}, {_fmt(jd['in_floors'], 2)}x the noise floor ({_fmt(jd['floor'])})"
+    return f"indistinguishable (a gap of {_fmt(jd['gap'])}, within the noise floor {_fmt(jd['floor'])})"
+
+
+def tolerance_line(summary: dict[str, Any]) -> str:
+    """How "reproduces the AA structure" was judged."""
     tol = summary["tolerances"]
-    lines = [f"Tolerance: the CG structure matches AA at a state when the RDF error <= {tol['rdf_error']:g} "
-             f"and the ADF error <= {tol['adf_error']:g}."]
-    noise = summary.get("noise") or {}
-    if noise:
-        rdf_n = np.mean([v["rdf_error"] for v in noise.values()])
-        adf_n = np.mean([v["adf_error"] for v in noise.values()])
-        lines.append(f"Noise floor (the AA data, first half vs second half, mean over states): RDF error "
-                     f"{_fmt(rdf_n)}, ADF error {_fmt(adf_n)}; errors near these are statistical, not model error.")
-    for m in summary["models"]:
-        v = summary["verdicts"][m["name"]]
-        good = v["reproduces_at"]
-        where = ", ".join(good) if good else "no state"
-        lines.append(f"{m['name']} (trained on {', '.join(m['train_states'])}): reproduces the AA structure at "
-                     f"{len(good)}/{v['n_states']} states ({where}).")
-    unstable = [f"{name} at {state}" for name, evs in summary["evaluations"].items()
-                for state, ev in evs.items() if ev.get("blowup")]
+    parts = []
+    for metric, what in (("rdf_error", "RDF error"), ("adf_error", "ADF error")):
+        absolute = tol["absolute"].get(metric)
+        parts.append(f"its {what} is at most {_fmt(absolute)} (absolute)" if absolute is not None else
+                     f"its {what} is at most {_fmt(tol['noise_multiple'])}x that state's noise floor")
+    per_state = "; ".join(f"{s}: RDF {_fmt(t.get('rdf_error'))}, ADF {_fmt(t.get('adf_error'))}"
+                          for s, t in tol["per_state"].items())
+    return f"Tolerance: a model reproduces the AA structure at a state when {' and '.join(parts)} ({per_state})."
+
+
+def _failure_reason(summary: dict[str, Any], model: str, state: str | None = None) -> str | None:
+    """Why a model (at a state) has no evaluation: the first failed unit of that model (and state)."""
+    failed = summary.get("failed") or {}
+    names = [f"model/{model}"] + ([f"md/{model}/{state}", f"eval/{model}/{state}"] if state else
+                                  [n for n in failed if n.startswith((f"md/{model}/", f"eval/{model}/"))])
+    for name in names:
+        if name in failed:
+            return f"{name}: {failed[name]}"
+    return None
+
+
+def _model_line(summary: dict[str, Any], m: dict[str, Any]) -> str:
+    v = summary["verdicts"][m["name"]]
+    head = f"{m['name']} (trained on {', '.join(m['train_states'])})"
+    if not v["evaluated"]:
+        reason = _failure_reason(summary, m["name"])
+        return f"{head}: not evaluated" + (f" ({reason})." if reason else " (its units did not finish).")
+    good = v["reproduces_at"]
+    judged = [s for s in v["evaluated"] if s not in v["unjudged"]]
+    of = f"{len(judged)} evaluated state{'s' if len(judged) != 1 else ''}"
+    if len(judged) == v["n_states"]:
+        of = f"{v['n_states']} state{'s' if v['n_states'] != 1 else ''}"
+    text = f"{head}: reproduces the AA structure at {len(good)} of {of} ({', '.join(good) if good else 'none'})"
+    if v["indistinguishable_at"]:
+        text += f"; indistinguishable from the AA data (both errors within the noise floor) at " \
+                f"{', '.join(v['indistinguishable_at'])}"
+    if v["unjudged"]:
+        text += f"; not judged at {', '.join(v['unjudged'])} (no noise floor and no absolute tolerance)"
+    for s in v["not_evaluated"]:
+        reason = _failure_reason(summary, m["name"], s)
+        text += f"; not evaluated at {s}" + (f" ({reason})" if reason else "")
+    return text + "."
+
+
+def _stability_line(summary: dict[str, Any]) -> str | None:
+    stability = summary.get("stability") or {}
+    n_runs = stability.get("n_runs", 0)
+    unstable = stability.get("unstable") or {}
+    checks = stability.get("checks") or {}
     if unstable:
-        lines.append(f"Unstable CG runs (stopped by the blow-up checks; no structure, counted as no match): "
-                     f"{len(unstable)}: {', '.join(unstable)}.")
+        names = "; ".join(f"{name} ({reason.split(';')[0]})" for name, reason in unstable.items())
+        return (f"Unstable CG runs (stopped by the blow-up checks; no structure, counted as no match): "
+                f"{len(unstable)} of {n_runs}: {names}.")
+    if not n_runs:
+        return None
+    return (f"Stability: all {n_runs} evaluated CG runs passed the blow-up checks (every "
+            f"{checks.get('check_interval_steps', '?')} steps and at every saved frame: temperature below "
+            f"{_fmt(checks.get('max_temperature_factor'))}x the target, forces below "
+            f"{_fmt(checks.get('max_force_kcal_mol_A'))} kcal/mol/A, no two beads closer than "
+            f"{_fmt(checks.get('min_distance_A'))} A).")
+
+
+def _family_lines(summary: dict[str, Any]) -> list[str]:
+    """Family against family, at and away from the training state, and the headline verdicts."""
     fams = summary["comparison"]["families"]
-    if len(fams) >= 2:
-        a, b = list(fams)[:2]
-        for metric, what in (("rdf_error", "RDF error"), ("adf_error", "ADF error"), ("force_rmse", "force RMSE")):
-            for where, label in (("single_at_training_state", "at the training state"),
-                                 ("single_away", "away from the training state")):
-                va, vb = fams[a][metric][where], fams[b][metric][where]
-                if math.isfinite(va) and math.isfinite(vb):
-                    better = a if va < vb else b
-                    ratio = max(va, vb) / min(va, vb) if min(va, vb) > 0 else math.inf
-                    lines.append(f"{what} {label} (single-state models, mean): {_family(a)} {_fmt(va)} vs "
-                                 f"{_family(b)} {_fmt(vb)}: {_family(better)} is lower by x{_fmt(ratio, 3)}.")
-        for metric, what in (("rdf_error", "RDF"), ("adf_error", "ADF")):
-            ga, gb = fams[a][metric]["single_away"], fams[b][metric]["single_away"]
-            if not (math.isfinite(ga) and math.isfinite(gb)):
+    floors = summary["comparison"].get("noise_floors", {})
+    if len(fams) < 2:
+        return []
+    a, b = list(fams)[:2]
+    lines = []
+    for metric in ("rdf_error", "adf_error", "force_rmse"):
+        for where, label in _WHERE.items():
+            va, vb = _nan(fams[a][metric][where]), _nan(fams[b][metric][where])
+            if not (math.isfinite(va) and math.isfinite(vb)):
                 continue
-            better, worse = (a, b) if ga < gb else (b, a)
-            floor = noise_floor(summary, metric)
-            # a winner only when the gap is at least half the noise floor of the metric
-            if math.isfinite(floor) and abs(ga - gb) < 0.5 * floor:
-                lines.append(f"Verdict ({what}): neither family transfers clearly better: mean {what} error away from "
-                             f"the training state {_family(a)} {_fmt(ga)} vs {_family(b)} {_fmt(gb)}, a gap of "
-                             f"{_fmt(abs(ga - gb))}, below half the noise floor ({_fmt(floor)}).")
-            else:
-                lines.append(f"Verdict ({what}): across the study's states, {_family(better)} transfers better "
-                             f"(mean {what} error away from the training state {_fmt(min(ga, gb))} vs "
-                             f"{_fmt(max(ga, gb))}).")
-    for family, cmp in summary["comparison"]["pooled_vs_single"].items():
-        for name, c in cmp.items():
-            for metric, what in (("rdf", "RDF"), ("adf", "ADF")):
-                p, s_ = c.get(f"pooled_{metric}_error", math.nan), c.get(f"single_away_{metric}_error", math.nan)
-                if math.isfinite(p) and math.isfinite(s_):
-                    lines.append(f"{_family(family)} pooled model '{name}': mean {what} error {_fmt(p)} vs {_fmt(s_)} "
-                                 f"for single-state models away from their training state: the pooled model "
-                                 f"{'beats' if p < s_ else 'does not beat'} them.")
+            jd = judge(va, vb, _nan(floors.get(metric, {}).get(where)))
+            lower = _family(a) if jd["lower"] == "a" else _family(b)
+            what = _WHAT[metric]
+            lines.append(f"{what[0].upper()}{what[1:]} {label} (single-state models, mean): {_family(a)} {_fmt(va)} "
+                         f"vs {_family(b)} {_fmt(vb)}: {_gap_sentence(lower, jd)}.")
+    for metric, what in (("rdf_error", "RDF"), ("adf_error", "ADF")):
+        ga, gb = _nan(fams[a][metric]["single_away"]), _nan(fams[b][metric]["single_away"])
+        if not (math.isfinite(ga) and math.isfinite(gb)):
+            continue
+        jd = judge(ga, gb, _nan(floors.get(metric, {}).get("single_away")))
+        better = _family(a) if jd["lower"] == "a" else _family(b)
+        if jd["resolved"] is False:
+            lines.append(f"Verdict ({what}): neither family transfers better: mean {what} error away from the training "
+                         f"state {_family(a)} {_fmt(ga)} vs {_family(b)} {_fmt(gb)}, a gap of {_fmt(jd['gap'])} within "
+                         f"the noise floor ({_fmt(jd['floor'])}): indistinguishable.")
+        elif jd["resolved"]:
+            lines.append(f"Verdict ({what}): across the study's states, {better} transfers better: mean {what} error "
+                         f"away from the training state {_fmt(min(ga, gb))} vs {_fmt(max(ga, gb))}, a gap of "
+                         f"{_fmt(jd['gap'])}, {_fmt(jd['in_floors'], 2)}x the noise floor ({_fmt(jd['floor'])}).")
+        else:
+            lines.append(f"Verdict ({what}): {better} has the lower mean {what} error away from the training state "
+                         f"({_fmt(min(ga, gb))} vs {_fmt(max(ga, gb))}); no noise floor is known to judge the gap.")
     return lines
 
 
-def noise_floor(summary: dict[str, Any], metric: str) -> float:
-    """Mean over states of the AA first-half vs second-half error of ``metric`` (NaN if unknown)."""
-    values = [v.get(metric) for v in (summary.get("noise") or {}).values()]
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.mean(values)) if values else math.nan
+def _pooled_lines(summary: dict[str, Any]) -> list[str]:
+    lines = []
+    for family, cmp in summary["comparison"]["pooled_vs_single"].items():
+        for name, c in cmp.items():
+            for metric, what in (("rdf_error", "RDF"), ("adf_error", "ADF")):
+                p, s_ = _nan(c.get(f"pooled_{metric}")), _nan(c.get(f"single_away_{metric}"))
+                if not (math.isfinite(p) and math.isfinite(s_)):
+                    continue
+                jd = judge(p, s_, _nan(c.get(f"{metric}_noise_floor")))
+                head = (f"{_family(family)} pooled model '{name}': mean {what} error {_fmt(p)} vs {_fmt(s_)} for "
+                        f"single-state models away from their training state: ")
+                if jd["resolved"] is False:
+                    lines.append(head + f"indistinguishable (a gap of {_fmt(jd['gap'])}, within the noise floor "
+                                        f"{_fmt(jd['floor'])}).")
+                    continue
+                side = "lower" if p < s_ else "higher"
+                size = (f", {_fmt(jd['in_floors'], 2)}x the noise floor ({_fmt(jd['floor'])})" if jd["resolved"]
+                        else " (no noise floor known to judge the gap against)")
+                lines.append(head + f"the pooled model is {side} by {_fmt(jd['gap'])}{size}.")
+    return lines
+
+
+def _diffusion_lines(summary: dict[str, Any]) -> list[str]:
+    """The D ratios and the friction that would match the AA diffusion."""
+    ratios = [_nan(ev.get("d_ratio")) for evs in summary["evaluations"].values() for ev in evs.values()]
+    ratios = [r for r in ratios if math.isfinite(r)]
+    if not ratios:
+        return []
+    friction = summary.get("friction") or {}
+    used = "the fitted friction of each (model, state) (study.langevin_friction: match_diffusion)" \
+        if friction.get("mode") == "match_diffusion" else \
+        f"a Langevin friction of {_fmt(friction.get('simulate_friction_per_ps'))}/ps (simulate.friction_per_ps)"
+    lines = [f"Dynamics: D_CG / D_AA from {_fmt(min(ratios))} to {_fmt(max(ratios))} over the {len(ratios)} "
+             f"evaluated runs, which used {used}."]
+    per_state = []
+    for s in summary["states"]:
+        fits = [float(evs[s]["friction_fit_per_ps"]) for evs in summary["evaluations"].values()
+                if s in evs and _finite(evs[s].get("friction_fit_per_ps"))]
+        if fits:
+            per_state.append(f"{s} {_fmt(float(np.median(fits)))}/ps")
+    if per_state:
+        lines.append("Langevin friction that would bring D_CG to D_AA (median over models; per model in the "
+                     f"diffusion table): {', '.join(per_state)}. A value at or below 0 means the model is slower "
+                     "than AA even without a thermostat.")
+    return lines
+
+
+def _training_lines(summary: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, t in (summary.get("training") or {}).items():
+        if t and t.get("stopped_at_max_epochs"):
+            lines.append(f"Training of {name} stopped at train.max_epochs ({t.get('n_epochs')}) while still improving "
+                         f"(best epoch {t.get('best_epoch')}): its errors would likely fall with more epochs.")
+    return lines
+
+
+def _force_frames_line(summary: dict[str, Any]) -> str | None:
+    parts = []
+    for s in summary["states"]:
+        which = next((evs[s].get("force_frames") for evs in summary["evaluations"].values()
+                      if s in evs and evs[s].get("force_frames")), None)
+        if which:
+            parts.append(f"{s}: {which}")
+    return "Force errors were computed on " + "; ".join(parts) + "." if parts else None
+
+
+def verdict_lines(summary: dict[str, Any]) -> list[str]:
+    """Plain-language findings with the numbers behind them; every comparison weighed against the noise
+    floor of its states (a gap within it is "indistinguishable")."""
+    lines = [tolerance_line(summary)]
+    noise = summary.get("noise") or {}
+    if noise:
+        per_state = "; ".join(f"{s}: RDF {_fmt(v.get('rdf_error'))}, ADF {_fmt(v.get('adf_error'))}"
+                              for s, v in noise.items())
+        lines.append(f"Noise floor (the AA data, first half vs second half): {per_state}. A gap within the noise "
+                     "floor is reported as indistinguishable.")
+    failed = summary.get("failed") or {}
+    if failed:
+        lines.append(f"Failed or not run ({len(failed)} units): " + "; ".join(f"{n}: {r}" for n, r in failed.items())
+                     + ".")
+    lines += [_model_line(summary, m) for m in summary["models"]]
+    stability = _stability_line(summary)
+    if stability:
+        lines.append(stability)
+    lines += _training_lines(summary)
+    lines += _family_lines(summary)
+    lines += _pooled_lines(summary)
+    lines += _diffusion_lines(summary)
+    frames = _force_frames_line(summary)
+    if frames:
+        lines.append(frames)
+    return lines
+
+
+def _state_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per state: declared state point, measured density, AA source and speed, noise, tolerance."""
+    rows = []
+    imported = set(summary.get("imported") or [])
+    for s, values in summary["states"].items():
+        noise = (summary.get("noise") or {}).get(s, {})
+        tol = summary["tolerances"]["per_state"].get(s, {})
+        speed = summary.get("aa_ns_per_day", {}).get(s)
+        note = (summary.get("aa_speed_note") or {}).get(s) or ""
+        rows.append({
+            "state": s,
+            "declared": ", ".join(f"{k} = {v:g}" for k, v in values.items()),
+            "measured density (g/cm^3)": _fmt(summary.get("measured_density_g_cm3", {}).get(s), 4),
+            "AA data": "imported" if s in imported else "generated",
+            "AA ns/day": f"{_fmt(speed)}" + (f" ({note})" if note and not _finite(speed) else ""),
+            "noise floor RDF / ADF": f"{_fmt(noise.get('rdf_error'))} / {_fmt(noise.get('adf_error'))}",
+            "tolerance RDF / ADF": f"{_fmt(tol.get('rdf_error'))} / {_fmt(tol.get('adf_error'))}",
+        })
+    return rows
 
 
 def _matrix_md(summary: dict[str, Any], metric: str, family: str) -> str:
@@ -298,6 +586,38 @@ def _matrix_html(summary: dict[str, Any], metric: str, family: str) -> str:
     return f"<table><tr><th>trained on \\ test</th>{head}</tr>{''.join(body)}</table>"
 
 
+def _table_html(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _table_md(rows: list[dict[str, str]]) -> list[str]:
+    if not rows:
+        return []
+    keys = list(rows[0])
+    return (["| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]
+            + ["| " + " | ".join(str(r[k]).replace("|", "/") for k in keys) + " |" for r in rows])
+
+
+def _friction_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    states = list(summary["states"])
+    rows = []
+    for name, cells in _friction_cells(summary):
+        row = {"model": name}
+        for s in states:
+            used, fit, ratio = cells.get(s, (math.nan, math.nan, math.nan))
+            row[s] = f"{_fmt(fit)} (ran at {_fmt(used)}, D ratio {_fmt(ratio)})" if math.isfinite(fit) else "n/a"
+        rows.append(row)
+    return rows
+
+
+def _failed_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"unit": n, "reason": r} for n, r in (summary.get("failed") or {}).items()]
+
+
 # --------------------------------------------------------------------------------------------------
 # the report
 # --------------------------------------------------------------------------------------------------
@@ -311,6 +631,7 @@ td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th { background: #f0f0f0; } td.home { background: #fff1d6; font-weight: bold; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.4em 0; } img.small { max-width: 560px; }
 p.headline { font-size: 1.1em; background: #eef5ff; border-left: 4px solid #3a7bd5; padding: 0.6em 1em; }
+p.warning { background: #fff0f0; border-left: 4px solid #c0392b; padding: 0.4em 1em; }
 ul.verdict li { margin: 0.25em 0; } .note { color: #666; font-size: 0.9em; }
 """
 
@@ -326,9 +647,32 @@ class _Figures:
     curves: dict[str, list[str]]
 
 
+def _model_figures(summary: dict[str, Any], fig_dir: Path, run_dir: str | os.PathLike | None,
+                   rel: Any) -> dict[str, list[str]]:
+    """Per model: its learning curve, drawn from RUN_DIR/models/<name>/metrics.csv (the trainer's own
+    learning_curve.png when there is no metrics.csv), and the MS-CG fit's pair plots, copied."""
+    curves: dict[str, list[str]] = {}
+    if run_dir is None:
+        return curves
+    for m in summary["models"]:
+        model_dir = Path(run_dir) / "models" / m["name"]
+        history = read_learning_history(model_dir / "metrics.csv")
+        drawn = learning_curve_figure(history, (summary.get("training") or {}).get(m["name"]), m["name"],
+                                      fig_dir / f"learning_curve_{m['name']}.png")
+        sources = [] if drawn else [model_dir / "learning_curve.png"]
+        sources += sorted(model_dir.glob("pair_*.png"))
+        paths = [rel(drawn)] if drawn else []
+        for src in sources:
+            if src.exists():
+                paths.append(rel(atomic_write_bytes(fig_dir / f"{src.stem}_{m['name']}.png", src.read_bytes())))
+        if paths:
+            curves[m["name"]] = paths
+    return curves
+
+
 def _draw_figures(summary: dict[str, Any], out_dir: Path, run_dir: str | os.PathLike | None) -> _Figures:
-    """Every figure into ``out_dir/figures``; the trainer's learning curves (and MS-CG fit and potential
-    plots) found in RUN_DIR/models/<name>/ are copied there, so that the report is self-contained."""
+    """Every figure into ``out_dir/figures`` (model files found in RUN_DIR/models/<name>/ included, so
+    that the report is self-contained)."""
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
 
@@ -336,58 +680,58 @@ def _draw_figures(summary: dict[str, Any], out_dir: Path, run_dir: str | os.Path
         return None if path is None else os.path.relpath(path, out_dir)
 
     states = list(summary["states"])
-    curves: dict[str, list[str]] = {}
-    if run_dir is not None:
-        for m in summary["models"]:
-            for name in ("learning_curve.png", "fit.png", "potential.png"):
-                src = Path(run_dir) / "models" / m["name"] / name
-                if src.exists():
-                    dst = atomic_write_bytes(fig_dir / f"{Path(name).stem}_{m['name']}.png", src.read_bytes())
-                    curves.setdefault(m["name"], []).append(rel(dst))
     return _Figures(
         heatmaps={m: rel(heatmap_figure(summary, m, fig_dir / f"heatmap_{m}.png")) for m in METRIC_TITLES},
         rdf={s: rel(overlay_figure(summary, s, "rdf", fig_dir / f"rdf_{s}.png")) for s in states},
         adf={s: rel(overlay_figure(summary, s, "adf", fig_dir / f"adf_{s}.png")) for s in states},
         parity={f: rel(parity_figure(summary, f, fig_dir / f"parity_{f}.png")) for f in summary["families"]},
-        curves=curves,
+        curves=_model_figures(summary, fig_dir, run_dir, rel),
     )
 
 
 def _markdown(summary: dict[str, Any], title: str, lines: list[str], figures: _Figures) -> str:
-    states = list(summary["states"])
-    md = [f"# {title}", "", "## States", ""]
-    md += [f"- `{s}`: " + ", ".join(f"{k} = {v:g}" for k, v in summary["states"][s].items()) for s in states]
+    md = [f"# {title}", "", "## States", ""] + _table_md(_state_rows(summary))
     md += ["", "## Findings", ""] + [f"- {line}" for line in lines]
+    if summary.get("failed"):
+        md += ["", "## Failed units", ""] + _table_md(_failed_rows(summary))
     for metric, (name, unit) in METRIC_TITLES.items():
         md += ["", f"## {name}" + (f" ({unit})" if unit else ""), ""]
         for family in summary["families"]:
             md += [f"**{_family(family)}**", "", _matrix_md(summary, metric, family), ""]
         if figures.heatmaps.get(metric):
             md += [f"![{metric}]({figures.heatmaps[metric]})", ""]
-    md += ["## Speed", "", "| run | where | ns/day | vs AA |", "|---|---|---|---|"]
-    md += [f"| {a} | {b} | {_fmt(c)} | {_fmt(d, 2)} |" for a, b, c, d in speed_rows(summary)]
+    friction = _friction_rows(summary)
+    if friction:
+        md += ["## Langevin friction matching the AA diffusion (1/ps)", ""] + _table_md(friction) + [""]
+    md += ["## Speed", "", "| run | where | ns/day | vs AA | note |", "|---|---|---|---|---|"]
+    md += [f"| {a} | {b} | {_fmt(c)} | {_fmt(d, 2)} | {e} |" for a, b, c, d, e in speed_rows(summary)]
     return "\n".join(md) + "\n"
 
 
 def _html_head(summary: dict[str, Any], title: str, lines: list[str]) -> list[str]:
-    """Title, states and models, the headline verdicts and every finding."""
+    """Title, the states table, models, the headline verdicts, every finding and the failed units."""
     h = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-         f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
-    h.append("<p class='note'>States: " + ", ".join(
-        f"<b>{html.escape(s)}</b> (" + ", ".join(f"{k} = {v:g}" for k, v in values.items()) + ")"
-        for s, values in summary["states"].items())
-        + ". Models: " + ", ".join(html.escape(m["name"]) for m in summary["models"]) + ".</p>")
+         f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
+         "<h2>State points</h2>", _table_html(_state_rows(summary)),
+         "<p class='note'>Measured density: the mean over the mapped AA frames' boxes (for imported data, what the "
+         "trajectory holds, beside the declared state point). Noise floor: each error between the first and the "
+         "second half of that state's AA data.</p>",
+         "<p class='note'>Models: " + ", ".join(html.escape(m["name"]) for m in summary["models"]) + ".</p>"]
     headline = [x for x in lines if x.startswith("Verdict")]
     if headline:
         h.append("<p class='headline'>" + "<br>".join(html.escape(x) for x in headline) + "</p>")
     h.append("<h2>Findings</h2><ul class='verdict'>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>")
+    if summary.get("failed"):
+        h.append(f"<h2>Failed units ({len(summary['failed'])})</h2>" + _table_html(_failed_rows(summary))
+                 + "<p class='note'>Tracebacks in RUN_DIR/study/failed/; a rerun retries them.</p>")
     return h
 
 
 def _html(summary: dict[str, Any], title: str, lines: list[str], figures: _Figures) -> str:
     h = _html_head(summary, title, lines)
     h.append("<h2>Transferability matrices</h2><p class='note'>Rows: training set; columns: test state; "
-             "highlighted: the model was trained at that state. CSV/JSON in analysis/study/.</p>")
+             "highlighted: the model was trained at that state; n/a: not evaluated or unstable. CSV/JSON in "
+             "analysis/study/.</p>")
     for metric, (name, unit) in METRIC_TITLES.items():
         h.append(f"<h3>{html.escape(name)}{' (' + unit + ')' if unit else ''}</h3>")
         if figures.heatmaps.get(metric):
@@ -395,23 +739,39 @@ def _html(summary: dict[str, Any], title: str, lines: list[str], figures: _Figur
         for family in summary["families"]:
             h.append(f"<p><b>{_family(family)}</b></p>" + _matrix_html(summary, metric, family))
     h.append("<h2>RDF: AA vs CG models, per state</h2><p class='note'>Solid: model at its training state; "
-             "dashed: away from it. Legend: training set (RDF error).</p>")
+             "dashed: away from it. Legend: training set (RDF error). Lower panels: the first peak.</p>")
     h += [f"<img src='{p}' alt='rdf {s}'>" for s, p in figures.rdf.items() if p]
     h.append("<h2>ADF: AA vs CG models, per state</h2>")
     adf_imgs = [f"<img src='{p}' alt='adf {s}'>" for s, p in figures.adf.items() if p]
     h += adf_imgs or ["<p class='note'>No angle distributions were computed.</p>"]
     h.append("<h2>Force parity</h2>")
+    frames = _force_frames_line(summary)
+    if frames:
+        h.append(f"<p class='note'>{html.escape(frames)}</p>")
     h += [f"<img src='{p}' alt='parity {f}'>" for f, p in figures.parity.items() if p]
+    friction = _friction_rows(summary)
+    if friction:
+        h.append("<h2>Diffusion: the Langevin friction that matches D_AA (1/ps)</h2><p class='note'>Per model and "
+                 "state: the friction at which the CG diffusion would equal the AA one (frictions add: "
+                 "kT/D = zeta_CG + m gamma), with the friction the run used and its D_CG/D_AA.</p>"
+                 + _table_html(friction))
     h.append("<h2>Training</h2>")
+    training = summary.get("training") or {}
     for name, paths in figures.curves.items():
-        h.append(f"<p><b>{html.escape(name)}</b></p>"
-                 + "".join(f"<img class='small' src='{p}' alt='{name}'>" for p in paths))
+        t = training.get(name) or {}
+        h.append(f"<p><b>{html.escape(name)}</b></p>")
+        if t.get("stopped_at_max_epochs"):
+            h.append(f"<p class='warning'>Training stopped at train.max_epochs ({t.get('n_epochs')}) while still "
+                     f"improving (best epoch {t.get('best_epoch')}): its errors would likely fall with more epochs; "
+                     "raise train.max_epochs.</p>")
+        h.append("".join(f"<img class='small' src='{p}' alt='{name}'>" for p in paths))
     if not figures.curves:
         h.append("<p class='note'>No learning curves were found.</p>")
-    h.append("<h2>Speed</h2><table><tr><th>run</th><th>where</th><th>ns/day</th><th>vs AA</th></tr>")
-    h += [f"<tr><th>{html.escape(a)}</th><td>{html.escape(b)}</td><td>{_fmt(c)}</td><td>{_fmt(d, 2)}</td></tr>"
-          for a, b, c, d in speed_rows(summary)]
-    h.append("</table><p class='note'>CG ns/day include setup; AA ns/day as the all-atom runner measured it.</p>")
+    h.append("<h2>Speed</h2><table><tr><th>run</th><th>where</th><th>ns/day</th><th>vs AA</th><th>note</th></tr>")
+    h += [f"<tr><th>{html.escape(a)}</th><td>{html.escape(b)}</td><td>{_fmt(c)}</td><td>{_fmt(d, 2)}</td>"
+          f"<td>{html.escape(e)}</td></tr>" for a, b, c, d, e in speed_rows(summary)]
+    h.append("</table><p class='note'>CG ns/day include setup; AA ns/day as the all-atom runner measured it, or "
+             "for imported data as the engine's log reports it.</p>")
     h.append("</body></html>")
     return "\n".join(h)
 
@@ -420,12 +780,17 @@ def write_report(summary: dict[str, Any], out_dir: str | os.PathLike, *, run_dir
                  title: str = "thermocg transferability study") -> Path:
     """Write ``index.html``, ``summary.md`` and ``figures/`` for a study summary; return index.html.
 
-    ``run_dir`` (optional) is where the trainer's learning curves are found
-    (RUN_DIR/models/<name>/learning_curve.png); they are copied next to the report so it is
-    self-contained.
+    ``run_dir`` (optional) is where the models' files are found (RUN_DIR/models/<name>/metrics.csv
+    for the learning curves, MS-CG's pair plots); the figures are written or copied next to the
+    report so it is self-contained.
     """
     out_dir = Path(out_dir)
     figures = _draw_figures(summary, out_dir, run_dir)
     lines = verdict_lines(summary)
     atomic_write_text(out_dir / "summary.md", _markdown(summary, title, lines, figures))
     return atomic_write_text(out_dir / "index.html", _html(summary, title, lines, figures))
+
+
+__all__ = ["write_report", "verdict_lines", "speed_rows", "tolerance_line", "heatmap_figure", "overlay_figure",
+           "parity_figure", "learning_curve_figure", "read_learning_history", "first_peak_window", "noise_floor",
+           "force_noise"]

@@ -31,7 +31,6 @@ give the forces of our built-in definitions.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +39,7 @@ import numpy as np
 
 from thermocg import units
 from thermocg.allatom.mixture import Mixture, as_mixture
-from thermocg.allatom.molecules import Molecule, get_molecule
+from thermocg.allatom.molecules import Molecule, get_molecule, mixed_lj
 from thermocg.neighbors import perpendicular_widths
 from thermocg.rundir import atomic_write_text
 
@@ -80,10 +79,13 @@ def _atomtype_names(mixture: Mixture) -> list[str]:
     return names
 
 
+#: GROMACS comb-rule -> the mixing rule it applies (2: Lorentz-Berthelot, 3: geometric sigma and epsilon)
+_COMB_RULE_MIXING = {2: "lorentz-berthelot", 3: "geometric"}
+
+
 def _comb_rule_pair(comb_rule: int, a: Any, b: Any) -> tuple[float, float]:
-    eps = math.sqrt(a.epsilon_kcal_mol * b.epsilon_kcal_mol)
-    sigma = 0.5 * (a.sigma_A + b.sigma_A) if comb_rule == 2 else math.sqrt(a.sigma_A * b.sigma_A)
-    return sigma, eps
+    """(sigma_A, epsilon_kcal_mol) of sites or LJ classes ``a`` and ``b`` under a GROMACS comb-rule."""
+    return mixed_lj(_COMB_RULE_MIXING[comb_rule], a, b)
 
 
 def gromacs_topology(system: Molecule | Mixture, n_molecules: int | None = None, *,
@@ -366,14 +368,13 @@ def run_export_allatom(config: Config, run_dir: str | os.PathLike, *,
     import openmm
     import openmm.unit as u
 
-    from thermocg.allatom.build import build_box
     from thermocg.allatom.runner import (
         GenerateError,
         _derive_seeds,
+        _starting_box,
         _state_seed,
-        build_system,
+        check_buildable,
         make_context,
-        resolve_cutoff_A,
         selected_states,
         system_for_state,
     )
@@ -382,14 +383,13 @@ def run_export_allatom(config: Config, run_dir: str | os.PathLike, *,
     settings = config.generate
     root = Path(output) if output is not None else RunDir(run_dir).root / "gromacs"
     written = []
-    for st in selected_states(config, state):
+    points = selected_states(config, state)
+    check_buildable(config, points)
+    for st in points:
         mixture = system_for_state(config, st)
         seed = _state_seed(config.seed, st.label)
         seed_box, _, _, _ = _derive_seeds(seed)
-        density = st.density_g_cm3 if st.pressure_bar is None else mixture.density_guess_g_cm3
-        positions, box = build_box(mixture, density_g_cm3=density, rng=np.random.default_rng(seed_box))
-        cutoff_A = resolve_cutoff_A(mixture, box, settings.nonbonded_cutoff_A)
-        system = build_system(mixture, box_A=box, cutoff_A=cutoff_A)
+        positions, box, cutoff_A, system = _starting_box(mixture, st, settings, seed_box)
         context = make_context(system, positions, box, platform=settings.platform, n_threads=settings.n_threads)
         openmm.LocalEnergyMinimizer.minimize(context, 10.0, 2000)
         minimised = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
@@ -405,8 +405,7 @@ def run_export_allatom(config: Config, run_dir: str | os.PathLike, *,
             seed=seed % (2**31 - 1), pressure_bar=st.pressure_bar, npt_equilibration_ps=settings.npt_equilibration_ps,
             title=f"thermocg {mixture.name} {st.label}")
         if progress:
-            counts = " + ".join(f"{n} {name}" for name, n in mixture.counts.items())
-            print(f"thermocg export-allatom: {counts} at {st.label} -> {out} "
+            print(f"thermocg export-allatom: {mixture.counts_text} at {st.label} -> {out} "
                   f"({', '.join(p.name for p in paths.values())}; cutoff {cutoff_A:.2f} A)")
         written.append(out)
     return written

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from thermocg.allatom.molecules import Molecule, get_molecule
+from thermocg.allatom.molecules import Molecule, get_molecule, mixed_lj
 from thermocg.frames import Topology
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -82,13 +82,6 @@ def site_type_names(molecules: Sequence[Molecule]) -> list[list[str]]:
         others = {t for j, m in enumerate(molecules) if j != k for t in m.type_names}
         out.append([f"{molecule.name}:{s.type}" if s.type in others else s.type for s in molecule.sites])
     return out
-
-
-def _rule_pair(mixing: str, a: LJClass, b: LJClass) -> tuple[float, float]:
-    eps = math.sqrt(a.epsilon_kcal_mol * b.epsilon_kcal_mol)
-    if mixing == "geometric":
-        return math.sqrt(a.sigma_A * b.sigma_A), eps
-    return 0.5 * (a.sigma_A + b.sigma_A), eps
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,6 +151,11 @@ class Mixture:
     @property
     def counts(self) -> dict[str, int]:
         return {c.molecule.name: int(c.n_molecules) for c in self.components}
+
+    @property
+    def counts_text(self) -> str:
+        """The counts for people: ``8 methanol_trappe + 24 water_spce``."""
+        return " + ".join(f"{n} {name}" for name, n in self.counts.items())
 
     @property
     def mole_fractions(self) -> dict[str, float]:
@@ -313,7 +311,7 @@ class Mixture:
                 # only pairs with a site without LJ get here (the rest are ambiguous, refused above)
                 return 0.5 * (a.sigma_A + b.sigma_A), 0.0, "zero epsilon"
         mixing = self.components[a.component].molecule.mixing
-        return (*_rule_pair(mixing, a, b), mixing)
+        return (*mixed_lj(mixing, a, b), mixing)
 
     def lj_tables(self) -> tuple[np.ndarray, np.ndarray]:
         """(sigma_A, epsilon_kcal_mol) tables (n_classes, n_classes) over :attr:`lj_classes`."""

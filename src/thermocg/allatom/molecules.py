@@ -185,6 +185,17 @@ class Molecule:
         }
 
 
+def mixed_lj(mixing: str, a: Any, b: Any) -> tuple[float, float]:
+    """(sigma_A, epsilon_kcal_mol) of the LJ pair of ``a`` and ``b`` (anything with ``sigma_A`` and
+    ``epsilon_kcal_mol``: sites, LJ classes) under a mixing rule: ``geometric`` gives
+    sigma = sqrt(sigma_a sigma_b), anything else Lorentz-Berthelot's sigma = (sigma_a + sigma_b) / 2;
+    epsilon = sqrt(eps_a eps_b) under both."""
+    eps = math.sqrt(a.epsilon_kcal_mol * b.epsilon_kcal_mol)
+    if mixing == "geometric":
+        return math.sqrt(a.sigma_A * b.sigma_A), eps
+    return 0.5 * (a.sigma_A + b.sigma_A), eps
+
+
 # --------------------------------------------------------------------------------------------------
 # parsing (YAML and built-ins share one schema)
 # --------------------------------------------------------------------------------------------------
@@ -219,6 +230,94 @@ def _check_keys(data: Any, required: set[str], allowed: set[str], where: str) ->
         raise MoleculeError(f"{where}: missing required key(s) {missing}")
 
 
+def _parse_site(s: Any, here: str) -> Site:
+    """One ``sites`` entry (``here`` names it in errors): epsilon from ``epsilon_kcal_mol`` or
+    ``epsilon_K`` (eps/k_B, times k_B in kcal/mol/K), a positive mass, non-negative sigma and epsilon."""
+    _check_keys(s, {"name", "mass_amu", "charge_e", "sigma_A", "position_A"}, _SITE_KEYS, here)
+    if ("epsilon_kcal_mol" in s) == ("epsilon_K" in s):
+        raise MoleculeError(f"{here}: give exactly one of epsilon_kcal_mol or epsilon_K")
+    eps = (_number(s["epsilon_kcal_mol"], f"{here}.epsilon_kcal_mol") if "epsilon_kcal_mol" in s
+           else _number(s["epsilon_K"], f"{here}.epsilon_K") * units.KB_KCAL_MOL_K)
+    pos = s["position_A"]
+    if not isinstance(pos, (list, tuple)) or len(pos) != 3:
+        raise MoleculeError(f"{here}.position_A: expected three numbers, got {pos!r}")
+    site = Site(
+        name=str(s["name"]), type=str(s.get("type", s["name"])),
+        mass_amu=_number(s["mass_amu"], f"{here}.mass_amu"),
+        charge_e=_number(s["charge_e"], f"{here}.charge_e"),
+        sigma_A=_number(s["sigma_A"], f"{here}.sigma_A"), epsilon_kcal_mol=eps,
+        position_A=tuple(_number(x, f"{here}.position_A") for x in pos),
+    )
+    if site.mass_amu <= 0:
+        raise MoleculeError(f"{here}.mass_amu: must be positive, got {site.mass_amu}")
+    if site.sigma_A < 0 or site.epsilon_kcal_mol < 0:
+        raise MoleculeError(f"{here}: sigma_A and epsilon must be non-negative")
+    return site
+
+
+def _parse_sites(raw_sites: Any, where: str) -> list[Site]:
+    """The ``sites`` list: a non-empty list of sites with unique names."""
+    if not isinstance(raw_sites, list) or not raw_sites:
+        raise MoleculeError(f"{where}: 'sites' must be a non-empty list")
+    sites = [_parse_site(s, f"{where}: sites[{k}]") for k, s in enumerate(raw_sites)]
+    names = [s.name for s in sites]
+    if len(set(names)) != len(names):
+        raise MoleculeError(f"{where}: site names must be unique, got {names}")
+    return sites
+
+
+def _site_index(ref: Any, names: list[str], here: str) -> int:
+    """The index of a site referred to by name or by 0-based index (``names``: the sites' names)."""
+    if isinstance(ref, bool):
+        raise MoleculeError(f"{here}: {ref!r} is not a site name or index")
+    if isinstance(ref, int):
+        if not 0 <= ref < len(names):
+            raise MoleculeError(f"{here}: site index {ref} outside 0..{len(names) - 1}")
+        return ref
+    if str(ref) not in names:
+        raise MoleculeError(f"{here}: unknown site {ref!r}; sites are {names}")
+    return names.index(str(ref))
+
+
+def _parse_term(section: str, e: Any, names: list[str], here: str) -> Bond | Constraint | Angle | Torsion:
+    """One entry of ``bonds``, ``constraints``, ``angles`` or ``torsions``: its keys, its distinct
+    sites (as many as the term has), its parameters (a torsion's periodicity a positive integer)."""
+    keys, n_atoms = _TERM_KEYS[section]
+    _check_keys(e, keys, keys, here)
+    refs = e["atoms"]
+    if not isinstance(refs, (list, tuple)) or len(refs) != n_atoms:
+        raise MoleculeError(f"{here}.atoms: expected {n_atoms} sites, got {refs!r}")
+    idx = tuple(_site_index(r, names, f"{here}.atoms") for r in refs)
+    if len(set(idx)) != n_atoms:
+        raise MoleculeError(f"{here}.atoms: a site appears twice in {refs!r}")
+    if section == "bonds":
+        return Bond(idx, _number(e["length_A"], f"{here}.length_A"),
+                    _number(e["k_kcal_mol_A2"], f"{here}.k_kcal_mol_A2"))
+    if section == "constraints":
+        return Constraint(idx, _number(e["length_A"], f"{here}.length_A"))
+    if section == "angles":
+        return Angle(idx, _number(e["theta0_deg"], f"{here}.theta0_deg"),
+                     _number(e["k_kcal_mol_rad2"], f"{here}.k_kcal_mol_rad2"))
+    n = e["periodicity"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise MoleculeError(f"{here}.periodicity: expected a positive integer, got {n!r}")
+    return Torsion(idx, n, _number(e["phase_deg"], f"{here}.phase_deg"), _number(e["k_kcal_mol"], f"{here}.k_kcal_mol"))
+
+
+def _parse_terms(data: dict[str, Any], names: list[str], where: str) -> dict[str, list[Any]]:
+    """Every bonded term and constraint, per section (each an optional list); constraint lengths positive."""
+    terms: dict[str, list[Any]] = {}
+    for section in _TERM_KEYS:
+        entries = data.get(section) or []
+        if not isinstance(entries, list):
+            raise MoleculeError(f"{where}: '{section}' must be a list")
+        terms[section] = [_parse_term(section, e, names, f"{where}: {section}[{k}]") for k, e in enumerate(entries)]
+    for c in terms["constraints"]:
+        if c.length_A <= 0:
+            raise MoleculeError(f"{where}: constraint {c.atoms} has non-positive length {c.length_A}")
+    return terms
+
+
 def molecule_from_dict(data: dict[str, Any], *, origin: str = "builtin") -> Molecule:
     """Build a :class:`Molecule` from the YAML schema (module docstring); errors name ``origin``.
 
@@ -231,82 +330,8 @@ def molecule_from_dict(data: dict[str, Any], *, origin: str = "builtin") -> Mole
     where = f"molecule {origin}"
     _check_keys(data, {"name", "sites"}, _TOP_KEYS, where)
     name = str(data["name"])
-    raw_sites = data["sites"]
-    if not isinstance(raw_sites, list) or not raw_sites:
-        raise MoleculeError(f"{where}: 'sites' must be a non-empty list")
-    sites = []
-    for k, s in enumerate(raw_sites):
-        here = f"{where}: sites[{k}]"
-        _check_keys(s, {"name", "mass_amu", "charge_e", "sigma_A", "position_A"}, _SITE_KEYS, here)
-        if ("epsilon_kcal_mol" in s) == ("epsilon_K" in s):
-            raise MoleculeError(f"{here}: give exactly one of epsilon_kcal_mol or epsilon_K")
-        eps = (_number(s["epsilon_kcal_mol"], f"{here}.epsilon_kcal_mol") if "epsilon_kcal_mol" in s
-               else _number(s["epsilon_K"], f"{here}.epsilon_K") * units.KB_KCAL_MOL_K)
-        pos = s["position_A"]
-        if not isinstance(pos, (list, tuple)) or len(pos) != 3:
-            raise MoleculeError(f"{here}.position_A: expected three numbers, got {pos!r}")
-        site = Site(
-            name=str(s["name"]), type=str(s.get("type", s["name"])),
-            mass_amu=_number(s["mass_amu"], f"{here}.mass_amu"),
-            charge_e=_number(s["charge_e"], f"{here}.charge_e"),
-            sigma_A=_number(s["sigma_A"], f"{here}.sigma_A"), epsilon_kcal_mol=eps,
-            position_A=tuple(_number(x, f"{here}.position_A") for x in pos),
-        )
-        if site.mass_amu <= 0:
-            raise MoleculeError(f"{here}.mass_amu: must be positive, got {site.mass_amu}")
-        if site.sigma_A < 0 or site.epsilon_kcal_mol < 0:
-            raise MoleculeError(f"{here}: sigma_A and epsilon must be non-negative")
-        sites.append(site)
-    names = [s.name for s in sites]
-    if len(set(names)) != len(names):
-        raise MoleculeError(f"{where}: site names must be unique, got {names}")
-    index = {n: i for i, n in enumerate(names)}
-
-    def atom(ref: Any, here: str) -> int:
-        if isinstance(ref, bool):
-            raise MoleculeError(f"{here}: {ref!r} is not a site name or index")
-        if isinstance(ref, int):
-            if not 0 <= ref < len(sites):
-                raise MoleculeError(f"{here}: site index {ref} outside 0..{len(sites) - 1}")
-            return ref
-        if str(ref) not in index:
-            raise MoleculeError(f"{here}: unknown site {ref!r}; sites are {names}")
-        return index[str(ref)]
-
-    terms: dict[str, list[Any]] = {}
-    for section, (keys, n_atoms) in _TERM_KEYS.items():
-        entries = data.get(section) or []
-        if not isinstance(entries, list):
-            raise MoleculeError(f"{where}: '{section}' must be a list")
-        parsed = []
-        for k, e in enumerate(entries):
-            here = f"{where}: {section}[{k}]"
-            _check_keys(e, keys, keys, here)
-            refs = e["atoms"]
-            if not isinstance(refs, (list, tuple)) or len(refs) != n_atoms:
-                raise MoleculeError(f"{here}.atoms: expected {n_atoms} sites, got {refs!r}")
-            idx = tuple(atom(r, f"{here}.atoms") for r in refs)
-            if len(set(idx)) != n_atoms:
-                raise MoleculeError(f"{here}.atoms: a site appears twice in {refs!r}")
-            if section == "bonds":
-                parsed.append(Bond(idx, _number(e["length_A"], f"{here}.length_A"),
-                                   _number(e["k_kcal_mol_A2"], f"{here}.k_kcal_mol_A2")))
-            elif section == "constraints":
-                parsed.append(Constraint(idx, _number(e["length_A"], f"{here}.length_A")))
-            elif section == "angles":
-                parsed.append(Angle(idx, _number(e["theta0_deg"], f"{here}.theta0_deg"),
-                                    _number(e["k_kcal_mol_rad2"], f"{here}.k_kcal_mol_rad2")))
-            else:
-                n = e["periodicity"]
-                if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                    raise MoleculeError(f"{here}.periodicity: expected a positive integer, got {n!r}")
-                parsed.append(Torsion(idx, n, _number(e["phase_deg"], f"{here}.phase_deg"),
-                                      _number(e["k_kcal_mol"], f"{here}.k_kcal_mol")))
-        terms[section] = parsed
-    for c in terms["constraints"]:
-        if c.length_A <= 0:
-            raise MoleculeError(f"{where}: constraint {c.atoms} has non-positive length {c.length_A}")
-
+    sites = _parse_sites(data["sites"], where)
+    terms = _parse_terms(data, [s.name for s in sites], where)
     mixing = str(data.get("mixing", "lorentz-berthelot"))
     if mixing not in ("lorentz-berthelot", "geometric"):
         raise MoleculeError(f"{where}: mixing must be 'lorentz-berthelot' or 'geometric', got {mixing!r}")

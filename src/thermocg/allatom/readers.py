@@ -38,29 +38,54 @@ the definition's atom names, masses and types replace the file's. A .gro or an e
 molecule information needs a ``molecule``.
 
 Bad input (a trajectory without forces, an atom count that does not match the topology, NaN
-coordinates, a missing box) raises :class:`TrajectoryImportError` naming the file.
+coordinates, a missing box, positions more than :data:`thermocg.frames.POSITION_RANGE_BOXES` box
+lengths outside the box, an empty or unreadable file) raises :class:`TrajectoryImportError` naming
+the file (and the frame and atom where there is one).
+
+**GROMACS frame times.** A single-precision .trr stores each frame's time as a float32, so a frame
+at 400 ps may read 400.00003 ps (one float32 step, 3e-5 ps, away), and frames that were written
+evenly spaced come out unevenly spaced by that much (which an MSD or a time-correlation check then
+refuses). The times are therefore restored to the precision the format has: GROMACS computes
+t = t_init + step x dt, so the first block of frames gives dt per MD step and t_init, each rounded
+to the fewest decimal digits that reproduce every time of the block to one float32 step; a frame whose
+time fits t_init + step x dt to one float32 step gets that value exactly, any other frame (a
+trajectory joined from runs with different settings) gets its time rounded to the shortest decimal
+that reads back as the same float32.
+
+**State points from the data.** An import whose state gives only a temperature (and, for a mixture,
+its composition) takes the density of its first frame's box, rounded to 4 significant digits
+(:func:`resolve_import_states`, which the import stage calls and a study's validation calls, and
+:func:`peek_import`, which reads just that frame). A declared density that differs from the mean
+density of the imported boxes by more than 2 % is warned about (:class:`ImportDensityWarning`):
+the frames keep the declared label, which then misnames them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import gc
 import itertools
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from thermocg import units
-from thermocg.frames import Frames, FramesError, StatePoint, Topology
+from thermocg.frames import Frames, FramesError, StatePoint, Topology, check_positions_in_range, first_nonfinite
 
 if TYPE_CHECKING:  # pragma: no cover
     from thermocg.allatom.molecules import Molecule
     from thermocg.config import Config
 
-__all__ = ["TrajectoryImportError", "read_trajectory", "iter_trajectory", "run_import", "FORMATS"]
+__all__ = ["TrajectoryImportError", "TrajectoryImportWarning", "ImportDensityWarning", "ImportPeek",
+           "read_trajectory", "iter_trajectory", "peek_import", "resolve_import_states", "check_import_density",
+           "run_import", "FORMATS"]
 
 FORMATS = ("lammps", "gromacs", "extxyz")
 
@@ -73,6 +98,20 @@ _LAMMPS_UNITS = {
 
 class TrajectoryImportError(ValueError):
     """A trajectory that cannot be imported; the message names the file and the problem."""
+
+
+class TrajectoryImportWarning(UserWarning):
+    """Imported, but not quite as the files say (a cut-off last frame, a density off by more than 2 %)."""
+
+
+class ImportDensityWarning(TrajectoryImportWarning):
+    """An import whose declared density differs from the density of its boxes by more than 2 %."""
+
+
+#: a declared density further than this (relative) from the boxes' density is warned about
+DENSITY_TOLERANCE = 0.02
+#: significant digits of a density taken from the data (it becomes part of the state label)
+DATA_DENSITY_DIGITS = 4
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,18 +155,10 @@ def read_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
     return frames, topo
 
 
-def iter_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.PathLike | None = None,
-                    lammps_units: str | None = None, state: StatePoint | None = None,
-                    molecule: "str | Molecule | None" = None, timestep_fs: float | None = None,
-                    block_size: int = 256, molecules: "Sequence[Any] | None" = None,
-                    energy_file: str | os.PathLike | None = None) -> tuple[Topology, Iterator[Frames]]:
-    """The topology and an iterator over :class:`Frames` of at most ``block_size`` frames each.
-
-    Same arguments and checks as :func:`read_trajectory`; a trajectory larger than memory can be
-    converted this way (``run_import`` does). Problems in later frames (NaN, a lost box) are raised
-    when the iterator reaches them, naming the file and the frame.
-    """
-    path = Path(path)
+def _check_arguments(path: Path, format: str, *, topology: str | os.PathLike | None, block_size: int,
+                     molecule: Any, molecules: Any, energy_file: str | os.PathLike | None) -> None:
+    """What :func:`iter_trajectory` can check before reading: a known format, the files present,
+    a positive block size, one molecule type or a mixture (not both)."""
     if format not in FORMATS:
         raise TrajectoryImportError(f"{path}: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if not path.is_file():
@@ -140,8 +171,16 @@ def iter_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
         raise TrajectoryImportError(f"{path}: give molecule (one molecule type) or molecules (a mixture), not both")
     if energy_file is not None and not Path(energy_file).is_file():
         raise TrajectoryImportError(f"{energy_file}: no such energy file (for {path})")
-    mol = _resolve_molecule(molecule, path)
-    specs = None if molecules is None else _resolve_specs(molecules, path)
+
+
+def _open_trajectory(path: Path, format: str, *, topology: str | os.PathLike | None, lammps_units: str | None,
+                     timestep_fs: float | None, block_size: int, specs: list[_MoleculeSpec] | None,
+                     energy_file: str | os.PathLike | None, first_block_only: bool
+                     ) -> tuple[Topology | None, int, Iterator[dict[str, Any]]]:
+    """The format's reader: the file's topology (None when it has none), its atom count and its raw
+    blocks of arrays in internal units. A LAMMPS dump needs its unit style and data file, a .trr its
+    topology; the potential energies come from the log or .edr (a .trr's: the .edr beside it
+    unless ``energy_file`` names one), not read with ``first_block_only``."""
     if format == "lammps":
         if lammps_units not in _LAMMPS_UNITS:
             raise TrajectoryImportError(
@@ -150,21 +189,29 @@ def iter_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
             )
         if topology is None:
             raise TrajectoryImportError(f"{path}: a LAMMPS dump needs its data file (topology) for masses")
-        energies = None if energy_file is None else _lammps_log_energies(Path(energy_file), lammps_units)
-        topo, n_atoms, raw_blocks = _read_lammps(path, Path(topology), lammps_units, timestep_fs, block_size,
-                                                 specs=specs, energies=energies)
-    elif format == "gromacs":
+        energies = (None if energy_file is None or first_block_only
+                    else _lammps_log_energies(Path(energy_file), lammps_units))
+        return _read_lammps(path, Path(topology), lammps_units, timestep_fs, block_size,
+                            specs=specs, energies=energies, check_frames=not first_block_only)
+    if format == "gromacs":
         if topology is None:
             raise TrajectoryImportError(f"{path}: a GROMACS .trr needs a topology (.tpr, .gro or .top)")
         edr = Path(energy_file) if energy_file is not None else path.with_suffix(".edr")
-        energies = _edr_energies(edr, required=energy_file is not None) if edr.is_file() else None
-        topo, n_atoms, raw_blocks = _read_gromacs(path, Path(topology), block_size, energies=energies,
-                                                  energy_source=edr)
-    else:
-        if energy_file is not None:
-            raise TrajectoryImportError(f"{energy_file}: an extxyz file carries its own energies (each frame's "
-                                        "'energy'); energy_file is for LAMMPS logs and GROMACS .edr files")
-        topo, n_atoms, raw_blocks = _read_extxyz(path, None if topology is None else Path(topology), block_size)
+        energies = (_edr_energies(edr, required=energy_file is not None)
+                    if edr.is_file() and not first_block_only else None)
+        return _read_gromacs(path, Path(topology), block_size, energies=energies, energy_source=edr)
+    if energy_file is not None and not first_block_only:
+        raise TrajectoryImportError(f"{energy_file}: an extxyz file carries its own energies (each frame's "
+                                    "'energy'); energy_file is for LAMMPS logs and GROMACS .edr files")
+    return _read_extxyz(path, None if topology is None else Path(topology), block_size)
+
+
+def _import_topology(topo: Topology | None, n_atoms: int, path: Path, format: str, *,
+                     topology: str | os.PathLike | None, mol: "Molecule | None",
+                     specs: list[_MoleculeSpec] | None) -> Topology:
+    """The topology of the imported atoms: the file's, rebuilt from the declared molecule types
+    (:func:`_apply_molecules`) or from one molecule definition (:func:`_apply_molecule`), and
+    checked to have the trajectory's atom count."""
     if specs is not None:
         # LAMMPS data files and GROMACS topologies state masses; an extxyz may carry element masses only
         topo = _apply_molecules(topo, specs, n_atoms, path, check_masses=format != "extxyz")
@@ -179,41 +226,81 @@ def iter_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.
             f"{path}: {n_atoms} atoms in the trajectory but {topo.n_atoms} in the topology"
             + (f" {topology}" if topology else "")
         )
+    return topo
+
+
+def _frames_of(arrays: dict[str, Any], offset: int, path: Path, topo: Topology, state: StatePoint | None,
+               metadata: dict[str, Any]) -> Frames:
+    """A raw block of arrays (its first frame is frame ``offset`` of the file) as checked Frames:
+    forces present, values finite, a box in every frame, positions within range of the box."""
+    _check_arrays(arrays, path, offset)
+    try:
+        check_positions_in_range(arrays["positions"], arrays["box"],
+                                 frame_numbers=offset + np.arange(len(arrays["positions"])))
+    except FramesError as exc:
+        raise TrajectoryImportError(f"{path}: {str(exc).replace('particle', 'atom', 1)}") from None
+    try:
+        return Frames(
+            positions=arrays["positions"], box=arrays["box"], forces=arrays["forces"],
+            velocities=arrays.get("velocities"), time_fs=arrays["time_fs"], types=topo.types,
+            type_names=topo.type_names, masses=topo.masses, molecule_ids=topo.molecule_ids, state=state,
+            potential_energy_kcal_mol=arrays.get("potential_energy"), metadata=dict(metadata),
+        )
+    except FramesError as exc:
+        raise TrajectoryImportError(f"{path}: frames {offset}..: {exc}") from None
+
+
+def _later_blocks(first: Frames, raw_iter: Iterator[dict[str, Any]], path: Path,
+                  to_frames: Callable[[dict[str, Any], int], Frames]) -> Iterator[Frames]:
+    """``first``, then the Frames of the remaining raw blocks, each with velocities and potential
+    energies present exactly when the first block has them."""
+    offset = first.n_frames
+    yield first
+    for arrays in raw_iter:
+        block = to_frames(arrays, offset)
+        if (block.velocities is None) != (first.velocities is None):
+            raise TrajectoryImportError(f"{path}: velocities present in some frames only (frame {offset})")
+        if (block.potential_energy_kcal_mol is None) != (first.potential_energy_kcal_mol is None):
+            raise TrajectoryImportError(f"{path}: potential energies present in some frames only (frame {offset})")
+        offset += block.n_frames
+        yield block
+
+
+def iter_trajectory(path: str | os.PathLike, format: str, *, topology: str | os.PathLike | None = None,
+                    lammps_units: str | None = None, state: StatePoint | None = None,
+                    molecule: "str | Molecule | None" = None, timestep_fs: float | None = None,
+                    block_size: int = 256, molecules: "Sequence[Any] | None" = None,
+                    energy_file: str | os.PathLike | None = None,
+                    first_block_only: bool = False) -> tuple[Topology, Iterator[Frames]]:
+    """The topology and an iterator over :class:`Frames` of at most ``block_size`` frames each.
+
+    Same arguments and checks as :func:`read_trajectory`; a trajectory larger than memory can be
+    converted this way (``run_import`` does). Problems in later frames (NaN, a lost box) are raised
+    when the iterator reaches them, naming the file and the frame. ``first_block_only=True``: only
+    the first block is wanted (:func:`peek_import`): no potential energies (no log or .edr is read)
+    and no whole-file scan for a cut-off last frame.
+    """
+    path = Path(path)
+    _check_arguments(path, format, topology=topology, block_size=block_size, molecule=molecule,
+                     molecules=molecules, energy_file=energy_file)
+    mol = _resolve_molecule(molecule, path)
+    specs = None if molecules is None else _resolve_specs(molecules, path)
+    topo, n_atoms, raw_blocks = _open_trajectory(
+        path, format, topology=topology, lammps_units=lammps_units, timestep_fs=timestep_fs, block_size=block_size,
+        specs=specs, energy_file=energy_file, first_block_only=first_block_only)
+    topo = _import_topology(topo, n_atoms, path, format, topology=topology, mol=mol, specs=specs)
     metadata = {"source": str(path), "format": format, **({"topology": str(topology)} if topology else {}),
                 **({"lammps_units": lammps_units} if format == "lammps" else {})}
+
+    def to_frames(arrays: dict[str, Any], offset: int) -> Frames:
+        return _frames_of(arrays, offset, path, topo, state, metadata)
+
     # the first block is read now, so that a file without forces or box fails at once
     raw_iter = iter(raw_blocks)
     first = next(raw_iter, None)
     if first is None:
         raise TrajectoryImportError(f"{path}: no frames")
-
-    def frames_of(arrays: dict[str, Any], offset: int) -> Frames:
-        _check_arrays(arrays, path, offset)
-        try:
-            return Frames(
-                positions=arrays["positions"], box=arrays["box"], forces=arrays["forces"],
-                velocities=arrays.get("velocities"), time_fs=arrays["time_fs"], types=topo.types,
-                type_names=topo.type_names, masses=topo.masses, molecule_ids=topo.molecule_ids, state=state,
-                potential_energy_kcal_mol=arrays.get("potential_energy"), metadata=dict(metadata),
-            )
-        except FramesError as exc:
-            raise TrajectoryImportError(f"{path}: frames {offset}..: {exc}") from None
-
-    first_frames = frames_of(first, 0)
-
-    def generate() -> Iterator[Frames]:
-        offset = first_frames.n_frames
-        yield first_frames
-        for arrays in raw_iter:
-            block = frames_of(arrays, offset)
-            if (block.velocities is None) != (first_frames.velocities is None):
-                raise TrajectoryImportError(f"{path}: velocities present in some frames only (frame {offset})")
-            if (block.potential_energy_kcal_mol is None) != (first_frames.potential_energy_kcal_mol is None):
-                raise TrajectoryImportError(f"{path}: potential energies present in some frames only (frame {offset})")
-            offset += block.n_frames
-            yield block
-
-    return topo, generate()
+    return topo, _later_blocks(to_frames(first, 0), raw_iter, path, to_frames)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,8 +316,9 @@ def _check_arrays(arrays: dict[str, Any], path: Path, offset: int = 0) -> None:
         )
     for name in ("positions", "forces", "velocities"):
         value = arrays.get(name)
-        if value is not None and not np.all(np.isfinite(value)):
-            frame, atom = np.argwhere(~np.isfinite(value))[0][:2]
+        bad = None if value is None else first_nonfinite(value)
+        if bad is not None:
+            frame, atom = bad[:2]
             raise TrajectoryImportError(f"{path}: {name} hold NaN or inf (frame {offset + frame}, atom {atom})")
     box = arrays["box"]
     if box is None or not np.all(np.isfinite(box)) or np.any(np.abs(np.linalg.det(box)) < 1e-9):
@@ -291,7 +379,7 @@ def _apply_molecules(topo: Topology | None, specs: list[_MoleculeSpec], n_atoms:
             f"{path}: a mixture needs the file's molecules and their types (a GROMACS .tpr or .top, a "
             "LAMMPS data file with molecule IDs, an extxyz with molecule ids and molecule types)")
     by_name = {s.name_in_file: k for k, s in enumerate(specs)}
-    groups = _molecule_atoms(topo)
+    groups = topo.molecule_atoms()
     component_of = np.empty(len(groups), dtype=np.int64)
     unknown: dict[str, int] = {}
     for m, atoms in enumerate(groups):
@@ -339,13 +427,6 @@ def _apply_molecules(topo: Topology | None, specs: list[_MoleculeSpec], n_atoms:
                     type_names=type_names, types=np.array([type_names.index(t) for t in atom_types]))
 
 
-def _molecule_atoms(topo: Topology) -> list[np.ndarray]:
-    """Atom indices (sorted) of each molecule of ``topo``, by molecule id."""
-    order = np.argsort(topo.molecule_ids, kind="stable")
-    bounds = np.flatnonzero(np.diff(topo.molecule_ids[order])) + 1
-    return np.split(order, bounds)
-
-
 # --------------------------------------------------------------------------------------------------
 # potential energies: LAMMPS logs, GROMACS .edr
 # --------------------------------------------------------------------------------------------------
@@ -387,7 +468,7 @@ def _edr_energies(path: Path, *, required: bool) -> tuple[np.ndarray, np.ndarray
         message = f"{path}: reading a GROMACS .edr needs pyedr (pip install pyedr)"
         if required:
             raise TrajectoryImportError(message) from None
-        warnings.warn(message + "; importing without potential energies", stacklevel=3)
+        warnings.warn(message + "; importing without potential energies", stacklevel=4)
         return None
     try:
         with warnings.catch_warnings():
@@ -434,11 +515,9 @@ def _apply_molecule(topo: Topology | None, molecule: "Molecule | None", n_atoms:
     site_types = [type_names.index(s.type) for s in molecule.sites]
     if topo is not None and topo.n_atoms == n_atoms:
         # the file's molecules (numbered by first appearance) must be the definition's, atom after atom
-        _, first, inverse = np.unique(topo.molecule_ids, return_index=True, return_inverse=True)
-        rank = np.empty(len(first), dtype=np.int64)
-        rank[np.argsort(first)] = np.arange(len(first))
+        ids, n_found = _numbered_by_first_appearance(topo.molecule_ids)
         expected = np.repeat(np.arange(n_molecules), n_sites)
-        if len(first) == n_molecules and not np.array_equal(rank[inverse.reshape(-1)], expected):
+        if n_found == n_molecules and not np.array_equal(ids, expected):
             raise TrajectoryImportError(
                 f"{path}: the atoms of each molecule in the file are not contiguous in {molecule.name}'s "
                 "site order, as a molecule definition requires"
@@ -453,14 +532,20 @@ def _apply_molecule(topo: Topology | None, molecule: "Molecule | None", n_atoms:
     )
 
 
+def _numbered_by_first_appearance(keys: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per-atom molecule keys (any values) as ids 0.. numbered in order of first appearance (equal
+    keys, equal ids), and the number of distinct keys."""
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return rank[inverse.reshape(-1)], len(first)
+
+
 def _topology_from_arrays(names: list[str], molecule_keys: np.ndarray, molecule_names_per_atom: list[str],
                           masses: np.ndarray, atom_types: list[str]) -> Topology:
     """A Topology from per-atom arrays; molecules numbered 0.. in order of first appearance."""
-    _, first, inverse = np.unique(molecule_keys, return_index=True, return_inverse=True)
-    rank = np.empty(len(first), dtype=np.int64)
-    rank[np.argsort(first)] = np.arange(len(first))
-    molecule_ids = rank[inverse.reshape(-1)]
-    molecule_names = [""] * len(first)
+    molecule_ids, n_molecules = _numbered_by_first_appearance(molecule_keys)
+    molecule_names = [""] * n_molecules
     for atom, mol in enumerate(molecule_ids):
         if not molecule_names[mol]:
             molecule_names[mol] = molecule_names_per_atom[atom]
@@ -474,29 +559,108 @@ def _topology_from_arrays(names: list[str], molecule_keys: np.ndarray, molecule_
 # MDAnalysis (LAMMPS, GROMACS)
 # --------------------------------------------------------------------------------------------------
 
-def _universe(topology: Path, trajectory: Path, **kwargs: Any):
+@contextlib.contextmanager
+def _quiet_failed_readers() -> Iterator[None]:
+    """Keep MDAnalysis from printing a stray traceback after a file it could not open.
+
+    A reader whose ``__init__`` failed half-way (a junk .trr) is collected later, and its
+    ``__del__`` then fails too ("'TRRReader' object has no attribute '_xdr'"), which Python prints as
+    "Exception ignored in ...". On a failure, collect such readers here, with those exceptions (from
+    MDAnalysis only) dropped: the error we raise names the file and says enough."""
+    try:
+        yield
+    except BaseException:
+        previous = sys.unraisablehook
+
+        def hook(unraisable: Any) -> None:
+            owner = getattr(unraisable.object, "__module__", "") or ""
+            if not owner.startswith("MDAnalysis"):
+                previous(unraisable)
+
+        sys.unraisablehook = hook
+        try:
+            gc.collect()
+        finally:
+            sys.unraisablehook = previous
+        raise
+
+
+def _check_trr(path: Path) -> int:
+    """The number of complete frames of a .trr. The first frame must read (an empty or junk file is
+    refused before MDAnalysis sees it); a last frame cut off (a killed run) is left out with a
+    :class:`TrajectoryImportWarning`, where MDAnalysis would drop it without a word."""
+    from MDAnalysis.lib.formats.libmdaxdr import TRRFile
+
+    if path.stat().st_size == 0:
+        raise TrajectoryImportError(f"{path}: empty file (no GROMACS .trr frames)")
+    try:
+        with TRRFile(str(path)) as trr:
+            trr.read()
+            n_frames = len(trr.offsets)
+            if n_frames > 1:
+                trr.seek(n_frames - 1)
+                try:
+                    trr.read()
+                except (OSError, EOFError, ValueError, RuntimeError, StopIteration):
+                    n_frames -= 1
+                    warnings.warn(f"{path}: the last frame (frame {n_frames}) is cut off, as when a run is killed "
+                                  f"while writing; importing the {n_frames} complete frames", TrajectoryImportWarning,
+                                  stacklevel=5)
+    except (OSError, EOFError, ValueError, RuntimeError, StopIteration) as exc:
+        raise TrajectoryImportError(
+            f"{path}: not a GROMACS .trr file, or damaged in its first frame (the XDR reader says: {exc})"
+        ) from None
+    return n_frames
+
+
+def _library_message(exc: BaseException) -> str:
+    """A reading library's complaint on one line (a bare StopIteration means the file ended early)."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, (StopIteration, EOFError)) and not text:
+        return "the file is empty or ends early"
+    return text or type(exc).__name__
+
+
+def _universe(topology: Path, trajectory: Path, *, format: str, topology_format: str | None = None,
+              **kwargs: Any):
+    """An MDAnalysis Universe: the topology read first, then the trajectory, so that an error names
+    the file it comes from. MDAnalysis raises many kinds (ValueError, OSError, StopIteration for a
+    junk .gro, ...): every one becomes a TrajectoryImportError."""
     import MDAnalysis as mda
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return mda.Universe(str(topology), str(trajectory), **kwargs)
-        except (ValueError, OSError, EOFError, KeyError, IndexError, TypeError) as exc:
-            msg = str(exc)
+            with _quiet_failed_readers():
+                universe = mda.Universe(str(topology), **({"topology_format": topology_format}
+                                                          if topology_format else {}))
+        except Exception as exc:
+            raise TrajectoryImportError(
+                f"{topology}: not a readable topology for {trajectory} ({_library_message(exc)})") from None
+        try:
+            with _quiet_failed_readers():
+                universe.load_new(str(trajectory), format=format, **kwargs)
+        except Exception as exc:
+            msg = _library_message(exc)
             if "number of atoms" in msg.lower() or "same number" in msg.lower():
                 raise TrajectoryImportError(
                     f"{trajectory}: the atom count does not match the topology {topology} ({msg})"
                 ) from None
-            raise TrajectoryImportError(f"{trajectory}: cannot read with topology {topology} ({msg})") from None
+            raise TrajectoryImportError(f"{trajectory}: not a readable {format} trajectory ({msg})") from None
+    return universe
 
 
-def _mda_blocks(universe: Any, path: Path, block_size: int) -> Iterator[dict[str, Any]]:
+def _mda_blocks(universe: Any, path: Path, block_size: int, *,
+                n_frames: int | None = None) -> Iterator[dict[str, Any]]:
     """Positions, forces, velocities, boxes, times and steps, ``block_size`` frames at a time, in
-    MDAnalysis units (which keeps coordinates in float32: relative precision ~6e-8)."""
+    MDAnalysis units (which keeps coordinates in float32: relative precision ~6e-8).
+
+    ``n_frames``: the frames to read (default: all MDAnalysis counts). MDAnalysis's XDR readers stop
+    quietly at a frame they cannot read; a block that comes up short is an error naming the frame."""
     from MDAnalysis.exceptions import NoDataError
     from MDAnalysis.lib.mdamath import triclinic_vectors
 
-    n_frames = len(universe.trajectory)
+    n_frames = len(universe.trajectory) if n_frames is None else n_frames
     has_forces = has_velocities = True
     for start in range(0, n_frames, block_size):
         positions, forces, velocities, boxes, times, steps = [], [], [], [], [], []
@@ -518,7 +682,12 @@ def _mda_blocks(universe: Any, path: Path, block_size: int) -> Iterator[dict[str
                 times.append(float(ts.time))
                 steps.append(ts.data.get("step", ts.frame))
         except (ValueError, OSError, EOFError, IndexError) as exc:
-            raise TrajectoryImportError(f"{path}: cannot read frame {start + len(positions)} ({exc})") from None
+            raise TrajectoryImportError(f"{path}: cannot read frame {start + len(positions)} ({exc}); the file "
+                                        "is damaged or truncated") from None
+        expected = min(block_size, n_frames - start)
+        if len(positions) < expected:
+            raise TrajectoryImportError(f"{path}: frame {start + len(positions)} of {n_frames} cannot be read; the "
+                                        "file is damaged or truncated")
         yield {
             "positions": np.array(positions),
             "forces": np.array(forces) if has_forces and forces else None,
@@ -529,10 +698,29 @@ def _mda_blocks(universe: Any, path: Path, block_size: int) -> Iterator[dict[str
         }
 
 
+def _check_lammps_frames(path: Path, n_read: int) -> None:
+    """Warn when a dump holds more frame headers (``ITEM: TIMESTEP``) than MDAnalysis reads: its last
+    frame is cut off (a killed run), and MDAnalysis leaves it out without a word."""
+    marker, n_headers, tail = b"ITEM: TIMESTEP", 0, b""
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            # (the last len(marker) - 1 bytes carry over: a marker split by the chunk is counted once, in
+            # the next block; a whole marker cannot fit in them, so none is counted twice)
+            block = tail + chunk
+            n_headers += block.count(marker)
+            tail = block[-(len(marker) - 1):]
+    if n_headers > n_read:
+        warnings.warn(f"{path}: {n_headers} frame headers but {n_read} complete frames: the last frame is cut off, "
+                      f"as when a run is killed while writing; importing the {n_read} complete frames",
+                      TrajectoryImportWarning, stacklevel=6)
+
+
 def _read_lammps(path: Path, data_file: Path, unit_style: str, timestep_fs: float | None, block_size: int, *,
-                 specs: list[_MoleculeSpec] | None = None,
-                 energies: dict[int, float] | None = None) -> tuple[Topology, int, Iterator[dict[str, Any]]]:
+                 specs: list[_MoleculeSpec] | None = None, energies: dict[int, float] | None = None,
+                 check_frames: bool = True) -> tuple[Topology, int, Iterator[dict[str, Any]]]:
     u = _universe(data_file, path, format="LAMMPSDUMP", topology_format="DATA", dt=1.0)  # times from steps
+    if check_frames:
+        _check_lammps_frames(path, len(u.trajectory))
     conv = _LAMMPS_UNITS[unit_style]
     atoms = u.atoms
     if not hasattr(atoms, "masses") or np.any(np.asarray(atoms.masses) <= 0):
@@ -586,12 +774,82 @@ def _lammps_molecule_types(molecule_ids: np.ndarray, specs: list[_MoleculeSpec],
     return [str(n) for n in names]
 
 
+def _shortest_float32(values: np.ndarray) -> np.ndarray:
+    """Each value as the shortest decimal that reads back as the same float32 (400.000030517578 -> 400.00003)."""
+    return np.array([float(str(np.float32(v))) for v in np.asarray(values, dtype=np.float64)], dtype=np.float64)
+
+
+def _fewest_digits(value: float, fits: Any) -> float | None:
+    """``value`` rounded to the fewest significant digits (1..15) for which ``fits(rounded)`` holds."""
+    if value == 0.0:
+        return 0.0 if fits(0.0) else None
+    for digits in range(1, 16):
+        rounded = float(f"{value:.{digits}g}")
+        if fits(rounded):
+            return rounded
+    return None
+
+
+class _Float32Times:
+    """Frame times (ps) of a .trr restored to the precision the format has (module docstring).
+
+    Called block by block with the times (float32 values, as MDAnalysis reads them) and step numbers:
+    the first block with two or more frames fixes t = t_init + step x dt; every frame within one
+    float32 step of that line gets its exact value, the others their shortest float32 decimal."""
+
+    def __init__(self) -> None:
+        self.t_init: float | None = None
+        self.dt_per_step: float | None = None
+        self._fitted = False
+
+    @staticmethod
+    def _tolerance(times: np.ndarray) -> np.ndarray:
+        return np.spacing(np.abs(times).astype(np.float32)).astype(np.float64) * 1.0001
+
+    def _fit(self, times: np.ndarray, steps: np.ndarray) -> None:
+        if len(times) < 2:
+            return  # (the next block decides)
+        self._fitted = True
+        if not np.all(np.diff(steps) > 0):
+            return
+        tolerance = self._tolerance(times)
+        estimate = (times[-1] - times[0]) / (steps[-1] - steps[0])
+
+        def line_fits(dt: float) -> bool:
+            t_init = _fewest_digits(float(np.median(times - steps * dt)),
+                                    lambda t0: bool(np.all(np.abs(times - (t0 + steps * dt)) <= tolerance)))
+            if t_init is None:
+                return False
+            self.t_init = t_init
+            return True
+
+        dt = _fewest_digits(float(estimate), line_fits)
+        if dt is None:
+            self.t_init = None
+            return
+        line_fits(dt)  # (sets t_init for the dt found)
+        self.dt_per_step = dt
+
+    def __call__(self, times_ps: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        times = np.asarray(times_ps, dtype=np.float64)
+        steps = np.asarray(steps, dtype=np.float64)
+        if not self._fitted:
+            self._fit(times, steps)
+        rounded = _shortest_float32(times)
+        if self.dt_per_step is None or self.t_init is None:
+            return rounded
+        # (the decimal t_init + step dt, as the nearest double: 0.002 x 200000 would give 400.00000000000006)
+        exact = np.array([float(f"{t:.12g}") for t in self.t_init + steps * self.dt_per_step])
+        return np.where(np.abs(times - exact) <= self._tolerance(times), exact, rounded)
+
+
 def _read_gromacs(path: Path, topology: Path, block_size: int, *,
                   energies: tuple[np.ndarray, np.ndarray] | None = None, energy_source: Path | None = None
                   ) -> tuple[Topology | None, int, Iterator[dict[str, Any]]]:
     kwargs: dict[str, Any] = {"format": "TRR"}
     if topology.suffix == ".top":
         kwargs["topology_format"] = "ITP"
+    n_frames = _check_trr(path)
     u = _universe(topology, path, **kwargs)
     atoms = u.atoms
     topo = None  # a .gro has names and residues but no masses: a molecule definition supplies them
@@ -603,15 +861,17 @@ def _read_gromacs(path: Path, topology: Path, block_size: int, *,
 
     def blocks() -> Iterator[dict[str, Any]]:
         # MDAnalysis base units: A, ps, kJ/mol/A, A/ps (it converts the TRR's nm on reading)
-        for raw in _mda_blocks(u, path, block_size):
+        times = _Float32Times()
+        for raw in _mda_blocks(u, path, block_size, n_frames=n_frames):
+            time_ps = times(raw["time"], raw["step"])
             yield {
                 "positions": raw["positions"],
                 "forces": None if raw["forces"] is None else raw["forces"] * units.KJ_TO_KCAL,
                 "velocities": None if raw["velocities"] is None else raw["velocities"] * units.FS_TO_PS,
                 "box": raw["box"],
-                "time_fs": raw["time"] * units.PS_TO_FS,
+                "time_fs": time_ps * units.PS_TO_FS,
                 "potential_energy": None if energies is None else _energies_at_times(
-                    energies, raw["time"], energy_source, path),
+                    energies, time_ps, energy_source, path),
             }
 
     return topo, len(atoms), blocks()
@@ -673,6 +933,16 @@ def _extxyz_arrays(images: list[Any], path: Path, offset: int) -> dict[str, Any]
     }
 
 
+def _ase_message(exc: BaseException) -> str:
+    """ASE's complaint without its module prefix (``ase.io.extxyz: ...``), or the exception's kind
+    when it says nothing."""
+    text = str(exc).strip()
+    for prefix in ("ase.io.extxyz:", "ase.io.extxyz :"):
+        if text.startswith(prefix):
+            text = text[len(prefix):].strip()
+    return " ".join(text.split()) or f"{type(exc).__name__} while parsing"
+
+
 def _read_extxyz(path: Path, topology: Path | None,
                  block_size: int) -> tuple[Topology | None, int, Iterator[dict[str, Any]]]:
     import ase.io
@@ -680,8 +950,10 @@ def _read_extxyz(path: Path, topology: Path | None,
     def read(index: Any) -> Any:
         try:
             return ase.io.read(str(path), index=index, format="extxyz")
-        except Exception as exc:  # ASE raises many kinds (XYZError, ValueError, StopIteration, ...)
-            raise TrajectoryImportError(f"{path}: not a readable extxyz file ({type(exc).__name__}: {exc})") from None
+        except StopIteration:  # what ASE raises for a file without a single frame
+            raise TrajectoryImportError(f"{path}: no frames (the file is empty or blank)") from None
+        except Exception as exc:  # ASE raises many kinds (XYZError, ValueError, IndexError, ...)
+            raise TrajectoryImportError(f"{path}: not a readable extxyz file ({_ase_message(exc)})") from None
 
     first = read(0)
     n_atoms = len(first)
@@ -700,7 +972,8 @@ def _read_extxyz(path: Path, topology: Path | None,
             raise
         except Exception as exc:
             raise TrajectoryImportError(
-                f"{path}: cannot read frame {offset + len(images)} ({type(exc).__name__}: {exc})"
+                f"{path}: cannot read frame {offset + len(images)} ({_ase_message(exc)}); the file is damaged or "
+                "truncated"
             ) from None
         if images:
             yield _extxyz_arrays(images, path, offset)
@@ -730,12 +1003,18 @@ def _read_extxyz(path: Path, topology: Path | None,
 # the stage
 # --------------------------------------------------------------------------------------------------
 
-def check_import_composition(topology: Topology, state: StatePoint, item: Any) -> dict[str, int] | None:
-    """The molecule counts of an imported mixture, checked against the declared state's mole fractions
-    (each within half a molecule); None for one molecule type. A mixture's state must declare them."""
+def _molecule_counts(topology: Topology) -> dict[str, int]:
+    """Molecule type -> number of molecules, in order of first appearance."""
     counts: dict[str, int] = {}
     for name in topology.molecule_names:
         counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def check_import_composition(topology: Topology, state: StatePoint, item: Any) -> dict[str, int] | None:
+    """The molecule counts of an imported mixture, checked against the declared state's mole fractions
+    (each within half a molecule); None for one molecule type. A mixture's state must declare them."""
+    counts = _molecule_counts(topology)
     if len(counts) < 2:
         if state.mole_fractions is not None:
             raise TrajectoryImportError(f"{item.path}: the state declares mole_fractions, but the file holds one "
@@ -765,6 +1044,176 @@ def check_import_composition(topology: Topology, state: StatePoint, item: Any) -
     return counts
 
 
+class ImportPeek(NamedTuple):
+    """What the first frame of an import says (:func:`peek_import`)."""
+
+    #: (3, 3) A, rows are the cell vectors
+    box_A: np.ndarray
+    n_molecules: int
+    #: total mass / box volume of the first frame
+    density_g_cm3: float
+    n_atoms: int
+    mass_amu: float
+    #: molecule type -> count (the file's names, or the molecule definitions')
+    molecule_counts: dict[str, int]
+    time_fs: float
+
+
+def _import_arguments(item: Any) -> dict[str, Any]:
+    """The keyword arguments of :func:`iter_trajectory` that an import (an ImportConfig) gives."""
+    return {"topology": item.topology, "lammps_units": item.lammps_units, "molecule": item.molecule,
+            "timestep_fs": item.timestep_fs, "molecules": item.molecules, "energy_file": item.energy_file}
+
+
+def peek_import(item: Any) -> ImportPeek:
+    """The box, molecule count and density of an import's first frame, read cheaply (one frame, no
+    energies), with the same checks as the import (errors are :class:`TrajectoryImportError`
+    naming the file).
+
+    ``item``: an :class:`~thermocg.config.ImportConfig` (or anything with its attributes). A study
+    calls this in its validation (the density of a temperature-only state, the cutoffs against the
+    box); :func:`resolve_import_states` uses it."""
+    with warnings.catch_warnings():
+        # (a cut-off last frame concerns the import, which says so; the first frame is whole)
+        warnings.simplefilter("ignore", TrajectoryImportWarning)
+        topo, blocks = iter_trajectory(item.path, item.format, block_size=1, first_block_only=True,
+                                       **_import_arguments(item))
+        first = next(blocks)
+    counts = _molecule_counts(topo)
+    return ImportPeek(box_A=first.box[0].copy(), n_molecules=len(topo.molecule_names),
+                      density_g_cm3=float(first.density_g_cm3[0]), n_atoms=topo.n_atoms,
+                      mass_amu=float(topo.masses.sum()), molecule_counts=counts, time_fs=float(first.time_fs[0]))
+
+
+def resolve_import_states(config: "Config") -> "Config":
+    """Give every import whose state has a temperature only the density of its data (its first frame's,
+    :data:`DATA_DENSITY_DIGITS` significant digits), in place; then check the state labels again
+    (:meth:`~thermocg.config.Config.check_state_labels`). Returns ``config``.
+
+    The import stage calls it; so must anything that needs the imports' labels before importing (a
+    study's validation and plan)."""
+    for item in config.imports:
+        if item.state is None or not item.state.density_from_data:
+            continue
+        density = peek_import(item).density_g_cm3
+        item.state = dataclasses.replace(item.state, density_g_cm3=float(f"{density:.{DATA_DENSITY_DIGITS}g}"))
+    config.check_state_labels()
+    return config
+
+
+def check_import_density(item: Any, box_density_g_cm3: float, *, from_first_frame: bool = False) -> None:
+    """Warn (:class:`ImportDensityWarning`) when the density of an import's state differs from its
+    boxes' (``box_density_g_cm3``: the first frame's in a validation, the mean of all frames in the
+    import) by more than :data:`DENSITY_TOLERANCE` (2 %). ``from_first_frame``: the state's density
+    was taken from the first frame (then a difference means the box changes along the trajectory)."""
+    state = item.state
+    if state is None or state.density_g_cm3 is None:
+        return
+    declared = float(state.density_g_cm3)
+    difference = (declared - box_density_g_cm3) / box_density_g_cm3
+    if abs(difference) > DENSITY_TOLERANCE and from_first_frame:
+        warnings.warn(
+            f"{item.path}: the state took the density of the first frame, {declared:g} g/cm^3, but the boxes "
+            f"hold {box_density_g_cm3:.4g} g/cm^3 on average ({100 * difference:+.1f} %): the box changes along the "
+            f"trajectory (NPT data?); the frames are labelled {state.to_state().label}. Declare the density "
+            "(or the pressure) the state should carry", ImportDensityWarning, stacklevel=2)
+    elif abs(difference) > DENSITY_TOLERANCE:
+        warnings.warn(
+            f"{item.path}: the state declares density_g_cm3 = {declared:g}, but its boxes hold "
+            f"{box_density_g_cm3:.4g} g/cm^3 ({100 * difference:+.1f} %); the frames are labelled "
+            f"{state.to_state().label} as declared. Declare the density the data have, or give temperature_K "
+            "alone to take it from the data", ImportDensityWarning, stacklevel=2)
+
+
+def _source_files(item: Any) -> list[str]:
+    """Every file an import reads: the trajectory, its topology, the energy file (or the .edr found
+    beside a .trr) and the molecule definitions given as YAML files (their sha256 go to metadata.json)."""
+    files = [item.path, item.topology, item.energy_file]
+    if item.format == "gromacs" and item.energy_file is None:
+        edr = Path(item.path).with_suffix(".edr")
+        files.append(str(edr) if edr.is_file() else None)
+    molecules = [item.molecule] + [m.molecule if not isinstance(m, dict) else m.get("molecule")
+                                   for m in (item.molecules or [])]
+    files += [str(m) for m in molecules if m is not None and Path(str(m)).is_file()]
+    return [str(f) for f in dict.fromkeys(files) if f is not None]
+
+
+def _imports_to_run(config: "Config", state: str | list[str] | None) -> list[tuple[Any, str, bool]]:
+    """(import, state label, density taken from the data) of every import of ``config`` to run (those
+    labelled ``state`` when given). Every import declares a state, the temperature-only ones get
+    the density of their data (:func:`resolve_import_states`), no two share a label, and every
+    wanted label is declared."""
+    if not config.imports:
+        raise TrajectoryImportError("imports: the config lists no trajectories to import")
+    for k, item in enumerate(config.imports):
+        if item.state is None:
+            raise TrajectoryImportError(f"imports[{k}] ({item.path}): declare the state point "
+                                        "(state: temperature_K ...)")
+    from_data = [item.state.density_from_data for item in config.imports]
+    resolve_import_states(config)
+    labels = [item.state.to_state().label for item in config.imports]
+    for k, (item, label) in enumerate(zip(config.imports, labels)):
+        if labels.count(label) > 1:
+            raise TrajectoryImportError(f"imports[{k}] ({item.path}): state {label} is imported twice")
+    if state is not None:
+        wanted = {state} if isinstance(state, str) else set(state)
+        missing = sorted(wanted - set(labels))
+        if missing:
+            raise TrajectoryImportError(f"imports: no trajectory declared for state(s) {missing} (declared: {labels})")
+    return [(item, label, density_from_data) for item, label, density_from_data in zip(config.imports, labels, from_data)
+            if state is None or label in wanted]
+
+
+def _import_one(item: Any, label: str, rd: Any, *, density_from_data: bool) -> Path:
+    """Import one trajectory into ``rd.allatom(label)`` (:func:`run_import`), streaming it block by
+    block to traj.h5md while thermo.csv gathers each frame's time (ps), volume (A^3) and density
+    (g/cm^3); the mean density is checked against the state's (:func:`check_import_density`)."""
+    from thermocg import provenance
+    from thermocg.config import to_dict, write_resolved
+    from thermocg.dataset import H5MDWriter
+    from thermocg.rundir import atomic_write_text
+
+    point = item.state.to_state()
+    topo, blocks = iter_trajectory(item.path, item.format, state=point, **_import_arguments(item))
+    composition = check_import_composition(topo, point, item)
+    out_dir = rd.allatom(label)
+    prov = provenance.collect(_source_files(item))
+    first = next(blocks)
+    rows = ["time_ps,volume_A3,density_g_cm3"]
+    densities_list: list[np.ndarray] = []
+    with H5MDWriter(
+        rd.allatom_trajectory(label), types=topo.types, type_names=topo.type_names, masses=topo.masses,
+        kind="allatom", state=point, has_forces=True, has_velocities=first.velocities is not None,
+        molecule_ids=topo.molecule_ids, metadata={**first.metadata, "provenance": prov},
+        has_potential_energy=first.potential_energy_kcal_mol is not None,
+    ) as writer:
+        for block in itertools.chain([first], blocks):
+            writer.append_frames(block)
+            densities_list.append(block.density_g_cm3)
+            for t, v, d in zip(block.time_fs * units.FS_TO_PS, block.volume_A3, block.density_g_cm3):
+                rows.append(f"{t:.6f},{v:.6f},{d:.6f}")
+        n_frames = writer.n_frames
+    densities = np.concatenate(densities_list)
+    check_import_density(item, float(densities.mean()), from_first_frame=density_from_data)
+    topo.save(out_dir / "topology.json")
+    atomic_write_text(out_dir / "thermo.csv", "\n".join(rows) + "\n")
+    metadata = {
+        "state": point.to_dict(),
+        "source": {"format": item.format, **to_dict(item)},
+        "n_frames": n_frames,
+        "n_atoms": topo.n_atoms,
+        "box_density_g_cm3": {"mean": float(densities.mean()), "min": float(densities.min()),
+                              "max": float(densities.max())},
+        "density_source": "first frame of the data" if density_from_data else "declared",
+        "potential_energies": first.potential_energy_kcal_mol is not None,
+        **({"molecule_counts": composition} if composition else {}),
+        "provenance": prov,
+    }
+    atomic_write_text(out_dir / "metadata.json", json.dumps(metadata, indent=2, default=str))
+    write_resolved(item, out_dir / "resolved.yaml")
+    return rd.allatom_trajectory(label)
+
+
 def run_import(config: "Config", run_dir: str | os.PathLike, *,
                state: str | list[str] | None = None) -> list[Path]:
     """Import every trajectory of ``config.imports`` (or those whose state label is in ``state``)
@@ -775,66 +1224,8 @@ def run_import(config: "Config", run_dir: str | os.PathLike, *,
     ``metadata.json`` (state point, source files and their sha256, versions) and ``resolved.yaml``.
     Relative paths in the config are relative to the working directory. Returns the trajectories.
     """
-    from thermocg import provenance
-    from thermocg.config import to_dict, write_resolved
-    from thermocg.dataset import H5MDWriter
-    from thermocg.rundir import RunDir, atomic_write_text
+    from thermocg.rundir import RunDir
 
-    if not config.imports:
-        raise TrajectoryImportError("imports: the config lists no trajectories to import")
+    to_run = _imports_to_run(config, state)
     rd = RunDir(run_dir)
-    labels = [None if item.state is None else item.state.to_state().label for item in config.imports]
-    for k, (item, label) in enumerate(zip(config.imports, labels)):
-        if label is None:
-            raise TrajectoryImportError(f"imports[{k}] ({item.path}): declare the state point (state: temperature_K ...)")
-        if labels.count(label) > 1:
-            raise TrajectoryImportError(f"imports[{k}] ({item.path}): state {label} is imported twice")
-    if state is not None:
-        wanted = {state} if isinstance(state, str) else set(state)
-        missing = sorted(wanted - set(labels))
-        if missing:
-            raise TrajectoryImportError(f"imports: no trajectory declared for state(s) {missing} (declared: {labels})")
-    outputs = []
-    for item, label in zip(config.imports, labels):
-        if state is not None and label not in wanted:
-            continue
-        point = item.state.to_state()
-        topo, blocks = iter_trajectory(item.path, item.format, topology=item.topology,
-                                       lammps_units=item.lammps_units, state=point, molecule=item.molecule,
-                                       timestep_fs=item.timestep_fs, molecules=item.molecules,
-                                       energy_file=item.energy_file)
-        composition = check_import_composition(topo, point, item)
-        out_dir = rd.allatom(label)
-        inputs = [p for p in (item.path, item.topology) if p]
-        prov = provenance.collect(inputs)
-        first = next(blocks)
-        rows = ["time_ps,volume_A3,density_g_cm3"]
-        n_frames = 0
-        with H5MDWriter(
-            rd.allatom_trajectory(label), types=topo.types, type_names=topo.type_names, masses=topo.masses,
-            kind="allatom", state=point, has_forces=True, has_velocities=first.velocities is not None,
-            molecule_ids=topo.molecule_ids, metadata={**first.metadata, "provenance": prov},
-            has_potential_energy=first.potential_energy_kcal_mol is not None,
-        ) as writer:
-            for block in itertools.chain([first], blocks):
-                writer.append(block.positions, block.box, forces=block.forces, velocities=block.velocities,
-                              time_fs=block.time_fs, potential_energy_kcal_mol=block.potential_energy_kcal_mol)
-                n_frames += block.n_frames
-                for t, v, d in zip(block.time_fs * units.FS_TO_PS, block.volume_A3, block.density_g_cm3):
-                    rows.append(f"{t:.6f},{v:.6f},{d:.6f}")
-        trajectory = rd.allatom_trajectory(label)
-        topo.save(out_dir / "topology.json")
-        atomic_write_text(out_dir / "thermo.csv", "\n".join(rows) + "\n")
-        metadata = {
-            "state": point.to_dict(),
-            "source": {"format": item.format, **to_dict(item)},
-            "n_frames": n_frames,
-            "n_atoms": topo.n_atoms,
-            "potential_energies": first.potential_energy_kcal_mol is not None,
-            **({"molecule_counts": composition} if composition else {}),
-            "provenance": prov,
-        }
-        atomic_write_text(out_dir / "metadata.json", json.dumps(metadata, indent=2, default=str))
-        write_resolved(item, out_dir / "resolved.yaml")
-        outputs.append(trajectory)
-    return outputs
+    return [_import_one(item, label, rd, density_from_data=from_data) for item, label, from_data in to_run]

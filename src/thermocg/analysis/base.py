@@ -25,6 +25,7 @@ import numpy as np
 
 from thermocg.dataset import H5MDDataset
 from thermocg.frames import Frames
+from thermocg.progress import Progress
 from thermocg.rundir import atomic_write_text
 
 
@@ -108,23 +109,27 @@ class AnalysisBase:
                 yield self.frames.read(idx)
 
     def run(self, start: int | None = None, stop: int | None = None, step: int | None = None, *,
-            progress: bool = False) -> "AnalysisBase":
-        """Analyse the frames ``[start:stop:step]`` (all by default); fills ``self.results``; returns self."""
+            progress: "bool | Progress" = False) -> "AnalysisBase":
+        """Analyse the frames ``[start:stop:step]`` (all by default); fills ``self.results``; returns self.
+
+        ``progress``: True shows this analysis's own progress (:class:`thermocg.progress.Progress`: a
+        bar on a terminal, plain lines in a log); a Progress object is advanced by one per frame
+        (several analyses sharing one progress) and left open."""
         self.frame_indices = self.select_frames(start, stop, step)
         self.n_frames = len(self.frame_indices)
         self._prepare()
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.n_frames, desc=type(self).__name__, unit="frame")
-        for block in self._blocks():
-            for k in range(block.n_frames):
-                self._single_frame(block, k)
-                if bar is not None:
-                    bar.update(1)
-        if bar is not None:
-            bar.close()
+        own = progress is True
+        bar = Progress(self.n_frames, description=type(self).__name__, unit="frames", leave=False) if own else (
+            progress or None)
+        try:
+            for block in self._blocks():
+                for k in range(block.n_frames):
+                    self._single_frame(block, k)
+                    if bar is not None:
+                        bar.update(1)
+        finally:
+            if own:
+                bar.close()
         self._conclude()
         return self
 

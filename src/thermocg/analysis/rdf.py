@@ -33,7 +33,7 @@ import numpy as np
 
 from thermocg.analysis.base import AnalysisBase, AnalysisResults
 from thermocg.analysis.plots import curve_style, finish_figure, label_axes, new_figure
-from thermocg.dataset import H5MDDataset
+from thermocg.dataset import DatasetError, H5MDDataset
 from thermocg.frames import Frames
 from thermocg.neighbors import neighbor_pairs, perpendicular_widths
 from thermocg.rundir import RunDir
@@ -320,9 +320,11 @@ def run_rdf(config: "Config", run_dir: str | os.PathLike, *, state: str | list[s
         raise FileNotFoundError(f"{rd.root / 'cg'}: no CG datasets (*.h5md); run `thermocg map` first")
     outputs = []
     for label, path in sorted(datasets.items()):
-        with H5MDDataset(path) as ds:
+        with H5MDDataset(path, kind="cg") as ds:
             try:
                 rdf = RDF(ds, r_max_A=config.rdf.r_max_A, bin_width_A=config.rdf.bin_width_A).run(progress=progress)
+            except DatasetError:
+                raise  # (its message names the file already)
             except ValueError as exc:
                 raise ValueError(f"{path}: {exc}") from None
         out = rdf.results.save_json(rd.rdf(label))

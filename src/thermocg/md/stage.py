@@ -487,7 +487,7 @@ def _read_initial(job: _StateJob) -> tuple[Frames, float]:
 
     if not job.dataset.exists():
         raise FileNotFoundError(f"{job.dataset}: no CG dataset for state {job.label} (run `thermocg map` first)")
-    with H5MDDataset(job.dataset) as ds:
+    with H5MDDataset(job.dataset, kind="cg") as ds:
         initial = ds.read(len(ds) - 1)
     temperature = job.settings.temperature_K or (initial.state.temperature_K if initial.state else None)
     if temperature is None:

@@ -27,8 +27,9 @@ import numpy as np
 
 from thermocg.config import AnalysisConfig, Config, RDFConfig
 from thermocg.frames import Frames
+from thermocg.progress import Progress
 from thermocg.rundir import atomic_write_text
-from thermocg.study.plan import STUDY_FORMAT_VERSION, ModelSpec, plan_models, state_points
+from thermocg.study.plan import STUDY_FORMAT_VERSION, ModelSpec, imported_labels, plan_models, state_points
 
 if TYPE_CHECKING:  # pragma: no cover
     from thermocg.analysis.adf import ADFResult
@@ -39,7 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["METRICS", "METRIC_LABELS", "FAMILY_LABELS", "Structure", "measure_structure", "structure_errors",
            "diffusion_ratio", "transferability_matrices", "summarize", "verdicts", "compare_families",
-           "write_matrices"]
+           "write_matrices", "noise_floor", "judge", "tolerance_rule", "state_tolerances", "force_noise", "key_figures",
+           "ranges_over_runs"]
 
 METRICS = ("force_rmse", "rdf_error", "adf_error", "d_ratio")
 METRIC_LABELS = {
@@ -69,23 +71,28 @@ class Structure:
 
 
 def measure_structure(frames: Frames, rdf_settings: RDFConfig, analysis: AnalysisConfig, *,
-                      adf_cutoff_A: float | None, start: int | None = None, stop: int | None = None) -> Structure:
+                      adf_cutoff_A: float | None, start: int | None = None, stop: int | None = None,
+                      progress: Progress | None = None) -> Structure:
     """RDF, ADF (all beads) and diffusion coefficient of the frames ``[start:stop]``.
 
     ``adf_cutoff_A`` None: the first minimum of these frames' RDF (pooled over pairs) after its peak.
+    ``progress`` advances by one per frame of each analysis (two or three passes).
     """
     from thermocg.analysis.adf import ADF, rdf_first_minimum_A
     from thermocg.analysis.msd import MSD
     from thermocg.analysis.rdf import RDF
 
-    rdf = RDF(frames, r_max_A=rdf_settings.r_max_A, bin_width_A=rdf_settings.bin_width_A).run(start, stop).results
+    bar = progress or False
+    rdf = RDF(frames, r_max_A=rdf_settings.r_max_A, bin_width_A=rdf_settings.bin_width_A).run(
+        start, stop, progress=bar).results
     if adf_cutoff_A is None:
         adf_cutoff_A = rdf_first_minimum_A(rdf.r_A, np.mean(np.stack(list(rdf.g.values())), axis=0))
-    adf = ADF(frames, cutoff_A=adf_cutoff_A, bin_width_deg=analysis.adf_bin_width_deg).run(start, stop).results
+    adf = ADF(frames, cutoff_A=adf_cutoff_A, bin_width_deg=analysis.adf_bin_width_deg).run(
+        start, stop, progress=bar).results
     diffusion = None
     if adf.n_frames >= 3:
         msd = MSD(frames, fit_start_fraction=analysis.msd_fit_start_fraction,
-                  fit_end_fraction=analysis.msd_fit_end_fraction).run(start, stop).results
+                  fit_end_fraction=analysis.msd_fit_end_fraction).run(start, stop, progress=bar).results
         diffusion = float(msd.diffusion_A2_fs["all"])
     return Structure(rdf=rdf, adf=adf, adf_cutoff_A=float(adf_cutoff_A), diffusion_A2_fs=diffusion)
 
@@ -141,12 +148,53 @@ def transferability_matrices(families: list[str], models: list[ModelSpec], label
     return matrices
 
 
-def summarize(config: Config, results: dict[str, Any]) -> dict[str, Any]:
+def tolerance_rule(config: Config) -> dict[str, Any]:
+    """How "reproduces the AA structure" is judged: ``noise_multiple`` (study.tolerance_noise_multiple)
+    and the absolute tolerances that replace it where given (None: the multiple)."""
+    study = config.study
+    return {"noise_multiple": study.tolerance_noise_multiple,
+            "absolute": {"rdf_error": study.rdf_tolerance, "adf_error": study.adf_tolerance}}
+
+
+def state_tolerances(rule: dict[str, Any], noise: dict[str, dict[str, float]],
+                     states: list[str]) -> dict[str, dict[str, float | None]]:
+    """Per state, the RDF and ADF tolerances: the absolute one where given, else the multiple of that
+    state's noise floor (None where the floor is unknown: fewer than 4 AA frames)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for s in states:
+        out[s] = {}
+        for metric in ("rdf_error", "adf_error"):
+            absolute = rule["absolute"].get(metric)
+            floor = (noise.get(s) or {}).get(metric)
+            if absolute is not None:
+                out[s][metric] = float(absolute)
+            elif floor is not None and math.isfinite(floor):
+                out[s][metric] = float(rule["noise_multiple"]) * float(floor)
+            else:
+                out[s][metric] = None
+    return out
+
+
+def _stability(config: Config, evaluations: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The blow-up checks every CG run went through, how many runs were evaluated, and which blew up."""
+    settings = config.simulate
+    unstable = {f"md/{name}/{s}": ev.blowup for name, evs in evaluations.items() for s, ev in evs.items()
+                if ev.blowup}
+    return {"checks": {"check_interval_steps": settings.check_interval_steps,
+                       "max_temperature_factor": settings.max_temperature_factor,
+                       "max_force_kcal_mol_A": settings.max_force_kcal_mol_A,
+                       "min_distance_A": settings.min_distance_A},
+            "n_runs": sum(len(evs) for evs in evaluations.values()), "unstable": unstable}
+
+
+def summarize(config: Config, results: dict[str, Any], *, failed: dict[str, str] | None = None) -> dict[str, Any]:
     """The study summary (JSON-ready; the report's one input) from the finished units' typed results.
 
     ``results``: unit name -> its stage's result (units that did not finish are absent, and are NaN
-    in the matrices). Holds states, models, references, evaluations, matrices, verdicts and the
-    family comparison."""
+    in the matrices); ``failed``: unit name -> why it failed or did not run. Holds states (declared,
+    measured density, imported or generated), models, references, noise floors, tolerances per
+    state, evaluations, matrices, verdicts, the family comparison, the failures and the stability
+    checks."""
     states = state_points(config)
     labels = list(states)
     models = plan_models(config)
@@ -154,41 +202,66 @@ def summarize(config: Config, results: dict[str, Any]) -> dict[str, Any]:
     evaluations = {m.name: {s: results[f"eval/{m.name}/{s}"] for s in labels if f"eval/{m.name}/{s}" in results}
                    for m in models}
     trained = {m.name: results.get(f"model/{m.name}") for m in models}
+    noise = {s: dict(ref.noise) for s, ref in references.items() if ref.noise is not None}
+    rule = tolerance_rule(config)
+    allatom = {s: results[f"aa/{s}"] for s in labels if f"aa/{s}" in results}
     summary = {
         "format_version": STUDY_FORMAT_VERSION,
         "states": {s: states[s].to_state().to_dict() for s in labels},
+        "imported": [s for s in labels if s in imported_labels(config)],
+        "measured_density_g_cm3": {s: ref.density_g_cm3 for s, ref in references.items()},
         "models": [{"name": m.name, "family": m.family, "train_set": m.train_set,
                     "train_states": list(m.train_states), "pooled": m.pooled} for m in models],
         "families": list(config.study.families),
-        "tolerances": {"rdf_error": config.study.rdf_tolerance, "adf_error": config.study.adf_tolerance},
+        "tolerances": {**rule, "per_state": state_tolerances(rule, noise, labels)},
         "references": {s: ref.to_dict() for s, ref in references.items()},
-        "aa_ns_per_day": {s: results[f"aa/{s}"].ns_per_day for s in labels if f"aa/{s}" in results},
-        "noise": {s: dict(ref.noise) for s, ref in references.items() if ref.noise is not None},
+        "aa_ns_per_day": {s: aa.ns_per_day for s, aa in allatom.items()},
+        "aa_speed_note": {s: aa.speed_note for s, aa in allatom.items()},
+        "noise": noise,
         "evaluations": {name: {s: ev.to_dict() for s, ev in evs.items()} for name, evs in evaluations.items()},
         "training": {name: None if t is None else t.to_dict() for name, t in trained.items()},
         "matrices": transferability_matrices(list(config.study.families), models, labels, evaluations),
+        "failed": dict(failed or {}),
+        "stability": _stability(config, evaluations),
+        "friction": {"mode": config.study.langevin_friction, "simulate_friction_per_ps": config.simulate.friction_per_ps,
+                     "integrator": config.simulate.integrator},
     }
     summary["verdicts"] = verdicts(summary)
     summary["comparison"] = compare_families(summary)
     return summary
 
 
-def _within_tolerance(ev: dict[str, Any], tol: dict[str, float]) -> bool:
-    rdf = ev.get("rdf_error")
-    adf = ev.get("adf_error")
-    if rdf is None or not math.isfinite(rdf) or rdf > tol["rdf_error"]:
-        return False
-    return adf is None or not math.isfinite(adf) or adf <= tol["adf_error"]
+def _finite(value: Any) -> bool:
+    return value is not None and math.isfinite(float(value))
 
 
 def verdicts(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per model: the states where it reproduces the AA structure within the tolerances."""
-    tol = summary["tolerances"]
+    """Per model: where it reproduces the AA structure (RDF and ADF errors within the state's
+    tolerances), where it is indistinguishable from the AA data (both errors within the noise floor),
+    where it could not be judged (no tolerance: no noise floor), and where it was not evaluated."""
+    tolerances = summary["tolerances"]["per_state"]
+    noise = summary.get("noise") or {}
     out = {}
     for m in summary["models"]:
         evs = summary["evaluations"].get(m["name"], {})
-        good = [s for s in summary["states"] if s in evs and _within_tolerance(evs[s], tol)]
-        out[m["name"]] = {"reproduces_at": good, "evaluated": [s for s in summary["states"] if s in evs],
+        good, same, unjudged = [], [], []
+        for s in summary["states"]:
+            ev = evs.get(s)
+            if ev is None:
+                continue
+            rdf, adf = ev.get("rdf_error"), ev.get("adf_error")
+            tol = tolerances.get(s, {})
+            if tol.get("rdf_error") is None or tol.get("adf_error") is None:
+                unjudged.append(s)
+            elif _finite(rdf) and _finite(adf) and rdf <= tol["rdf_error"] and adf <= tol["adf_error"]:
+                good.append(s)
+            floor = noise.get(s) or {}
+            if (_finite(rdf) and _finite(adf) and _finite(floor.get("rdf_error")) and _finite(floor.get("adf_error"))
+                    and rdf <= floor["rdf_error"] and adf <= floor["adf_error"]):
+                same.append(s)
+        out[m["name"]] = {"reproduces_at": good, "indistinguishable_at": same, "unjudged": unjudged,
+                          "evaluated": [s for s in summary["states"] if s in evs],
+                          "not_evaluated": [s for s in summary["states"] if s not in evs],
                           "n_states": len(summary["states"])}
     return out
 
@@ -198,22 +271,64 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
+def force_noise(evaluation: dict[str, Any] | None) -> float:
+    """The noise floor of one force RMSE: the difference of the RMSEs of the two halves of its frames."""
+    halves = (evaluation or {}).get("force", {}).get("rmse_halves")
+    if not halves or not all(_finite(h) for h in halves):
+        return math.nan
+    return abs(float(halves[0]) - float(halves[1]))
+
+
+def noise_floor(summary: dict[str, Any], metric: str, entries: list[tuple[str, str]] | None = None) -> float:
+    """The noise floor of a mean of ``metric`` over ``entries`` ((model name, state) pairs; None: over
+    every state once): the mean of the entries' floors. RDF/ADF: the state's first-half vs second-half
+    error of the AA data; force RMSE: the difference of the RMSEs on the two halves of the evaluated
+    frames. Not divided by sqrt(n): the CG runs at one state share its AA reference, so their errors
+    are not independent. NaN when unknown (and always for the D ratio)."""
+    if metric in ("rdf_error", "adf_error"):
+        noise = summary.get("noise") or {}
+        states = [s for _, s in entries] if entries is not None else list(noise)
+        return _mean([(noise.get(s) or {}).get(metric, math.nan) for s in states])
+    if metric == "force_rmse":
+        evaluations = summary["evaluations"]
+        if entries is None:
+            entries = [(name, s) for name, evs in evaluations.items() for s in evs]
+        return _mean([force_noise(evaluations.get(name, {}).get(s)) for name, s in entries])
+    return math.nan
+
+
+def _entries(summary: dict[str, Any], family: str, home: bool) -> list[tuple[str, str]]:
+    """(model, state) pairs of the family's single-state models at (home) or away from their state."""
+    singles = [m for m in summary["models"] if m["family"] == family and not m["pooled"]]
+    return [(m["name"], s) for m in singles for s in summary["states"] if (s in m["train_states"]) == home]
+
+
 def _home_and_away(summary: dict[str, Any], family: str, metric: str) -> dict[str, float]:
     """Mean error of the family's single-state models at their training state and away from it; for
     the D ratio, the error of a ratio: |log(D_CG / D_AA)|."""
     table = summary["matrices"][metric][family]
-    singles = [m for m in summary["models"] if m["family"] == family and not m["pooled"]]
-    inside = [table[m["train_set"]][s] for m in singles for s in summary["states"] if s in m["train_states"]]
-    outside = [table[m["train_set"]][s] for m in singles for s in summary["states"] if s not in m["train_states"]]
-    if metric == "d_ratio":
-        inside = [abs(math.log(v)) if v and v > 0 else math.nan for v in inside]
-        outside = [abs(math.log(v)) if v and v > 0 else math.nan for v in outside]
-    return {"single_at_training_state": _mean(inside), "single_away": _mean(outside)}
+    names = {m["name"]: m["train_set"] for m in summary["models"]}
+    out = {}
+    for where, home in (("single_at_training_state", True), ("single_away", False)):
+        values = [table[names[name]][s] for name, s in _entries(summary, family, home)]
+        if metric == "d_ratio":
+            values = [abs(math.log(v)) if v and v > 0 else math.nan for v in values]
+        out[where] = _mean(values)
+    return out
+
+
+def comparison_floor(summary: dict[str, Any], metric: str, where: str) -> float:
+    """The noise floor of the family comparison of ``metric`` ``where`` ("single_at_training_state" or
+    "single_away"): over the (model, state) pairs of every family's single-state models there."""
+    home = where == "single_at_training_state"
+    entries = [e for family in summary["families"] for e in _entries(summary, family, home)]
+    return noise_floor(summary, metric, entries)
 
 
 def _pooled_vs_single(summary: dict[str, Any], family: str) -> dict[str, dict[str, float]]:
     """Per pooled model: its mean RDF/ADF error over the states where some single-state model is away
-    from home, and the mean of those single-state models' errors there."""
+    from home, the mean of those single-state models' errors there, and the noise floor of those
+    states (``<metric>_noise_floor``)."""
     singles = [m for m in summary["models"] if m["family"] == family and not m["pooled"]]
     out: dict[str, dict[str, float]] = {}
     for m in summary["models"]:
@@ -222,25 +337,88 @@ def _pooled_vs_single(summary: dict[str, Any], family: str) -> dict[str, dict[st
         out[m["train_set"]] = {}
         for metric in ("rdf_error", "adf_error"):
             table = summary["matrices"][metric][family]
-            pooled_err, single_err = [], []
+            pooled_err, single_err, states = [], [], []
             for s in summary["states"]:
                 away = [table[x["train_set"]][s] for x in singles if s not in x["train_states"]]
                 if away:
                     pooled_err.append(table[m["train_set"]][s])
                     single_err.append(_mean(away))
+                    states.append(s)
             out[m["train_set"]][f"pooled_{metric}"] = _mean(pooled_err)
             out[m["train_set"]][f"single_away_{metric}"] = _mean(single_err)
+            out[m["train_set"]][f"{metric}_noise_floor"] = noise_floor(summary, metric, [("", s) for s in states])
     return out
 
 
 def compare_families(summary: dict[str, Any]) -> dict[str, Any]:
-    """Means of each error at the training state ("in") and away from it ("out") per family, and
-    for pooled models vs single-state models away from the singles' training state."""
+    """Means of each error at the training state ("in") and away from it ("out") per family, the noise
+    floor of each such comparison, and pooled models vs single-state models away from the singles'
+    training state."""
     return {
         "families": {family: {metric: _home_and_away(summary, family, metric) for metric in METRICS}
                      for family in summary["families"]},
+        "noise_floors": {metric: {where: comparison_floor(summary, metric, where)
+                                  for where in ("single_at_training_state", "single_away")} for metric in METRICS},
         "pooled_vs_single": {family: _pooled_vs_single(summary, family) for family in summary["families"]},
     }
+
+
+def judge(a: float, b: float, floor: float) -> dict[str, Any]:
+    """Two values against a noise floor: the gap, and whether it exceeds the floor (``resolved``; None
+    when the floor is unknown), the gap in units of the floor (``in_floors``) and which is lower
+    (``lower``: "a" or "b", None when equal)."""
+    gap = abs(a - b)
+    known = floor is not None and math.isfinite(floor) and floor > 0
+    return {"gap": gap, "floor": floor if known else math.nan, "resolved": (gap > floor) if known else None,
+            "in_floors": gap / floor if known else math.nan, "lower": None if a == b else ("a" if a < b else "b")}
+
+
+def key_figures(summary: dict[str, Any]) -> dict[str, Any]:
+    """The study's headline numbers, flat: per family and metric the single-state means at and away
+    from the training state (``<family>.<metric>.<where>``; D ratio as |log D_CG/D_AA|), each pooled
+    model's mean RDF/ADF error over all states (``<model>.<metric>``), the mean noise floors
+    (``noise.<metric>``), each model's count of states where it reproduces the AA structure
+    (``<model>.states_within_tolerance``) and the RDF/ADF transfer verdict (``verdict.<metric>``: the
+    family that transfers better, or "indistinguishable", as the report states it)."""
+    out: dict[str, Any] = {}
+    fams = summary["comparison"]["families"]
+    for family, metrics in fams.items():
+        for metric, where in metrics.items():
+            for key, value in where.items():
+                out[f"{family}.{metric}.{key}"] = value
+    for m in summary["models"]:
+        if m["pooled"]:
+            for metric in ("rdf_error", "adf_error"):
+                out[f"{m['name']}.{metric}"] = _mean([summary["matrices"][metric][m["family"]][m["train_set"]][s]
+                                                      for s in summary["states"]])
+        out[f"{m['name']}.states_within_tolerance"] = len(summary["verdicts"][m["name"]]["reproduces_at"])
+    for metric in ("rdf_error", "adf_error"):
+        out[f"noise.{metric}"] = noise_floor(summary, metric)
+        if len(fams) >= 2:
+            a, b = list(fams)[:2]
+            floor = summary["comparison"]["noise_floors"][metric]["single_away"]
+            va, vb = fams[a][metric]["single_away"], fams[b][metric]["single_away"]
+            if math.isfinite(va) and math.isfinite(vb):
+                jd = judge(va, vb, floor)
+                out[f"verdict.{metric}"] = ("indistinguishable" if jd["resolved"] is False else
+                                            FAMILY_LABELS.get(a if jd["lower"] == "a" else b))
+    return out
+
+
+def ranges_over_runs(figures: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per key figure, its range over several runs of one study (``figures``: run name -> the run's
+    :func:`key_figures`): ``min`` and ``max`` of the numbers (the distinct values, for words) and the
+    value of every run."""
+    keys = list(dict.fromkeys(k for fig in figures.values() for k in fig))
+    out = {}
+    for key in keys:
+        values = {run: fig.get(key) for run, fig in figures.items()}
+        numbers = [float(v) for v in values.values() if isinstance(v, (int, float)) and math.isfinite(float(v))]
+        if numbers:
+            out[key] = {"min": min(numbers), "max": max(numbers), "values": values}
+        else:
+            out[key] = {"distinct": sorted({str(v) for v in values.values()}), "values": values}
+    return out
 
 
 def json_text(data: Any, *, nan_as_null: bool = True, **kwargs: Any) -> str:

@@ -1,9 +1,12 @@
-"""The plan of a study: its models, its units of work with their keys and dependencies, and the checks
-that can be made before any work.
+"""The plan of a study: its models, its units of work with their keys and dependencies, and the
+checks that can be made before any work.
 
-A unit's **key** is the sha256 of the config sections it reads and of the keys of the units it depends
-on, so a change anywhere upstream reaches every unit downstream and nothing else. Config keys marked
-``no_effect`` (thread counts, progress bars) are left out (:func:`thermocg.config.result_dict`).
+A unit's **key** is the sha256 of the config sections it reads, of the *contents* of the files it
+reads (a molecule YAML, an imported trajectory and its topology: :class:`~thermocg.study.files.FileHashes`)
+and of the keys of the units it depends on, so a change anywhere upstream reaches every unit
+downstream and nothing else. Config keys marked ``no_effect`` (thread counts, progress bars) are
+left out (:func:`thermocg.config.result_dict`); so are the paths of input files, whose contents
+stand for them (moving a data file reruns nothing; editing it reruns what reads it).
 """
 
 from __future__ import annotations
@@ -11,15 +14,19 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from thermocg.config import Config, ConfigError, StateConfig, result_dict, to_dict
+import numpy as np
+
+from thermocg.config import Config, ConfigError, ImportConfig, StateConfig, result_dict, to_dict
+from thermocg.study.files import FileHashes
 
 #: bump when the meaning of a unit's outputs changes, so old manifests are not trusted
-#: (2: manifests hold the stages' typed results: RDFResult/ADFResult, ModelSummary, MDRunSummary)
-STUDY_FORMAT_VERSION = 2
+#: (2: manifests hold the stages' typed results; 3: keys hold input files' contents, manifests hold
+#: relative paths, output hashes and their upstream manifests' hashes, force errors on held-out frames)
+STUDY_FORMAT_VERSION = 3
 
 #: the kinds of unit, in the order a state's and a model's units run
 UNIT_KINDS = ("aa", "map", "ref", "model", "md", "eval")
@@ -80,6 +87,19 @@ def imported_labels(config: Config) -> set[str]:
     return {imp.state.to_state().label for imp in config.imports if imp.state is not None}
 
 
+def import_of(config: Config, label: str) -> tuple[int, ImportConfig] | None:
+    """(index, entry) of the ``imports`` entry of state ``label``, or None for a generated state."""
+    for k, imp in enumerate(config.imports):
+        if imp.state is not None and imp.state.to_state().label == label:
+            return k, imp
+    return None
+
+
+def is_molecule_file(name: str) -> bool:
+    """Whether a ``molecule`` value names a YAML file (else it is a built-in molecule's name)."""
+    return name.endswith((".yaml", ".yml")) or "/" in name
+
+
 def plan_models(config: Config) -> list[ModelSpec]:
     """Every model of the study, single-state models first (in state order), then pooled sets."""
     labels = list(state_points(config))
@@ -107,30 +127,81 @@ class _Planner:
         self.units.append(Unit(name, kind, key, deps, **kw))
 
 
-def _aa_inputs(config: Config, label: str, state: StateConfig) -> dict[str, Any]:
-    """What the all-atom data of a state depends on: the imported file (and its size and time), or
-    the system, the generation settings, the state and the seed."""
-    for imp in config.imports:
-        if imp.state is not None and imp.state.to_state().label == label:
-            stat = Path(imp.path).stat() if Path(imp.path).exists() else None
-            return {"import": imp, "size": stat.st_size if stat else None, "mtime": stat.st_mtime if stat else None}
-    return {"system": config.system, "generate": result_dict(config.generate), "state": state, "seed": config.seed}
+def _file_content(hashes: FileHashes, path: str | None) -> str | None:
+    """The sha256 of an input file; a missing file keys as its path (the unit fails with a clear error
+    when it runs, and keys anew once the file exists)."""
+    if path is None:
+        return None
+    try:
+        return hashes.sha256(path)
+    except OSError:
+        return f"missing: {path}"
 
 
-def plan_units(config: Config) -> list[Unit]:
+def _molecule_key(hashes: FileHashes, name: str | None) -> str | None:
+    """A molecule for a key: a built-in name as it is, a YAML file by its contents."""
+    if name is None or not is_molecule_file(name):
+        return name
+    return "sha256:" + str(_file_content(hashes, name))
+
+
+def _aa_inputs(config: Config, label: str, state: StateConfig, hashes: FileHashes) -> dict[str, Any]:
+    """What the all-atom data of a state depends on: the imported files' contents and how they are
+    read, or the system (its molecule file's contents), the generation settings, the state and the seed."""
+    found = import_of(config, label)
+    if found is not None:
+        imp = found[1]
+        return {"import": {**result_dict(imp, drop=("path", "topology", "molecule", "energy_file")),
+                           "trajectory": _file_content(hashes, imp.path),
+                           "topology": _file_content(hashes, imp.topology),
+                           "energy_file": _file_content(hashes, imp.energy_file),
+                           "molecule": _molecule_key(hashes, imp.molecule),
+                           "molecule_files": [_molecule_key(hashes, m.molecule) for m in imp.molecules or []]}}
+    system = {**result_dict(config.system), "molecule": _molecule_key(hashes, config.system.molecule),
+              "molecule_files": [_molecule_key(hashes, m.molecule) for m in config.system.molecules or []]}
+    return {"system": system, "generate": result_dict(config.generate), "state": state, "seed": config.seed}
+
+
+def models_trained_at(config: Config, label: str) -> list[ModelSpec]:
+    """The models of the study whose training set includes state ``label``."""
+    return [m for m in plan_models(config) if label in m.train_states]
+
+
+def _held_out_inputs(config: Config, label: str) -> dict[str, Any]:
+    """What the choice of a state's held-out frames (force errors) depends on: the frame selection
+    of every family that trains on the state (:func:`thermocg.study.stages.held_out_frames`)."""
+    families = sorted({m.family for m in models_trained_at(config, label)})
+    out: dict[str, Any] = {"families": families}
+    if "hipnn_ts" in families:
+        out["train"] = {k: to_dict(getattr(config.train, k)) for k in ("split", "frame_stride", "n_blocks")}
+    if "mscg" in families:
+        out["pair"] = {k: getattr(config.pair, k) for k in ("frame_stride", "max_frames", "test_fraction")}
+    return out
+
+
+def plan_units(config: Config, *, hashes: FileHashes | None = None) -> list[Unit]:
     """Every unit of work in dependency order, each with the key of its inputs.
 
     Per state: ``aa/<state>`` -> ``map/<state>`` -> ``ref/<state>``; per model: ``model/<name>``
-    (after the maps of its training states) and, at every state, ``md/<name>/<state>`` ->
-    ``eval/<name>/<state>`` (which also needs ``ref/<state>``).
+    (after the maps of its training states) and, at every state, ``md/<name>/<state>`` (which also
+    needs ``ref/<state>`` when ``study.langevin_friction`` is ``match_diffusion``) ->
+    ``eval/<name>/<state>`` (which also needs ``ref/<state>``). ``hashes`` caches the input files'
+    hashes (by default they are computed afresh).
     """
+    hashes = hashes or FileHashes()
     states = state_points(config)
+    study = config.study
     plan = _Planner()
     for label, state in states.items():
-        plan.add(f"aa/{label}", "aa", (), _aa_inputs(config, label, state), state=label)
+        plan.add(f"aa/{label}", "aa", (), _aa_inputs(config, label, state, hashes), state=label)
         plan.add(f"map/{label}", "map", (f"aa/{label}",), {"mapping": config.mapping}, state=label)
         plan.add(f"ref/{label}", "ref", (f"map/{label}",),
-                 {"rdf": config.rdf, "analysis": result_dict(config.analysis), "noise_floor": "halves"}, state=label)
+                 {"rdf": config.rdf, "analysis": result_dict(config.analysis), "noise_floor": "halves",
+                  "density": "mean"}, state=label)
+    friction: dict[str, Any] = {"langevin_friction": study.langevin_friction}
+    if study.langevin_friction == "match_diffusion":
+        friction["friction_pilot_ps"] = study.friction_pilot_ps
+        friction["analysis"] = result_dict(config.analysis)
     for model in plan_models(config):
         section = "train" if model.family == "hipnn_ts" else "pair"
         # (the training states enter through train_states below)
@@ -142,11 +213,17 @@ def plan_units(config: Config) -> list[Unit]:
             deps = tuple(f"map/{s}" for s in states)
         plan.add(f"model/{model.name}", "model", deps, inputs, model=model)
         for label in states:
-            plan.add(f"md/{model.name}/{label}", "md", (f"model/{model.name}", f"map/{label}"),
-                     {"simulate": result_dict(config.simulate), "seed": config.seed}, state=label, model=model)
+            md_deps = (f"model/{model.name}", f"map/{label}")
+            if study.langevin_friction == "match_diffusion":
+                md_deps += (f"ref/{label}",)
+            plan.add(f"md/{model.name}/{label}", "md", md_deps,
+                     {"simulate": result_dict(config.simulate), "seed": config.seed, "friction": friction},
+                     state=label, model=model)
             plan.add(f"eval/{model.name}/{label}", "eval", (f"md/{model.name}/{label}", f"ref/{label}"),
-                     {"study": {k: getattr(config.study, k) for k in ("force_eval_frames", "parity_samples")},
-                      "rdf": config.rdf, "analysis": result_dict(config.analysis)}, state=label, model=model)
+                     {"study": {k: getattr(study, k) for k in ("force_eval_frames", "parity_samples")},
+                      "held_out": _held_out_inputs(config, label), "rdf": config.rdf,
+                      "analysis": result_dict(config.analysis), "friction_fit": "additive"},
+                     state=label, model=model)
     return plan.units
 
 
@@ -154,20 +231,100 @@ def plan_units(config: Config) -> list[Unit]:
 # validation before any work
 # --------------------------------------------------------------------------------------------------
 
-def estimated_box_length_A(config: Config, state: StateConfig) -> float | None:
-    """Edge of the cubic all-atom box (A) of a state point: (M / rho)^(1/3), M the mass of the
-    state's molecules (mixtures: the counts of its composition).
+@dataclass(frozen=True)
+class StateBox:
+    """What a state's all-atom box holds, before any work: from the first frame of an imported
+    trajectory, or estimated for generated data (cubic, from the molecule count, the molecule's mass
+    and the state's density; for a pressure state the molecule's density guess)."""
 
-    Pressure state points use the molecules' ``density_guess_g_cm3`` (the NPT run finds the real
-    one), so the check is an estimate there. None when a molecule cannot be loaded."""
+    label: str
+    box_A: np.ndarray  # (3, 3), rows are cell vectors
+    n_molecules: int
+    density_g_cm3: float
+    source: str  # where the numbers come from, for messages
+
+    @property
+    def half_width_A(self) -> float:
+        """Half the shortest perpendicular width of the box, A: the largest cutoff that sees one image."""
+        box = np.asarray(self.box_A, dtype=np.float64)
+        volume = abs(np.linalg.det(box))
+        widths = [volume / np.linalg.norm(np.cross(box[(i + 1) % 3], box[(i + 2) % 3])) for i in range(3)]
+        return 0.5 * min(widths)
+
+
+def load_molecule(name: str, key: str) -> Any:
+    """The molecule definition ``name`` (built-in or YAML), or a ConfigError naming ``key`` and the problem."""
+    from thermocg.allatom.molecules import get_molecule
+
+    try:
+        return get_molecule(name)
+    except (ValueError, OSError, TypeError, KeyError) as exc:  # MoleculeError is a ValueError
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def system_molecules(config: Config) -> None:
+    """Load every molecule definition of ``system`` (one molecule, or each of ``system.molecules``);
+    a ConfigError naming the key if one cannot be loaded."""
+    if config.system.molecules:
+        for k, item in enumerate(config.system.molecules):
+            load_molecule(item.molecule, f"system.molecules[{k}].molecule")
+    else:
+        load_molecule(config.system.molecule, "system.molecule")
+
+
+def estimated_box_length_A(config: Config, state: StateConfig) -> float:
+    """Edge of the cubic all-atom box (A) that generation builds for a state point: (M / rho)^(1/3)
+    for the state's molecules (a mixture: the counts of its composition) at the state's density
+    (pressure state points: the molecules' ``density_guess_g_cm3``; the NPT run finds the real one,
+    so the check is an estimate there)."""
     from thermocg.allatom.mixture import estimated_box_length_A as mixture_box_length_A
 
-    return mixture_box_length_A(config.system, state)
+    system_molecules(config)
+    length = mixture_box_length_A(config.system, state)
+    if length is None:  # pragma: no cover - the molecules loaded above
+        raise ConfigError("system: the molecules of the system cannot be loaded")
+    return length
 
 
-def _system_text(config: Config) -> str:
+def generated_state_box(config: Config, label: str, state: StateConfig) -> StateBox:
+    """The :class:`StateBox` of a generated state (estimated)."""
+    from thermocg.allatom.mixture import mixture_from_config
+
+    mixture = mixture_from_config(config.system, state.mole_fractions)
+    density = state.density_g_cm3 if state.density_g_cm3 is not None else mixture.density_guess_g_cm3
+    length = estimated_box_length_A(config, state)
     names = ", ".join(config.system.molecule_names)
-    return f"{config.system.total_molecules} molecules of {names}"
+    return StateBox(label, np.eye(3) * length, mixture.n_molecules, float(density),
+                    f"{mixture.n_molecules} molecules of {names} at {density:g} g/cm^3 make a cubic box of "
+                    f"{length:.2f} A")
+
+
+def imported_state_box(config: Config, index: int, label: str) -> StateBox:
+    """The :class:`StateBox` of an imported state, from the first frame of its trajectory (read with
+    the import's own reader, :func:`thermocg.allatom.readers.peek_import`; a file that cannot be read
+    is a ConfigError naming the ``imports`` entry)."""
+    from thermocg.allatom.readers import TrajectoryImportError, peek_import
+
+    imp = config.imports[index]
+    try:
+        peek = peek_import(imp)
+    except TrajectoryImportError as exc:
+        raise ConfigError(f"imports[{index}] ({imp.path}): {exc}") from None
+    box = np.asarray(peek.box_A, dtype=np.float64)
+    edges = " x ".join(f"{np.linalg.norm(v):.2f}" for v in box)
+    return StateBox(label, box, peek.n_molecules, peek.density_g_cm3,
+                    f"imported: {peek.n_molecules} molecules in a {edges} A box of {peek.density_g_cm3:.4g} "
+                    f"g/cm^3, from the first frame of {imp.path}")
+
+
+def state_boxes(config: Config) -> dict[str, StateBox]:
+    """label -> :class:`StateBox` of every state point: imported ones from their data, generated ones
+    estimated."""
+    out = {}
+    for label, state in state_points(config).items():
+        found = import_of(config, label)
+        out[label] = imported_state_box(config, found[0], label) if found else generated_state_box(config, label, state)
+    return out
 
 
 def _check_labels(states: dict[str, StateConfig], where: str, labels: list[str]) -> None:
@@ -178,8 +335,25 @@ def _check_labels(states: dict[str, StateConfig], where: str, labels: list[str])
             raise ConfigError(f"{where}: {label!r} is not a state point of this study{hint}")
 
 
-def _check_cutoffs_fit(config: Config, states: dict[str, StateConfig]) -> None:
-    """Every cutoff of the study at most half the estimated cubic box of every state point."""
+def _check_allatom_cutoff(config: Config, box: StateBox) -> None:
+    """``generate.nonbonded_cutoff_A`` by the runner's own rule (at most 0.45 of the box's shortest
+    width: :func:`thermocg.allatom.runner.resolve_cutoff_A`), on the box generation will build."""
+    from thermocg.allatom.mixture import mixture_from_config
+    from thermocg.allatom.runner import GenerateError, resolve_cutoff_A
+
+    system_molecules(config)
+    mixture = mixture_from_config(config.system)
+    with warnings.catch_warnings():  # (a force-field cutoff that the runner shortens is not an error)
+        warnings.simplefilter("ignore")
+        try:
+            resolve_cutoff_A(mixture, box.box_A, config.generate.nonbonded_cutoff_A)
+        except GenerateError as exc:
+            raise ConfigError(f"generate.nonbonded_cutoff_A: state {box.label} ({box.source}): {exc}") from None
+
+
+def _check_cutoffs_fit(config: Config, boxes: dict[str, StateBox]) -> None:
+    """Every CG cutoff of the study at most half the shortest width of every state's box, and the
+    all-atom cutoff by the runner's rule at every generated state."""
     study = config.study
     cutoffs: list[tuple[str, float | None]] = [
         ("train.cutoff_A", config.train.cutoff_A if "hipnn_ts" in study.families else None),
@@ -188,36 +362,46 @@ def _check_cutoffs_fit(config: Config, states: dict[str, StateConfig]) -> None:
     ]
     if "mscg" in study.families:
         cutoffs.append(("pair.cutoff_A", config.pair.cutoff_A))
-    generated = {s.to_state().label for s in config.state_points()}
-    for label, state in states.items():
-        length = estimated_box_length_A(config, state)
-        if length is None:
-            continue
-        half = length / 2.0
-        checks = list(cutoffs)
-        if label in generated and config.generate.nonbonded_cutoff_A is not None:
-            # (left at None, the runner caps the force field's own cutoff to the box itself)
-            checks.append(("generate.nonbonded_cutoff_A", config.generate.nonbonded_cutoff_A))
-        for key, cutoff in checks:
+    imported = imported_labels(config)
+    for label, box in boxes.items():
+        half = box.half_width_A
+        for key, cutoff in cutoffs:
             if cutoff is not None and cutoff > half + 1e-9:
-                raise ConfigError(
-                    f"{key}: {cutoff:g} A does not fit the box of state {label} ({_system_text(config)} make "
-                    f"a cubic box of {length:.2f} A, half of it {half:.2f} A); lower the cutoff or raise the "
-                    "number of molecules (system.n_molecules or system.molecules)"
-                )
+                fix = "lower the cutoff" + ("" if label in imported else " or raise the number of molecules")
+                raise ConfigError(f"{key}: {cutoff:g} A does not fit the box of state {label} ({box.source}, "
+                                  f"half of its shortest width {half:.2f} A); {fix}")
+        if label not in imported:
+            _check_allatom_cutoff(config, box)
+
+
+def _resolve_import_states(config: Config) -> None:
+    """Imports whose state gives a temperature only take their density from the data (in place), so
+    their labels are known before any work; a file that cannot be read is a ConfigError."""
+    if not any(imp.state is not None and imp.state.density_from_data for imp in config.imports):
+        return
+    from thermocg.allatom.readers import TrajectoryImportError, resolve_import_states
+
+    try:
+        resolve_import_states(config)
+    except TrajectoryImportError as exc:
+        raise ConfigError(f"imports: {exc}") from None
 
 
 def validate_study(config: Config) -> dict[str, StateConfig]:
     """Check everything that can be checked before any work; raise ConfigError naming the key.
 
     Checks: at least one state point, unique labels, imports carry a state, single/pooled labels
-    exist, and every cutoff (AA non-bonded, HIP-NN-TS, MS-CG, RDF range, ADF shell) fits the box
-    of every density state point: at most half the edge of the estimated cubic box, from
-    ``system.n_molecules`` and the molecule's mass. Returns label -> state point.
+    exist, the molecule definitions load (``system.molecule`` where data is generated, each
+    ``imports[].molecule``), every imported trajectory's first frame reads (its box and molecule
+    count are the state's), and every cutoff fits every state's box: the HIP-NN-TS and MS-CG
+    cutoffs, the RDF range and the ADF shell at most half the box's shortest width, the all-atom
+    non-bonded cutoff by the runner's own rule (0.45 of the box). Generated boxes are estimated from
+    ``system.n_molecules``, the molecule's mass and the state's density. Returns label -> state point.
     """
     for k, imp in enumerate(config.imports):
         if imp.state is None:
             raise ConfigError(f"imports[{k}].state: a study needs the state point of every imported trajectory")
+    _resolve_import_states(config)
     states = state_points(config)
     if not states:
         raise ConfigError("states: the study needs at least one state point (states, state_grid or imports)")
@@ -230,5 +414,15 @@ def validate_study(config: Config) -> dict[str, StateConfig]:
             raise ConfigError(f"study.pooled.{name}: the name clashes with a state label")
     if not plan_models(config):
         raise ConfigError("study: no models to build (single_states is empty and pooled is empty)")
-    _check_cutoffs_fit(config, states)
+    if study.langevin_friction == "match_diffusion" and config.simulate.integrator != "langevin":
+        raise ConfigError(f"study.langevin_friction: match_diffusion needs simulate.integrator: langevin (the "
+                          f"friction it fits is the Langevin thermostat's), got {config.simulate.integrator!r}")
+    if set(states) - imported_labels(config):  # some data is generated: its molecules must load
+        system_molecules(config)
+    for k, imp in enumerate(config.imports):
+        if imp.molecule is not None:
+            load_molecule(imp.molecule, f"imports[{k}].molecule")
+        for m, item in enumerate(imp.molecules or []):
+            load_molecule(item.molecule, f"imports[{k}].molecules[{m}].molecule")
+    _check_cutoffs_fit(config, state_boxes(config))
     return states

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from thermocg.config import TrainConfig
-from thermocg.frames import Frames
+from thermocg.frames import Frames, FramesError, check_positions_in_range
 
 
 class TrainError(ValueError):
@@ -130,6 +130,11 @@ def _check_frames(frames: Frames, where: str) -> None:
             raise TrainError(f"{where}: {name} hold NaN or inf (first at index {bad})")
     if frames.n_particles < 2:
         raise TrainError(f"{where}: at least two beads are needed, got {frames.n_particles}")
+    try:
+        check_positions_in_range(frames.positions, frames.box)
+    except FramesError as exc:
+        source = frames.metadata.get("source") if isinstance(frames.metadata, dict) else None
+        raise TrainError(f"{where}{f' ({source})' if source else ''}: {exc}") from None
 
 
 def prepare_states(frames_list: Frames | Sequence[Frames], config: TrainConfig) -> list[StateData]:

@@ -14,6 +14,7 @@ from thermocg.dataset import read_frames
 from thermocg.model_summary import ModelSummary
 from thermocg.rundir import RunDir
 from thermocg.train.data import TrainError
+from thermocg.train.distributed import process_group_from_environment
 from thermocg.train.trainer import json_safe, train_potential
 
 
@@ -32,7 +33,7 @@ def _dataset_paths(run_dir: RunDir, labels: list[str]) -> list[Path]:
 
 
 def run_train(config: Config, run_dir: str | os.PathLike, *, name: str | None = None,
-              train_states: list[str] | None = None) -> ModelSummary:
+              train_states: list[str] | None = None) -> ModelSummary | None:
     """``thermocg train CONFIG``: train on RUN_DIR/cg/<label>.h5md of the chosen states; write
     RUN_DIR/models/<name>/ (see :func:`train_potential`; ``resolved.yaml`` there holds the whole
     config, the input hashes and the test metrics).
@@ -40,16 +41,23 @@ def run_train(config: Config, run_dir: str | os.PathLike, *, name: str | None = 
     ``train_states``: state labels (default: ``config.train.train_states``, else every CG dataset);
     ``name``: the model directory (default ``config.train.name``). Returns the
     :class:`~thermocg.model_summary.ModelSummary` of the model.
+
+    Launched by torchrun on several processes, the fit is data-parallel
+    (:mod:`thermocg.train.distributed`): rank 0 writes every file and returns the summary, the other
+    ranks return None.
     """
     if not isinstance(config, Config) or not isinstance(config.train, TrainConfig):
         raise ConfigError(f"train: expected a thermocg Config with a train section, got {type(config).__name__}")
     settings = config.train
     rd = RunDir(run_dir)
     paths = _dataset_paths(rd, list(train_states or settings.train_states or []))
-    frames_list = [read_frames(p) for p in paths]
+    frames_list = [read_frames(p, kind="cg") for p in paths]
     torch.set_num_threads(settings.n_threads)
     out_dir = rd.model(name or settings.name)
-    result = train_potential(frames_list, settings, out_dir, seed=int(config.seed))
+    with process_group_from_environment(settings.device) as parallel:
+        result = train_potential(frames_list, settings, out_dir, seed=int(config.seed), parallel=parallel)
+    if result.summary is None:  # a rank > 0 of a data-parallel fit: rank 0 writes
+        return None
     write_resolved(dataclasses.replace(config, train=result.config), out_dir / "resolved.yaml", extra={
         "automatic": result.automatic,
         "inputs": provenance.collect([str(p) for p in paths])["inputs"],

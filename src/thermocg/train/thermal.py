@@ -233,6 +233,8 @@ class ThermalTraining(torch.nn.Module):
         self.force_scale = float(config.force_scale_kcal_mol_A)
         self.energy_scale = float(config.energy_scale_kcal_mol or 1.0)
         n = len(states)
+        #: state label -> index of its offset (labels are unique, see prepare_states)
+        self.index = {s.label: k for k, s in enumerate(states)}
         self.offsets = torch.nn.Parameter(torch.zeros(n, dtype=torch.float64))
         self.register_buffer("base", torch.zeros(n, dtype=torch.float64))
         #: each state's mean training energy (the thermal response's U without energy matching)
@@ -259,8 +261,9 @@ class ThermalTraining(torch.nn.Module):
                 residual.append(s.potential_energy[idx] - predicted["U_E"].cpu().to(torch.float64).numpy())
             self.base[k] = float(np.mean(np.concatenate(residual)))
 
-    def offset(self, k: int) -> torch.Tensor:
-        """c_s of state ``k``, kcal/mol (float64 scalar)."""
+    def offset(self, state: StateData) -> torch.Tensor:
+        """c_s of ``state``, kcal/mol (float64 scalar)."""
+        k = self.index[state.label]
         return self.base[k] + self.energy_scale * self.offsets[k]
 
     def _predict(self, potential: Potential, state: StateData, idx: np.ndarray, *, with_f1: bool,
@@ -271,7 +274,7 @@ class ThermalTraining(torch.nn.Module):
         return thermal_predictions(potential, positions, box, state.types, tau=self.reduced_temperature(state),
                                    with_f1=with_f1, create_graph=create_graph)
 
-    def residuals(self, potential: Potential, k: int, state: StateData, idx: np.ndarray, *,
+    def residuals(self, potential: Potential, state: StateData, idx: np.ndarray, *,
                   create_graph: bool) -> dict[str, torch.Tensor]:
         """The batch's force prediction ``F`` and reference ``f`` (kcal/mol/A), and the scaled residuals of
         the energy term ``d_E`` (n_frames,) and of the thermal-response term ``d_R`` (n_frames, n_beads, 3),
@@ -288,12 +291,13 @@ class ThermalTraining(torch.nn.Module):
         predicted = self._predict(potential, state, idx, with_f1=self.response_weight > 0, create_graph=create_graph)
         out["F"] = predicted["F"]
         energies = torch.as_tensor(state.potential_energy[idx], dtype=torch.float64, device=device)
-        offset = self.offset(k) if create_graph else self.offset(k).detach()
+        offset = self.offset(state) if create_graph else self.offset(state).detach()
         model_energy = predicted["U_E"].to(torch.float64) + offset
         if self.energy_weight > 0:
             out["d_E"] = (model_energy - energies) / self.energy_scale
         if self.response_weight > 0:
-            mean_energy = model_energy.detach() if self.energy_weight > 0 else self.mean_energy[k].expand_as(energies)
+            mean_energy = model_energy.detach() if self.energy_weight > 0 else \
+                self.mean_energy[self.index[state.label]].expand_as(energies)
             target = thermal_response_target(reference.to(torch.float64), predicted["F"].detach().to(torch.float64),
                                              energies, mean_energy, temperature_K=float(state.temperature_K),
                                              reference_temperature_K=self.reference_K)
@@ -316,10 +320,10 @@ class ThermalTraining(torch.nn.Module):
         "d_E", "d_R" (flat arrays of the scaled residuals; None when their terms are off)."""
         pooled: dict[str, list[np.ndarray]] = {"F": [], "f": [], "d_E": [], "d_R": []}
         with _frozen_parameters(potential, self):
-            for k, s in enumerate(states):
+            for s in states:
                 idx_all = getattr(s, part)
                 for start in range(0, len(idx_all), batch_size):
-                    out = self.residuals(potential, k, s, idx_all[start:start + batch_size], create_graph=False)
+                    out = self.residuals(potential, s, idx_all[start:start + batch_size], create_graph=False)
                     for key in pooled:
                         if key in out:
                             pooled[key].append(out[key].detach().cpu().to(torch.float64).numpy().ravel())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -262,12 +263,15 @@ class Trainer:
     choices then do not apply); ``resume``: continue from ``out_dir/checkpoint.pt`` when it belongs
     to the same data, config and seed (a checkpoint of another run is an error); ``progress``:
     progress bars (default ``config.progress``); ``on_epoch_end(epoch, row)``: called after each
-    epoch's checkpoint is written.
+    epoch's checkpoint is written. ``parallel``: this process's
+    :class:`~thermocg.train.distributed.DataParallel` in a data-parallel fit (each batch split over the
+    processes, gradients summed; rank 0 alone writes files); None: one process.
     """
 
     def __init__(self, config: TrainConfig, out_dir: str | os.PathLike, *, seed: int,
                  potential: Potential | None = None, resume: bool = True, progress: bool | None = None,
-                 on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> None:
+                 on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+                 parallel: Any = None) -> None:
         if not isinstance(config, TrainConfig):
             raise TrainError(f"config: expected a TrainConfig, got {type(config).__name__}")
         self.config = config
@@ -276,7 +280,9 @@ class Trainer:
         self.resume = resume
         self.show = config.progress if progress is None else progress
         self.on_epoch_end = on_epoch_end
-        self.device = torch.device(config.device)
+        self.parallel = parallel
+        self.device = torch.device(config.device) if parallel is None else parallel.training_device(config.device)
+        self.show = self.show and self.writes
         self._given_potential = potential
         self.states: list[StateData] | None = None
         self.resolved: TrainConfig | None = None
@@ -293,6 +299,11 @@ class Trainer:
     @property
     def checkpoint_path(self) -> Path:
         return self.out_dir / "checkpoint.pt"
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run's files (always, but rank 0 only in a data-parallel fit)."""
+        return self.parallel is None or self.parallel.is_writer
 
     def _need(self, what: str, part: str) -> Any:
         value = getattr(self, what)
@@ -333,12 +344,24 @@ class Trainer:
             adopt_temperature_range(resolved, potential, states)
         self.states, self.resolved = states, resolved
         self.potential = potential.to(self.device)
-        self.thermal = ThermalTraining(resolved, self.potential, states).to(self.device) \
-            if self.potential.temperature_dependent else None
+        self.thermal = None
+        if self.potential.temperature_dependent:
+            if self.parallel is not None:
+                raise TrainError(f"train: data-parallel training of a temperature-dependent model "
+                                 f"({self.potential.kind}; train.temperature_dependence: {resolved.temperature_dependence})"
+                                 " is not supported; train it in one process")
+            self.thermal = ThermalTraining(resolved, self.potential, states).to(self.device)
         description = self.potential.describe()
         self.fingerprint = _fingerprint(resolved, states, self.seed, description)
+        if self.parallel is not None:
+            self.parallel.check_same(self.fingerprint, "the training data, resolved config, model or seed")
         self._checkpoint = self._matching_checkpoint()
+        if self.parallel is not None:  # every rank resumes from the same epoch, or none does
+            found = "none" if self._checkpoint is None else f"epoch {self._checkpoint['epoch']}"
+            self.parallel.check_same(found, f"the checkpoint found in {self.out_dir}")
         self.automatic = automatic_choices(self.config, resolved, self.potential)
+        if not self.writes:
+            return resolved
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_resolved(resolved, self.out_dir / "resolved.yaml", extra={
             "automatic": self.automatic, "model": description, "seed": self.seed,
@@ -380,6 +403,8 @@ class Trainer:
         self.best_weights = _state_dict_copy(self.potential)
         if self._checkpoint is not None:
             self._restore(self._checkpoint)
+        if self.parallel is not None:
+            self.parallel.broadcast_module(self.potential)
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.learning_rate
         self._wall_before = self.history[-1]["wall_s"] if self.history else 0.0
@@ -401,7 +426,9 @@ class Trainer:
             self.schedule.finished = False  # max_epochs was raised
 
     def save_checkpoint(self) -> Path:
-        """Write the whole state of the fit to ``out_dir/checkpoint.pt``, atomically."""
+        """Write the whole state of the fit to ``out_dir/checkpoint.pt``, atomically (not on ranks > 0)."""
+        if not self.writes:
+            return self.checkpoint_path
         payload = {
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "fingerprint": self.fingerprint,
             "epoch": self.epoch, "model": _state_dict_copy(self.potential), "optimizer": self.optimizer.state_dict(),
@@ -439,7 +466,7 @@ class Trainer:
                     self.on_epoch_end(self.epoch, row)
         finally:
             bar.close()
-        if self.history:
+        if self.history and self.writes:
             _write_metrics_csv(self.out_dir / "metrics.csv", self.history)
         return self.history
 
@@ -449,7 +476,12 @@ class Trainer:
         self.epoch += 1
         batch_size, learning_rate = schedule.batch_size, schedule.learning_rate
         train_loss = self._train_pass()
-        val_loss, val_rmse, val_mae, val_terms = self._validate()
+        if self.parallel is None:
+            val_loss, val_rmse, val_mae, val_terms = self._validate()
+        else:
+            val_loss, val_rmse, val_mae = self.parallel.validation_loss(self.potential, self.states, resolved,
+                                                                        self.device)
+            val_terms = {}
         row = {"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss,
                "val_force_rmse_kcal_mol_A": val_rmse, "val_force_mae_kcal_mol_A": val_mae,
                "batch_size": batch_size, "learning_rate": learning_rate, **val_terms}
@@ -464,30 +496,20 @@ class Trainer:
         if self.epoch >= resolved.max_epochs:
             schedule.finished = True
         self.save_checkpoint()
-        _write_metrics_csv(self.out_dir / "metrics.csv", self.history)
+        if self.writes:
+            _write_metrics_csv(self.out_dir / "metrics.csv", self.history)
         return row
 
     def _train_pass(self) -> float:
         """One pass over every training frame in shuffled batches of one state; the mean batch loss."""
-        potential, resolved, dtype = self.potential, self.resolved, self.potential.dtype
+        potential = self.potential
         potential.train()
         batches = _epoch_batches(self.states, self.schedule.batch_size, self.generator)
+        step = self._step if self.parallel is None else functools.partial(self.parallel.train_step, self)
         total, n_batches = 0.0, 0
         inner = tqdm(batches, desc=f"epoch {self.epoch}", leave=False, disable=not self.show, dynamic_ncols=True)
         for k, idx in inner:
-            if self.thermal is not None:
-                loss = self._thermal_batch_loss(k, idx)
-            else:
-                s = self.states[k]
-                positions = torch.as_tensor(s.positions[idx], dtype=dtype, device=self.device)
-                box = torch.as_tensor(s.box[idx], dtype=dtype, device=self.device)
-                reference = torch.as_tensor(s.forces[idx], dtype=dtype, device=self.device)
-                _, forces = energy_and_forces(potential, positions, box, s.types, create_graph=True)
-                loss = force_loss(forces, reference, resolved.loss, resolved.force_scale_kcal_mol_A)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            value = float(loss.detach())
+            value = step(self.states[k], idx)
             if not math.isfinite(value):
                 raise TrainError(f"training diverged at epoch {self.epoch}: the loss is {value}; lower "
                                  "train.learning_rate, or check the CG forces for outliers")
@@ -498,11 +520,27 @@ class Trainer:
         potential.eval()
         return total / max(n_batches, 1)
 
+    def _step(self, s: StateData, idx: np.ndarray) -> float:
+        """One optimiser step on the frames ``idx`` of state ``s``; returns the batch loss."""
+        potential, resolved, dtype = self.potential, self.resolved, self.potential.dtype
+        if self.thermal is not None:
+            loss = self._thermal_batch_loss(s, idx)
+        else:
+            positions = torch.as_tensor(s.positions[idx], dtype=dtype, device=self.device)
+            box = torch.as_tensor(s.box[idx], dtype=dtype, device=self.device)
+            reference = torch.as_tensor(s.forces[idx], dtype=dtype, device=self.device)
+            _, forces = energy_and_forces(potential, positions, box, s.types, create_graph=True)
+            loss = force_loss(forces, reference, resolved.loss, resolved.force_scale_kcal_mol_A)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
     # ---- the temperature-dependent fit (thermocg.train.thermal): each state's temperature, energy terms
-    def _thermal_batch_loss(self, k: int, idx: np.ndarray) -> torch.Tensor:
-        """The loss of one batch of state ``k`` at its temperature, with the energy and thermal-response terms."""
+    def _thermal_batch_loss(self, s: StateData, idx: np.ndarray) -> torch.Tensor:
+        """The loss of one batch of state ``s`` at its temperature, with the energy and thermal-response terms."""
         resolved = self.resolved
-        out = self.thermal.residuals(self.potential, k, self.states[k], idx, create_graph=True)
+        out = self.thermal.residuals(self.potential, s, idx, create_graph=True)
         force_term = force_loss(out["F"], out["f"], resolved.loss, resolved.force_scale_kcal_mol_A)
         return self.thermal.combine(force_term, out.get("d_E"), out.get("d_R"))
 
@@ -527,11 +565,16 @@ class Trainer:
         """Load the best weights; evaluate the test (and validation) frames once; write
         ``model.safetensors`` (with provenance), ``test_metrics.json``, ``learning_curve.png`` and
         ``parity.png``; warn (:class:`TrainWarning`) when training stopped at max_epochs while
-        still improving."""
+        still improving. In a data-parallel fit, ranks > 0 wait for rank 0 to write all that and
+        return the best weights without metrics or summary."""
         resolved, potential, states = self._need("resolved", "resolve"), self.potential, self.states
         self._need("schedule", "fit")
         potential.load_state_dict(self.best_weights)
         potential.eval()
+        if not self.writes:
+            self.parallel.barrier()
+            return TrainResult(model_path=self.out_dir / "model.safetensors", metrics={}, potential=potential.to("cpu"),
+                               config=resolved, history=self.history, out_dir=self.out_dir, automatic=self.automatic)
         test = evaluate(potential, states, "test", batch_size=resolved.eval_batch_size)
         val = evaluate(potential, states, "val", batch_size=resolved.eval_batch_size, keep_predictions=False)
         predictions = test.pop("predictions")
@@ -552,6 +595,8 @@ class Trainer:
         plot_learning_curve(self.history, self.out_dir / "learning_curve.png")
         plot_parity(predictions, self.out_dir / "parity.png", metrics=test)
         summary = self._summary(model_path, test["overall"])
+        if self.parallel is not None:
+            self.parallel.barrier()
         return TrainResult(model_path=model_path, metrics=metrics, potential=potential_cpu, config=resolved,
                            history=self.history, out_dir=self.out_dir, automatic=self.automatic, summary=summary)
 
@@ -589,7 +634,8 @@ class Trainer:
 
 def train_potential(train_frames: Frames | Sequence[Frames], config: TrainConfig, out_dir: str | os.PathLike, *,
                     seed: int, potential: Potential | None = None, resume: bool = True, progress: bool | None = None,
-                    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> TrainResult:
+                    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+                    parallel: Any = None) -> TrainResult:
     """Train a potential on the CG forces of ``train_frames`` (one Frames per state point).
 
     Writes to ``out_dir``: ``model.safetensors`` (best-validation weights, with provenance),
@@ -598,7 +644,7 @@ def train_potential(train_frames: Frames | Sequence[Frames], config: TrainConfig
     of :class:`Trainer`, which does the work (``Trainer(...).run(train_frames)``).
     """
     trainer = Trainer(config, out_dir, seed=seed, potential=potential, resume=resume, progress=progress,
-                      on_epoch_end=on_epoch_end)
+                      on_epoch_end=on_epoch_end, parallel=parallel)
     return trainer.run(train_frames)
 
 
