@@ -84,6 +84,36 @@ def _pair_table_thermal(types):
     return model
 
 
+def _thermal_network(cls, types, **extra):
+    """A small two-block network of ``cls`` valid 250-350 K (T_ref 300 K) at CONTRACT_TEMPERATURE_K, with
+    every weight (thermal heads too) drawn from a seeded generator so that T changes the forces."""
+    model = cls(types, reference_temperature_K=300.0, valid_temperature_range_K=(250.0, 350.0), n_features=12,
+                n_sensitivities=6, dist_soft_min_A=2.0, dist_soft_max_A=5.0, cutoff_A=6.0, n_interaction_layers=2,
+                n_atom_layers=1, seed=5, **extra).to(torch.float64)
+    generator = torch.Generator().manual_seed(11)
+    for head in getattr(model, "thermal_heads", ()):
+        with torch.no_grad():
+            head.weight.copy_(0.5 * torch.randn(head.weight.shape, generator=generator, dtype=torch.float64))
+            if head.bias is not None:
+                head.bias.fill_(0.1)
+    model.set_temperature(CONTRACT_TEMPERATURE_K)
+    return model
+
+
+def _hipnn_thermal(types):
+    """hipnn_ts_thermal: W = E_0 + (T - 300 K) / 300 K E_1, both heads non-zero."""
+    from thermocg.potentials.thermal_hipnn import ThermalHipnnTS
+
+    return _thermal_network(ThermalHipnnTS, types)
+
+
+def _hipnn_tinput(types):
+    """hipnn_ts_tinput: (T - 300 K) / 300 K as an input feature."""
+    from thermocg.potentials.thermal_hipnn import TemperatureInputHipnnTS
+
+    return _thermal_network(TemperatureInputHipnnTS, types)
+
+
 #: kind -> factory(type_names) -> float64 potential. Keep this a plain dict (other kinds are added here).
 #: Temperature-dependent kinds come with their temperature set (CONTRACT_TEMPERATURE_K).
 POTENTIAL_FACTORIES = {
@@ -93,15 +123,17 @@ POTENTIAL_FACTORIES = {
     "hipnn_ts": _hipnn,
     "repulsive_prior": _prior,
     "sum": _sum,
+    "hipnn_ts_thermal": _hipnn_thermal,
+    "hipnn_ts_tinput": _hipnn_tinput,
 }
 
 KINDS = sorted(POTENTIAL_FACTORIES)
 #: kinds with a HIP-NN-TS network, run on both of its code paths
-KERNEL_KINDS = ("hipnn_ts", "sum")
+KERNEL_KINDS = ("hipnn_ts", "sum", "hipnn_ts_thermal", "hipnn_ts_tinput")
 CASES = [(k, "default") for k in KINDS] + [(k, "pytorch") for k in KERNEL_KINDS]
 #: kinds whose forward() itself rejects a type index it does not know (all reject unknown names
 #: through Potential.type_indices; lennard_jones's table lookup raises IndexError instead)
-CHECKS_TYPES_IN_FORWARD = {"hipnn_ts", "repulsive_prior", "sum"}
+CHECKS_TYPES_IN_FORWARD = {"hipnn_ts", "repulsive_prior", "sum", "hipnn_ts_thermal", "hipnn_ts_tinput"}
 
 
 def configuration(seed, *, n=125, triclinic=True):
@@ -332,6 +364,7 @@ def dependent_kind(request):
 
 def test_temperature_dependent_kinds_exist():
     assert "pair_table_thermal" in DEPENDENT_KINDS
+    assert {"hipnn_ts_thermal", "hipnn_ts_tinput"} <= set(DEPENDENT_KINDS)
 
 
 def test_agnostic_kinds_ignore_the_temperature(kind):

@@ -631,3 +631,53 @@ def test_run_train_returns_its_summary(tmp_path) -> None:
     assert summary.cutoff_A == automatic_cutoff_A(frames.box)
     with pytest.raises(ConfigError, match="expected a thermocg Config"):
         run_train(config.train, run_dir)
+
+
+# ---------------------------------------------------------------------------------------------- temperature
+
+def two_temperature_frames() -> list[Frames]:
+    return [lj_md_frames(10, seed=k, temperature_K=t) for k, t in enumerate((110.0, 130.0))]
+
+
+def test_a_given_temperature_dependent_potential_is_evaluated_at_each_state_temperature(tmp_path) -> None:
+    """Trainer(potential=hipnn_ts_thermal): the valid range becomes the training temperatures', and the test
+    metrics of each state are those of the model at that state's temperature."""
+    from thermocg.potentials.thermal_hipnn import ThermalHipnnTS
+    from thermocg.train import Trainer, evaluate, predict_forces
+
+    frames = two_temperature_frames()
+    network = ThermalHipnnTS(["Ar"], reference_temperature_K=120.0, n_features=8, n_sensitivities=6,
+                             dist_soft_min_A=2.5, dist_soft_max_A=6.0, cutoff_A=7.0, n_atom_layers=1)
+    trainer = Trainer(quick_config(max_epochs=2), tmp_path, seed=0, potential=network)
+    result = trainer.run(frames)
+    model = result.potential
+    assert model.valid_temperature_range_K == (110.0, 130.0) and model.temperature_K is None
+    assert result.automatic["valid_temperature_range_K"] == [110.0, 130.0]
+    for state in trainer.states:
+        model.set_temperature(state.temperature_K)
+        alone = evaluate(model, [state], "test", keep_predictions=False)["overall"]
+        assert result.metrics["per_state"][state.label]["rmse"] == pytest.approx(alone["rmse"], rel=1e-12)
+    # evaluate() sets each state's own temperature, whatever the model was set to; and the temperature matters
+    model.set_temperature(130.0)
+    assert evaluate(model, trainer.states[:1], "test")["overall"]["rmse"] == result.metrics["per_state"][
+        trainer.states[0].label]["rmse"]
+    state = trainer.states[0]
+    at_130 = predict_forces(model, state.positions[state.test], state.box[state.test], state.types)
+    model.set_temperature(110.0)
+    at_110 = predict_forces(model, state.positions[state.test], state.box[state.test], state.types)
+    assert np.abs(at_130 - at_110).max() > 0
+
+
+def test_data_parallel_training_of_a_temperature_dependent_model_is_refused(tmp_path) -> None:
+    from thermocg.train import Trainer
+
+    class OneRank:  # the parts of DataParallel that resolve() touches before the check
+        is_writer = True
+
+        def training_device(self, configured: str) -> torch.device:
+            return torch.device(configured)
+
+    trainer = Trainer(quick_config(temperature_dependence="linear"), tmp_path, seed=0, parallel=OneRank())
+    trainer.prepare(two_temperature_frames())
+    with pytest.raises(TrainError, match="data-parallel training of a temperature-dependent model"):
+        trainer.resolve()

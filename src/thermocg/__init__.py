@@ -58,6 +58,8 @@ _LAZY: dict[str, str] = {
     "save_potential": "thermocg.potentials.base",
     "load_potential": "thermocg.potentials.base",
     "HipnnTS": "thermocg.potentials.hipnn",
+    "ThermalHipnnTS": "thermocg.potentials.thermal_hipnn",
+    "TemperatureInputHipnnTS": "thermocg.potentials.thermal_hipnn",
     "RepulsivePrior": "thermocg.potentials.priors",
     "PairTable": "thermocg.potentials.pair",
     "PairTableThermal": "thermocg.potentials.pair",

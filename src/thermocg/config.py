@@ -622,6 +622,27 @@ class TrainConfig:
     #: stop after this many epochs without a new best validation loss
     early_stopping_epochs: int = 20
     max_epochs: int = 200
+    # -- temperature (docs/temperature.md): each frame is trained at its state point's temperature T
+    #: "none": hipnn_ts, one W(R) for every state (today's model). "linear": hipnn_ts_thermal,
+    #: W(R; T) = E_0(R) + (T - T_ref) / T_ref E_1(R), two energy heads on one network. "input":
+    #: hipnn_ts_tinput, (T - T_ref) / T_ref as an input feature of every bead. Frames of one temperature
+    #: give the temperature-agnostic hipnn_ts (with a warning), unless the thermal terms below are on
+    temperature_dependence: Literal["none", "linear", "input"] = "none"
+    #: T_ref (None: the mean temperature of the training frames)
+    reference_temperature_K: float | None = None
+    #: how far outside its training temperatures' range the model may be used with a warning before it
+    #: is an error (None: half the width of that range; required when every frame has one temperature)
+    max_temperature_extrapolation_K: float | None = None
+    #: weight of the energy-matching term (linear only; needs the frames' all-atom potential energies):
+    #: U_E(R) = E_0 - E_1 is fitted to the per-frame energies, up to one constant per state
+    energy_weight: float = 0.0
+    #: weight of the thermal-response term (linear only; needs the energies): F_1 = -grad E_1 is fitted
+    #: to (T_ref / k_B T^2) (f - F(R; T)) (u - U_E(R) - c), whose mean at R is T_ref dF/dT
+    thermal_response_weight: float = 0.0
+    #: None: the RMS fluctuation of the training energies about their state's mean, pooled over states;
+    #: the energy term is computed on energies / energy_scale
+    energy_scale_kcal_mol: float | None = None
+    # -- execution
     #: frames per batch when evaluating (no effect on results)
     eval_batch_size: int = no_effect(8)
     device: str = no_effect("cpu")
@@ -653,6 +674,25 @@ class TrainConfig:
         if (self.dist_soft_min_A is not None and self.dist_soft_max_A is not None
                 and self.dist_soft_min_A >= self.dist_soft_max_A):
             raise ConfigError("train.dist_soft_min_A must be below train.dist_soft_max_A")
+        self._check_temperature_keys()
+
+    def _check_temperature_keys(self) -> None:
+        _positive("train.reference_temperature_K", self.reference_temperature_K)
+        _positive("train.energy_scale_kcal_mol", self.energy_scale_kcal_mol)
+        for key in ("max_temperature_extrapolation_K", "energy_weight", "thermal_response_weight"):
+            _positive(f"train.{key}", getattr(self, key), allow_zero=True)
+        if self.temperature_dependence == "none":
+            for key in ("reference_temperature_K", "max_temperature_extrapolation_K"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(f"train.{key} is set but train.temperature_dependence is 'none' (it applies "
+                                      "only to temperature_dependence: linear or input)")
+        if self.temperature_dependence != "linear":
+            for key in ("energy_weight", "thermal_response_weight"):
+                if getattr(self, key) > 0:
+                    raise ConfigError(
+                        f"train.{key} needs train.temperature_dependence: linear (energy matching and the thermal "
+                        "response fit the energetic part U_E = E_0 - E_1 and the thermal head E_1 of hipnn_ts_thermal; "
+                        f"got temperature_dependence: {self.temperature_dependence})")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -61,6 +61,8 @@ _REGISTRY_MODULES = {
     "sum": "thermocg.potentials.base",
     "lennard_jones": "thermocg.potentials.lj",
     "hipnn_ts": "thermocg.potentials.hipnn",
+    "hipnn_ts_thermal": "thermocg.potentials.thermal_hipnn",
+    "hipnn_ts_tinput": "thermocg.potentials.thermal_hipnn",
     "repulsive_prior": "thermocg.potentials.priors",
     "pair_table": "thermocg.potentials.pair",
     "pair_table_thermal": "thermocg.potentials.pair",

@@ -38,7 +38,7 @@ How it is computed. Two code paths give the same numbers to rounding (:attr:`Hip
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as functional
@@ -293,12 +293,15 @@ class InteractionTS(torch.nn.Module):
     """
 
     def __init__(self, n_in: int, n_out: int, *, n_sensitivities: int, dist_soft_min_A: float,
-                 dist_soft_max_A: float, cutoff_A: float, one_hot_input: bool,
+                 dist_soft_max_A: float, cutoff_A: float, one_hot_input: bool, n_frame_inputs: int = 0,
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.n_in, self.n_out, self.n_sens = n_in, n_out, n_sensitivities
         self.cutoff_A = float(cutoff_A)
         self.one_hot_input = one_hot_input
+        #: the last ``n_frame_inputs`` input features are the same for every bead of a frame (e.g. the
+        #: reduced temperature of :class:`thermocg.potentials.thermal_hipnn.TemperatureInputHipnnTS`)
+        self.n_frame_inputs = int(n_frame_inputs)
         inverse = torch.linspace(1.0 / dist_soft_max_A, 1.0 / dist_soft_min_A, n_sensitivities, dtype=torch.float64)
         self.mu = torch.nn.Parameter((1.0 / inverse).float())
         self.sigma = torch.nn.Parameter(torch.full((n_sensitivities,), 2.0 * n_sensitivities * dist_soft_min_A))
@@ -328,13 +331,19 @@ class InteractionTS(torch.nn.Module):
         """h[i, c, o] = sum_{nu, f} A[i, c, nu, f] V[nu, o, f], (n_beads, 9, F_out).
 
         With ``ops`` (the compiled kernels) and a one-hot input, A comes from the fused kernel;
-        otherwise from the PyTorch path on the padded layout.
+        otherwise from the PyTorch path on the padded layout. Frame-constant input features x_e (the
+        last ``n_frame_inputs`` columns; pairs never cross frames, so x_j,e = x_i,e) are added on the
+        kernel path as A[i, c, e, nu] = x_i,e sum_t A[i, c, t, nu].
         """
         nu, f_in = self.n_sens, self.n_in
         if ops is not None and self.one_hot_input:
-            vec, offsets, type_j = pairs.csr(f_in)
-            layout = _FusedLayout(ops, offsets, type_j, f_in, self.cutoff_A, _sensitivity_floor(vec.dtype))
+            n_types = f_in - self.n_frame_inputs
+            vec, offsets, type_j = pairs.csr(n_types)
+            layout = _FusedLayout(ops, offsets, type_j, n_types, self.cutoff_A, _sensitivity_floor(vec.dtype))
             env = _FusedEnvironment.apply(vec, self.mu.reciprocal(), self.sigma, layout)  # (n, 9, T, nu)
+            if self.n_frame_inputs:
+                frame_inputs = features[:, n_types:].unsqueeze(1).unsqueeze(3)  # (n, 1, E, 1)
+                env = torch.cat([env, env.sum(2, keepdim=True) * frame_inputs], dim=2)
             n = env.shape[0]
             weights = self.int_weights.permute(2, 0, 1).reshape(f_in * nu, self.n_out)  # [(t, nu), o]
             return (env.reshape(n * N_COMPONENTS, f_in * nu) @ weights).reshape(n, N_COMPONENTS, self.n_out)
@@ -426,6 +435,9 @@ class HipnnTS(Potential):
     """
 
     kind = "hipnn_ts"
+    #: input features beyond the one-hot types that are constant within a frame (0 here; subclasses
+    #: that add one fill them in :meth:`frame_inputs`)
+    n_frame_inputs: ClassVar[int] = 0
 
     def __init__(self, type_names: tuple[str, ...] | list[str], *, n_features: int = 128,
                  n_sensitivities: int = 20, dist_soft_min_A: float = 2.0, dist_soft_max_A: float = 13.0,
@@ -454,11 +466,12 @@ class HipnnTS(Potential):
         self.seed = int(seed)
         self.kernel = "auto"
         generator = torch.Generator().manual_seed(self.seed)
-        widths = [self.n_types] + [self.n_features] * self.n_interaction_layers
+        widths = [self.n_types + self.n_frame_inputs] + [self.n_features] * self.n_interaction_layers
         self.interactions = torch.nn.ModuleList(
             InteractionTS(widths[k], widths[k + 1], n_sensitivities=self.n_sensitivities,
                           dist_soft_min_A=self.dist_soft_min_A, dist_soft_max_A=self.dist_soft_max_A,
-                          cutoff_A=self.cutoff_A, one_hot_input=(k == 0), generator=generator)
+                          cutoff_A=self.cutoff_A, one_hot_input=(k == 0),
+                          n_frame_inputs=self.n_frame_inputs if k == 0 else 0, generator=generator)
             for k in range(self.n_interaction_layers)
         )
         self.atom_layers = torch.nn.ModuleList(
@@ -509,8 +522,13 @@ class HipnnTS(Potential):
             return ops
         return hipnn_ops() if supported else None
 
+    def frame_inputs(self, graph: Graph) -> torch.Tensor:
+        """(N, n_frame_inputs) input features appended to the one-hot types (none here)."""
+        raise NotImplementedError(f"{type(self).__name__} declares no frame inputs")
+
     def features(self, graph: Graph) -> list[torch.Tensor]:
-        """The per-bead features of every level, [x0 (one-hot, (N, n_types)), z1, ..., z_n (N, F)]."""
+        """The per-bead features of every level, [x0 (one-hot, (N, n_types), then any frame inputs),
+        z1, ..., z_n (N, F)]."""
         types = graph.types
         if types.numel() and (int(types.min()) < 0 or int(types.max()) >= self.n_types):
             raise ValueError(
@@ -518,6 +536,8 @@ class HipnnTS(Potential):
             )
         dtype = graph.pair_vec.dtype
         x = functional.one_hot(types, self.n_types).to(dtype)
+        if self.n_frame_inputs:
+            x = torch.cat([x, self.frame_inputs(graph).to(dtype)], dim=1)
         pairs = _PairLayout(graph, self.cutoff_A)
         ops = self._fused_kernels(graph)
         levels = [x]

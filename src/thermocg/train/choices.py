@@ -18,6 +18,7 @@ from thermocg.potentials.base import Potential, SumPotential
 from thermocg.potentials.hipnn import HipnnTS
 from thermocg.potentials.priors import RepulsivePrior, derive_repulsive_prior
 from thermocg.train.data import StateData, TrainError, prepare_states
+from thermocg.train.thermal import resolve_temperature, training_temperatures
 
 #: the reference study's cutoff, A
 REFERENCE_CUTOFF_A = 15.0
@@ -90,8 +91,11 @@ def resolve_choices(config: TrainConfig, states: Sequence[StateData]) -> tuple[T
       strength the mean |F| of the CG forces); the smallest taper is the RDF onset.
     - dist_soft_min_A = max(onset - 1 A, onset / 2); dist_soft_max_A = 13/15 cutoff.
     - force_scale_kcal_mol_A: the RMS of all training force components.
+    - the temperature choices (:func:`thermocg.train.thermal.resolve_temperature`): T_ref, the energy
+      scale, and the fallback to the agnostic model for frames of one temperature.
     """
     resolved = copy.deepcopy(config)
+    resolve_temperature(config, resolved, states)
     if resolved.cutoff_A is None:
         resolved.cutoff_A = automatic_cutoff_A(s.box for s in states)
     else:
@@ -128,12 +132,18 @@ def resolve_train_config(config: TrainConfig, frames_list: Frames | Sequence[Fra
     return resolve_choices(config, prepare_states(frames_list, config))
 
 
-_AUTOMATIC_KEYS = ("cutoff_A", "dist_soft_min_A", "dist_soft_max_A", "force_scale_kcal_mol_A")
+_AUTOMATIC_KEYS = ("cutoff_A", "dist_soft_min_A", "dist_soft_max_A", "force_scale_kcal_mol_A",
+                   "reference_temperature_K", "energy_scale_kcal_mol")
 
 
 def automatic_choices(config: TrainConfig, resolved: TrainConfig, potential: Potential) -> dict[str, Any]:
     """What was chosen from the data (keys the user left at None), for ``resolved.yaml``."""
-    chosen: dict[str, Any] = {k: getattr(resolved, k) for k in _AUTOMATIC_KEYS if getattr(config, k) is None}
+    chosen: dict[str, Any] = {k: getattr(resolved, k) for k in _AUTOMATIC_KEYS
+                              if getattr(config, k) is None and getattr(resolved, k) is not None}
+    if resolved.temperature_dependence != config.temperature_dependence:
+        chosen["temperature_dependence"] = resolved.temperature_dependence  # one training temperature
+    if potential.temperature_dependent:
+        chosen["valid_temperature_range_K"] = list(potential.valid_temperature_range_K)
     for term in getattr(potential, "terms", [potential]):
         if term.kind == "repulsive_prior":
             hp = term.hyperparameters()
@@ -165,20 +175,33 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def build_model(config: TrainConfig, type_names: tuple[str, ...], *, seed: int, prior: Any = None) -> Potential:
+def build_model(config: TrainConfig, type_names: tuple[str, ...], *, seed: int, prior: Any = None,
+                temperature_range_K: tuple[float, float] | None = None) -> Potential:
     """HIP-NN-TS (initialised from ``seed``) plus the repulsive prior, as a SumPotential.
 
-    ``config`` must be resolved (:func:`resolve_train_config`).
+    ``config`` must be resolved (:func:`resolve_train_config`). With ``temperature_dependence`` linear
+    or input the network is ``hipnn_ts_thermal`` or ``hipnn_ts_tinput`` (T_ref from the config) whose
+    valid range is ``temperature_range_K`` (the training temperatures' min and max).
     """
     if prior is not None and tuple(prior.type_names) != tuple(type_names):
         raise TrainError(f"prior bead types {prior.type_names} differ from the model's {type_names}")
+    settings = dict(n_features=config.n_features, n_sensitivities=config.n_sensitivities,
+                    dist_soft_min_A=config.dist_soft_min_A, dist_soft_max_A=config.dist_soft_max_A,
+                    cutoff_A=config.cutoff_A, n_interaction_layers=config.n_interaction_layers,
+                    n_atom_layers=config.n_atom_layers, seed=seed)
     with _seeded(seed):
-        network = HipnnTS(
-            type_names, n_features=config.n_features, n_sensitivities=config.n_sensitivities,
-            dist_soft_min_A=config.dist_soft_min_A, dist_soft_max_A=config.dist_soft_max_A,
-            cutoff_A=config.cutoff_A, n_interaction_layers=config.n_interaction_layers,
-            n_atom_layers=config.n_atom_layers, seed=seed,
-        )
+        if config.temperature_dependence == "none":
+            network = HipnnTS(type_names, **settings)
+        else:
+            from thermocg.potentials.thermal_hipnn import TemperatureInputHipnnTS, ThermalHipnnTS
+
+            if temperature_range_K is None or config.reference_temperature_K is None:
+                raise TrainError("build_model: a temperature-dependent network needs the resolved "
+                                 "reference_temperature_K and the training temperatures' range")
+            cls = ThermalHipnnTS if config.temperature_dependence == "linear" else TemperatureInputHipnnTS
+            network = cls(type_names, reference_temperature_K=config.reference_temperature_K,
+                          valid_temperature_range_K=temperature_range_K,
+                          max_temperature_extrapolation_K=config.max_temperature_extrapolation_K, **settings)
     terms = [network] + ([prior] if prior is not None else [])
     model = SumPotential(terms)
     return model.to(getattr(torch, config.dtype))

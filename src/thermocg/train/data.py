@@ -60,7 +60,9 @@ class StateData:
     positions, forces (n_frames, n_beads, 3) A, kcal/mol/A; box (n_frames, 3, 3) A; types (n_beads,)
     indices into ``type_names`` (the state's own names after :func:`prepare_states`, the model's
     after :meth:`for_model`); train/val/test: frame indices; sha256: the hash of the (strided)
-    frames, which the resume check compares.
+    frames, which the resume check compares; temperature_K: the state point's temperature (None
+    without a state point); potential_energy: (n_frames,) kcal/mol, the all-atom potential energy of
+    each frame, or None (hashed when present).
     """
 
     label: str
@@ -73,6 +75,8 @@ class StateData:
     val: np.ndarray
     test: np.ndarray
     sha256: str
+    temperature_K: float | None = None
+    potential_energy: np.ndarray | None = None
 
     def frames(self, part: str) -> Frames:
         """The ``part`` ("train", "val", "test") frames as :class:`Frames` (unit masses)."""
@@ -92,11 +96,14 @@ class StateData:
 
 
 def _data_hash(positions: np.ndarray, forces: np.ndarray, box: np.ndarray, types: np.ndarray,
-               type_names: tuple[str, ...]) -> str:
+               type_names: tuple[str, ...], potential_energy: np.ndarray | None = None) -> str:
     h = hashlib.sha256()
     for array in (positions, forces, box, types):
         h.update(np.ascontiguousarray(array).tobytes())
     h.update(json.dumps(list(type_names)).encode())
+    if potential_energy is not None:
+        h.update(b"potential_energy")
+        h.update(np.ascontiguousarray(potential_energy).tobytes())
     return h.hexdigest()
 
 
@@ -152,10 +159,13 @@ def prepare_states(frames_list: Frames | Sequence[Frames], config: TrainConfig) 
             label = f"{label}_{k}"
         labels.add(label)
         positions, forces, box = frames.positions[stride], frames.forces[stride], frames.box[stride]
+        energy = None if frames.potential_energy_kcal_mol is None else frames.potential_energy_kcal_mol[stride]
         train, val, test = split_indices(len(positions), config.split, n_blocks=config.n_blocks, where=where)
         states.append(StateData(
             label=label, positions=positions, forces=forces, box=box, types=frames.types,
             type_names=tuple(frames.type_names), train=train, val=val, test=test,
-            sha256=_data_hash(positions, forces, box, frames.types, tuple(frames.type_names)),
+            sha256=_data_hash(positions, forces, box, frames.types, tuple(frames.type_names), energy),
+            temperature_K=None if frames.state is None else float(frames.state.temperature_K),
+            potential_energy=energy,
         ))
     return states

@@ -32,6 +32,8 @@ from thermocg.rundir import atomic_path, atomic_write_text
 from thermocg.train.choices import automatic_choices, build_model, check_cutoff, force_scale, resolve_choices
 from thermocg.train.data import StateData, TrainError, TrainWarning, prepare_states
 from thermocg.train.figures import plot_learning_curve, plot_parity
+from thermocg.train.thermal import (ThermalTraining, adopt_temperature_range, state_temperature,
+                                   training_temperatures)
 
 CHECKPOINT_FORMAT = "thermocg-train-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -99,7 +101,8 @@ def evaluate(potential: Potential, states: Sequence[StateData], part: str, *, ba
     :class:`thermocg.analysis.forces.ForceMetrics` (rmse, mae, r2, reference_rms, n_components), and,
     with ``keep_predictions``, "predictions": {label: (predicted, reference)} arrays
     (n_frames, n_beads, 3) kcal/mol/A for the parity figure. ``states`` must be bound to the model's
-    type names (:meth:`StateData.for_model`).
+    type names (:meth:`StateData.for_model`). A temperature-dependent model is evaluated at each
+    state's temperature.
     """
     acc = ForceErrorAccumulator(potential.type_names)
     predictions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -108,9 +111,11 @@ def evaluate(potential: Potential, states: Sequence[StateData], part: str, *, ba
         if len(idx) == 0:
             continue
         kept = []
-        for sl, forces in _batched_forces(potential, s.positions[idx], s.box[idx], s.types, batch_size=batch_size):
-            acc.add(forces, s.forces[idx[sl]], s.types, type_names=s.type_names, state=s.label)
-            kept.append(forces)
+        with state_temperature(potential, s):
+            for sl, forces in _batched_forces(potential, s.positions[idx], s.box[idx], s.types,
+                                              batch_size=batch_size):
+                acc.add(forces, s.forces[idx[sl]], s.types, type_names=s.type_names, state=s.label)
+                kept.append(forces)
         if keep_predictions:
             predictions[s.label] = (np.concatenate(kept), s.forces[idx])
     out: dict[str, Any] = {
@@ -124,12 +129,14 @@ def evaluate(potential: Potential, states: Sequence[StateData], part: str, *, ba
 
 
 def _validation_loss(potential: Potential, states: Sequence[StateData], config: TrainConfig) -> tuple[float, float, float]:
-    """(loss, force RMSE, force MAE) over the pooled validation frames of every state."""
+    """(loss, force RMSE, force MAE) over the pooled validation frames of every state (each at its
+    temperature, for a temperature-dependent model)."""
     preds, refs = [], []
     for s in states:
         if len(s.val):
-            preds.append(predict_forces(potential, s.positions[s.val], s.box[s.val], s.types,
-                                        batch_size=config.eval_batch_size).ravel())
+            with state_temperature(potential, s):
+                preds.append(predict_forces(potential, s.positions[s.val], s.box[s.val], s.types,
+                                            batch_size=config.eval_batch_size).ravel())
             refs.append(s.forces[s.val].ravel())
     p, r = torch.from_numpy(np.concatenate(preds)), torch.from_numpy(np.concatenate(refs))
     loss = float(force_loss(p, r, config.loss, config.force_scale_kcal_mol_A))
@@ -198,11 +205,15 @@ _METRIC_FIELDS = ("epoch", "train_loss", "val_loss", "val_force_rmse_kcal_mol_A"
 
 
 def _write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
+    """One row per epoch: the fields of ``_METRIC_FIELDS``, then any further ones the rows carry (the
+    validation terms of a temperature-dependent fit)."""
+    extra = [k for k in (history[0] if history else {}) if k not in _METRIC_FIELDS]
+    fields = list(_METRIC_FIELDS) + extra
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=_METRIC_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in history:
-        writer.writerow({k: row[k] for k in _METRIC_FIELDS})
+        writer.writerow({k: row.get(k) for k in fields})
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -277,6 +288,8 @@ class Trainer:
         self.resolved: TrainConfig | None = None
         self.potential: Potential | None = None
         self.automatic: dict[str, Any] = {}
+        #: the temperature-dependent part of the fit (None for a temperature-agnostic model)
+        self.thermal: ThermalTraining | None = None
         self.fingerprint = ""
         self._checkpoint: dict[str, Any] | None = None
         self._started = time.perf_counter()
@@ -316,7 +329,9 @@ class Trainer:
         if self._given_potential is None:
             resolved, prior = resolve_choices(self.config, states)
             type_names = prior.type_names if prior is not None else merged_type_names(states)
-            potential = build_model(resolved, tuple(type_names), seed=self.seed, prior=prior)
+            temperatures = training_temperatures(states) if resolved.temperature_dependence != "none" else None
+            potential = build_model(resolved, tuple(type_names), seed=self.seed, prior=prior,
+                                    temperature_range_K=temperatures and (temperatures[0], temperatures[-1]))
             states = [s.for_model(potential.type_names) for s in states]
         else:
             potential = self._given_potential.to(getattr(torch, self.config.dtype))
@@ -326,8 +341,16 @@ class Trainer:
             resolved.cutoff_A = potential.cutoff_A
             if resolved.force_scale_kcal_mol_A is None:
                 resolved.force_scale_kcal_mol_A = force_scale(states)
+            adopt_temperature_range(resolved, potential, states)
         self.states, self.resolved = states, resolved
         self.potential = potential.to(self.device)
+        self.thermal = None
+        if self.potential.temperature_dependent:
+            if self.parallel is not None:
+                raise TrainError(f"train: data-parallel training of a temperature-dependent model "
+                                 f"({self.potential.kind}; train.temperature_dependence: {resolved.temperature_dependence})"
+                                 " is not supported; train it in one process")
+            self.thermal = ThermalTraining(resolved, self.potential, states).to(self.device)
         description = self.potential.describe()
         self.fingerprint = _fingerprint(resolved, states, self.seed, description)
         if self.parallel is not None:
@@ -370,7 +393,11 @@ class Trainer:
         """A fresh optimiser, schedule and batch-order generator, then the accepted checkpoint if any."""
         resolved = self._need("resolved", "resolve")
         self._reset_fit()
-        self.optimizer = torch.optim.Adam(self.potential.parameters(), lr=resolved.learning_rate)
+        parameters = list(self.potential.parameters())
+        if self.thermal is not None:
+            self.thermal.start(self.potential, self.states, batch_size=resolved.eval_batch_size)
+            parameters += list(self.thermal.parameters())
+        self.optimizer = torch.optim.Adam(parameters, lr=resolved.learning_rate)
         self.schedule = PlateauSchedule(batch_size=resolved.batch_size, learning_rate=resolved.learning_rate)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.best_weights = _state_dict_copy(self.potential)
@@ -391,6 +418,8 @@ class Trainer:
         self.history = [dict(row) for row in payload["history"]]
         self.best_weights = payload["best_model"]
         self.epoch = int(payload["epoch"])
+        if self.thermal is not None:
+            self.thermal.load_state_dict(payload["thermal"])
         if self.epoch >= resolved.max_epochs:
             self.schedule.finished = True
         elif self.schedule.finished and self.schedule.epochs_since_best < resolved.early_stopping_epochs:
@@ -406,6 +435,8 @@ class Trainer:
             "schedule": dataclasses.asdict(self.schedule), "generator": self.generator.get_state(),
             "best_model": self.best_weights, "history": self.history,
         }
+        if self.thermal is not None:
+            payload["thermal"] = _state_dict_copy(self.thermal)
         with atomic_path(self.checkpoint_path) as partial:
             torch.save(payload, partial)
         return self.checkpoint_path
@@ -446,13 +477,14 @@ class Trainer:
         batch_size, learning_rate = schedule.batch_size, schedule.learning_rate
         train_loss = self._train_pass()
         if self.parallel is None:
-            val_loss, val_rmse, val_mae = _validation_loss(self.potential, self.states, resolved)
+            val_loss, val_rmse, val_mae, val_terms = self._validate()
         else:
             val_loss, val_rmse, val_mae = self.parallel.validation_loss(self.potential, self.states, resolved,
                                                                         self.device)
+            val_terms = {}
         row = {"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss,
                "val_force_rmse_kcal_mol_A": val_rmse, "val_force_mae_kcal_mol_A": val_mae,
-               "batch_size": batch_size, "learning_rate": learning_rate}
+               "batch_size": batch_size, "learning_rate": learning_rate, **val_terms}
         improved = schedule.update(self.epoch, val_loss, resolved)
         row["best"] = int(improved)
         row["wall_s"] = self._wall_before + time.perf_counter() - start
@@ -491,15 +523,43 @@ class Trainer:
     def _step(self, s: StateData, idx: np.ndarray) -> float:
         """One optimiser step on the frames ``idx`` of state ``s``; returns the batch loss."""
         potential, resolved, dtype = self.potential, self.resolved, self.potential.dtype
-        positions = torch.as_tensor(s.positions[idx], dtype=dtype, device=self.device)
-        box = torch.as_tensor(s.box[idx], dtype=dtype, device=self.device)
-        reference = torch.as_tensor(s.forces[idx], dtype=dtype, device=self.device)
-        _, forces = energy_and_forces(potential, positions, box, s.types, create_graph=True)
-        loss = force_loss(forces, reference, resolved.loss, resolved.force_scale_kcal_mol_A)
+        if self.thermal is not None:
+            loss = self._thermal_batch_loss(s, idx)
+        else:
+            positions = torch.as_tensor(s.positions[idx], dtype=dtype, device=self.device)
+            box = torch.as_tensor(s.box[idx], dtype=dtype, device=self.device)
+            reference = torch.as_tensor(s.forces[idx], dtype=dtype, device=self.device)
+            _, forces = energy_and_forces(potential, positions, box, s.types, create_graph=True)
+            loss = force_loss(forces, reference, resolved.loss, resolved.force_scale_kcal_mol_A)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
+
+    # ---- the temperature-dependent fit (thermocg.train.thermal): each state's temperature, energy terms
+    def _thermal_batch_loss(self, s: StateData, idx: np.ndarray) -> torch.Tensor:
+        """The loss of one batch of state ``s`` at its temperature, with the energy and thermal-response terms."""
+        resolved = self.resolved
+        out = self.thermal.residuals(self.potential, s, idx, create_graph=True)
+        force_term = force_loss(out["F"], out["f"], resolved.loss, resolved.force_scale_kcal_mol_A)
+        return self.thermal.combine(force_term, out.get("d_E"), out.get("d_R"))
+
+    def _validate(self) -> tuple[float, float, float, dict[str, float]]:
+        """(loss, force RMSE, force MAE, further terms) over the pooled validation frames; for a
+        temperature-dependent fit the loss has the energy and thermal-response terms, also reported
+        (dimensionless RMS of the scaled residuals) as ``val_energy_term`` and ``val_response_term``."""
+        resolved = self.resolved
+        if self.thermal is None or not self.thermal.uses_energies:
+            return (*_validation_loss(self.potential, self.states, resolved), {})
+        pooled = self.thermal.evaluate(self.potential, self.states, "val", batch_size=resolved.eval_batch_size)
+        p, r = torch.from_numpy(pooled["F"]), torch.from_numpy(pooled["f"])
+        force_term = force_loss(p, r, resolved.loss, resolved.force_scale_kcal_mol_A)
+        terms = {name: None if pooled[key] is None else torch.from_numpy(pooled[key])
+                 for name, key in (("val_energy_term", "d_E"), ("val_response_term", "d_R"))}
+        loss = float(self.thermal.combine(force_term, terms["val_energy_term"], terms["val_response_term"]))
+        m = force_metrics(p.numpy(), r.numpy())
+        extra = {name: float(t.square().mean().sqrt()) for name, t in terms.items() if t is not None}
+        return loss, m["rmse"], m["mae"], extra
 
     def finalize(self) -> TrainResult:
         """Load the best weights; evaluate the test (and validation) frames once; write
@@ -521,6 +581,9 @@ class Trainer:
         metrics = {**test, "validation": val, "best_epoch": self.schedule.best_epoch, "epochs": self.epoch,
                    "split": {s.label: {"train": int(len(s.train)), "val": int(len(s.val)), "test": int(len(s.test))}
                              for s in states}}
+        if self.thermal is not None and self.thermal.uses_energies:
+            metrics["energy"] = self.thermal.energy_errors(potential, states, "test", batch_size=resolved.eval_batch_size)
+        potential.set_temperature(None)  # a setting of a run, not of the model
         provenance = {
             "training_states": [s.label for s in states], "seed": self.seed, "train_config": to_dict(resolved),
             "data_sha256": {s.label: s.sha256 for s in states}, "test_metrics": test["overall"],
