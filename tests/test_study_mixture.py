@@ -303,6 +303,8 @@ def test_report_of_a_mixture_study(mixture_study):
                  f"rdf_{STATES[1]}_{MW}.png", f"adf_{STATES[0]}_{W}.png"):
         assert (figures / name).stat().st_size > 1000, name
     assert not (figures / f"rdf_{STATES[0]}.png").exists()  # one figure per pair instead
+    # D per bead type: the AA value (1 and 2 x 1e-4 A^2/fs = 1 and 2 x 1e-5 cm^2/s) and the ratios' range
+    assert "| T298_rho0.886_x0.5 | 1 | 2-3 | 2 | 2-4 |" in text
     html = (run_dir / "report" / "index.html").read_text()
     assert "<h2>Per bead type</h2>" in html and f"rdf_{STATES[2]}_{WW}.png" in html
     with open(run_dir / "analysis" / "study" / "per_type.csv") as f:

@@ -756,6 +756,26 @@ def per_type_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+def diffusion_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """Per state, the AA self-diffusion coefficient of each bead type (1e-5 cm^2/s) and the range of
+    D_CG/D_AA of each type over the models run there."""
+    from thermocg.analysis.msd import A2_PER_FS_TO_1E5_CM2_PER_S
+
+    types = _per_type(summary).get("types") or []
+    ratios = (_per_type(summary).get("matrices") or {}).get("d_ratio") or {}
+    rows = []
+    for s in summary["states"]:
+        d_aa = ((summary.get("references") or {}).get(s) or {}).get("diffusion_per_type_A2_fs") or {}
+        row = {"state": s}
+        for t in types:
+            row[f"D_AA {t} (1e-5 cm^2/s)"] = _fmt(_nan(d_aa.get(t)) * A2_PER_FS_TO_1E5_CM2_PER_S)
+            values = [v for table in (ratios.get(t) or {}).values() for cells in table.values()
+                      for v in [_nan(cells.get(s))] if math.isfinite(v)]
+            row[f"D_CG/D_AA {t}"] = f"{_fmt(min(values))}-{_fmt(max(values))}" if values else "n/a"
+        rows.append(row)
+    return rows
+
+
 def per_type_lines(summary: dict[str, Any]) -> list[str]:
     """Per type pair (RDF) and centre type (ADF): the families' mean errors away from the training
     state, weighed against that key's noise floor. Empty for one bead type."""
@@ -855,6 +875,8 @@ def _per_type_markdown(summary: dict[str, Any], figures: "_Figures") -> list[str
         for metric, path in figures.per_type.get("heatmaps", {}).items():
             if path:
                 md += [f"![{metric}]({path})", ""]
+        md += ["Self-diffusion per bead type: the AA value and the range of D_CG/D_AA over the models:", ""]
+        md += _table_md(diffusion_rows(summary))
     rows = composition_rows(summary)
     if rows:
         compositions = (summary.get("composition") or {}).get("compositions") or {}
@@ -882,6 +904,8 @@ def _per_type_html(summary: dict[str, Any], figures: "_Figures") -> list[str]:
                  "state, and the noise floor of the away means. Full matrices in analysis/study/per_type.csv.</p>")
         h.append(_table_html(per_type_rows(summary)))
         h += [f"<img src='{p}' alt='{m}'>" for m, p in figures.per_type.get("heatmaps", {}).items() if p]
+        h.append("<h3>Self-diffusion per bead type</h3><p class='note'>The AA value and the range of "
+                 "D_CG/D_AA over the models run at each state.</p>" + _table_html(diffusion_rows(summary)))
         h.append("<h3>RDF per type pair: AA vs CG models</h3><p class='note'>Solid: model at its training state; "
                  "dashed: away from it. Legend: training set (that pair's RDF error).</p>")
         h += [f"<img src='{p}' alt='rdf {k}'>" for k, p in figures.per_type.get("rdf", {}).items() if p]
@@ -1079,6 +1103,6 @@ def write_report(summary: dict[str, Any], out_dir: str | os.PathLike, *, run_dir
 
 __all__ = ["write_report", "verdict_lines", "speed_rows", "tolerance_line", "heatmap_figure", "overlay_figure",
            "per_type_heatmap_figure", "per_type_rows", "per_type_lines", "composition_rows", "composition_lines",
-           "composition_text", "several_types",
+           "composition_text", "several_types", "diffusion_rows",
            "parity_figure", "learning_curve_figure", "read_learning_history", "first_peak_window", "noise_floor",
            "force_noise"]
