@@ -20,7 +20,13 @@ the report folder:
 - the Langevin friction that would match the AA diffusion, per model and state;
 - learning curves (drawn from each model's ``metrics.csv``, plain tick labels) with a warning next
   to any training that stopped at its epoch cap while still improving;
-- a speed table (AA ns/day, for imported data from the engine's log when there is one, vs CG).
+- a speed table (AA ns/day, for imported data from the engine's log when there is one, vs CG);
+- with several bead types (a mixture, or a molecule of several beads): the errors per type pair
+  (RDF), per centre bead type (ADF), per bead type (force RMSE, D ratio), their means at and away
+  from the training state with per-key noise floors, heatmaps, and RDF/ADF overlays per pair and
+  centre type; with compositions: each state's mole fractions and the errors of the single-state
+  models by the distance of the test composition from the training one
+  (:mod:`thermocg.study.per_type`).
 
 Everything is computed from the summary (and the models' own files for the learning curves), so a
 report can be rebuilt from ``RUN_DIR/analysis/study/summary.json`` without rerunning anything.
@@ -32,7 +38,7 @@ import csv
 import html
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,21 +121,9 @@ def heatmap_figure(summary: dict[str, Any], metric: str, path: Path) -> Path | N
     model_states = {(m["family"], m["train_set"]): set(m["train_states"]) for m in summary["models"]}
     image = None
     for ax, (family, rows, grid) in zip(axes[0], grids):
-        shown = np.log10(np.where(grid > 0, grid, np.nan)) if metric == "d_ratio" else grid
-        image = ax.imshow(shown, cmap=cmap, aspect="auto", **norm_kw)
-        ax.set_xticks(range(len(states)), states, rotation=35, ha="right", fontsize=8)
-        ax.set_yticks(range(len(rows)), rows, fontsize=8)
-        label_axes(ax, "test state")
+        image = _heatmap_panel(ax, grid, rows, states, ratio=metric == "d_ratio", cmap=cmap, norm_kw=norm_kw,
+                               home={r: model_states.get((family, r), set()) for r in rows})
         ax.set_title(_family(family), fontsize=10)
-        for i, row in enumerate(rows):
-            for j, s in enumerate(states):
-                # dark text on light cells: the upper part of viridis, the pale middle of RdBu
-                level = image.norm(shown[i, j]) if np.isfinite(shown[i, j]) else 0.0
-                light = level > 0.55 if metric != "d_ratio" else 0.25 < level < 0.75
-                ax.text(j, i, _fmt(grid[i, j], 2), ha="center", va="center", fontsize=7,
-                        color="black" if light else "white")
-                if s in model_states.get((family, row), set()):
-                    ax.add_patch(pyplot().Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.5, ec="orange"))
     axes[0][0].set_ylabel("training set")
     title, unit = METRIC_TITLES[metric]
     cbar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9)
@@ -139,17 +133,43 @@ def heatmap_figure(summary: dict[str, Any], metric: str, path: Path) -> Path | N
     return path
 
 
+def _heatmap_panel(ax: Any, grid: np.ndarray, rows: list[str], states: list[str], *, ratio: bool, cmap: str,
+                   norm_kw: dict[str, float], home: dict[str, set[str]]) -> Any:
+    """One heatmap panel: ``grid`` (rows x states) annotated, cells of a row's training states
+    (``home``) outlined; a ratio is shown on a log10 scale. Returns the image (for a colour bar)."""
+    shown = np.log10(np.where(grid > 0, grid, np.nan)) if ratio else grid
+    image = ax.imshow(shown, cmap=cmap, aspect="auto", **norm_kw)
+    ax.set_xticks(range(len(states)), states, rotation=35, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    label_axes(ax, "test state")
+    for i, row in enumerate(rows):
+        for j, s in enumerate(states):
+            # dark text on light cells: the upper part of viridis, the pale middle of RdBu
+            level = image.norm(shown[i, j]) if np.isfinite(shown[i, j]) else 0.0
+            light = level > 0.55 if not ratio else 0.25 < level < 0.75
+            ax.text(j, i, _fmt(grid[i, j], 2), ha="center", va="center", fontsize=7,
+                    color="black" if light else "white")
+            if s in home.get(row, set()):
+                ax.add_patch(pyplot().Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.5, ec="orange"))
+    return image
+
+
 def _model_colors(summary: dict[str, Any]) -> dict[str, Any]:
     cmap = pyplot().get_cmap("tab10")
     return {m["name"]: cmap(k % 10) for k, m in enumerate(summary["models"])}
 
 
-def _overlay_curves(result: dict[str, Any], kind: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(pair or "all", x, y) curves of a summary's RDF or ADF (the to_dict of an RDFResult/ADFResult)."""
+def _overlay_curves(result: dict[str, Any], kind: str, key: str | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(pair or "all", x, y) curves of a summary's RDF or ADF (the to_dict of an RDFResult/ADFResult):
+    every pair of the RDF (``key``: that pair only), the ADF of every centre (``key``: of the angles
+    centred on that bead type)."""
     if kind == "rdf":
         r = np.asarray(result["r_A"])
-        return [(pair, r, np.asarray(g, dtype=float)) for pair, g in result["g"].items()]
-    return [("all", np.asarray(result["angle_deg"]), np.asarray(result["p"]["all"], dtype=float))]
+        return [(pair, r, np.asarray(g, dtype=float)) for pair, g in result["g"].items() if key in (None, pair)]
+    name = key or "all"
+    if name not in result["p"]:
+        return []
+    return [(name, np.asarray(result["angle_deg"]), np.asarray(result["p"][name], dtype=float))]
 
 
 def first_peak_window(r_A: np.ndarray, g: np.ndarray) -> tuple[float, float] | None:
@@ -167,15 +187,18 @@ def first_peak_window(r_A: np.ndarray, g: np.ndarray) -> tuple[float, float] | N
     return float(max(r_A[0], r_A[onset] - 0.1 * width)), float(min(r_A[-1], r_A[end] + 0.5 * width))
 
 
-def overlay_figure(summary: dict[str, Any], state: str, kind: str, path: Path) -> Path | None:
+def overlay_figure(summary: dict[str, Any], state: str, kind: str, path: Path, *, key: str | None = None) -> Path | None:
     """AA vs every model's curve at one state: ``kind`` "rdf" (g(r) per pair, and below it a zoom on
-    the first peak) or "adf" (p(theta))."""
+    the first peak) or "adf" (p(theta)); ``key``: one bead-type pair of the RDF, or the angles centred
+    on one bead type of the ADF (default: every pair; the angles around every bead)."""
     ref = summary["references"].get(state)
     if not ref or not ref.get(kind):
         return None
     families = summary["families"]
     colors = _model_colors(summary)
-    ref_curves = _overlay_curves(ref[kind], kind)
+    ref_curves = _overlay_curves(ref[kind], kind, key)
+    if not ref_curves:
+        return None
     window = None
     if kind == "rdf":
         window = first_peak_window(ref_curves[0][1], np.mean([y for _, _, y in ref_curves], axis=0))
@@ -193,8 +216,10 @@ def overlay_figure(summary: dict[str, Any], state: str, kind: str, path: Path) -
                 if m["family"] != family or not ev or not ev.get(kind):
                     continue
                 style = {"color": colors[m["name"]], "lw": 1.4, "ls": "-" if state in m["train_states"] else "--"}
-                label = f"{m['train_set']} ({_fmt(ev.get(f'{kind}_error'), 2)})" if row == 0 else None
-                for _, x, y in _overlay_curves(ev[kind], kind):
+                error = ev.get(f"{kind}_error") if key is None else (
+                    ev.get("rdf_pair_errors" if kind == "rdf" else "adf_centre_errors") or {}).get(key)
+                label = f"{m['train_set']} ({_fmt(error, 2)})" if row == 0 else None
+                for _, x, y in _overlay_curves(ev[kind], kind, key):
                     ax.plot(x, y, label=label, **style)
                     if window is not None:
                         shown.append(y[(x >= window[0]) & (x <= window[1])])
@@ -204,7 +229,8 @@ def overlay_figure(summary: dict[str, Any], state: str, kind: str, path: Path) -
             else:
                 label_axes(ax, "angle (deg)", "p (1/deg)")
             if row == 0:
-                ax.set_title(f"{_family(family)} at {state}", fontsize=10)
+                what = "" if key is None else (f", pair {key}" if kind == "rdf" else f", angles around {key}")
+                ax.set_title(f"{_family(family)} at {state}{what}", fontsize=10)
                 ax.legend(fontsize=7, title="trained on (error)", title_fontsize=7)
             else:
                 values = np.concatenate([v[np.isfinite(v)] for v in shown if v.size]) if shown else np.array([1.0])
@@ -535,7 +561,9 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(stability)
     lines += _training_lines(summary)
     lines += _family_lines(summary)
+    lines += per_type_lines(summary)
     lines += _pooled_lines(summary)
+    lines += composition_lines(summary)
     lines += _diffusion_lines(summary)
     frames = _force_frames_line(summary)
     if frames:
@@ -543,10 +571,17 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def composition_text(fractions: dict[str, float] | None) -> str:
+    """Mole fractions in words: ``x(methanol_trappe) = 0.25, x(water_spce) = 0.75``; "" for None."""
+    return ", ".join(f"x({name}) = {x:.4g}" for name, x in (fractions or {}).items())
+
+
 def _state_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
-    """One row per state: declared state point, measured density, AA source and speed, noise, tolerance."""
+    """One row per state: declared state point (and for a mixture its composition), measured density,
+    AA source and speed, noise, tolerance."""
     rows = []
     imported = set(summary.get("imported") or [])
+    mixture = any(values.get("mole_fractions") for values in summary["states"].values())
     for s, values in summary["states"].items():
         noise = (summary.get("noise") or {}).get(s, {})
         tol = summary["tolerances"]["per_state"].get(s, {})
@@ -554,7 +589,8 @@ def _state_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
         note = (summary.get("aa_speed_note") or {}).get(s) or ""
         rows.append({
             "state": s,
-            "declared": ", ".join(f"{k} = {v:g}" for k, v in values.items()),
+            "declared": ", ".join(f"{k} = {v:g}" for k, v in values.items() if k != "mole_fractions"),
+            **({"composition": composition_text(values.get("mole_fractions"))} if mixture else {}),
             "measured density (g/cm^3)": _fmt(summary.get("measured_density_g_cm3", {}).get(s), 4),
             "AA data": "imported" if s in imported else "generated",
             "AA ns/day": f"{_fmt(speed)}" + (f" ({note})" if note and not _finite(speed) else ""),
@@ -619,6 +655,271 @@ def _failed_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
 
 
 # --------------------------------------------------------------------------------------------------
+# several bead types, and composition as a state variable (thermocg.study.per_type)
+# --------------------------------------------------------------------------------------------------
+
+def _per_type(summary: dict[str, Any]) -> dict[str, Any]:
+    return summary.get("per_type") or {}
+
+
+def several_types(summary: dict[str, Any]) -> bool:
+    """Whether the study has more than one bead type (then its per-type results are reported)."""
+    per_type = _per_type(summary)
+    return len(per_type.get("types") or []) > 1 or len(per_type.get("pairs") or []) > 1
+
+
+def per_type_heatmap_figure(summary: dict[str, Any], metric: str, path: Path) -> Path | None:
+    """The matrices of one per-key metric (``rdf_pair_error``, ``adf_centre_error``, ``force_rmse`` or
+    ``d_ratio`` of :func:`thermocg.study.per_type.per_type_summary`): one row of panels per key (type
+    pair or bead type), one column per family, one colour scale; training states outlined."""
+    from thermocg.study.per_type import PER_TYPE_METRICS
+
+    by_key = _per_type(summary).get("matrices", {}).get(metric) or {}
+    families = summary["families"]
+    states = list(summary["states"])
+    panels = []
+    for key, tables in by_key.items():
+        for family in families:
+            table = tables.get(family, {})
+            rows = list(table)
+            panels.append((key, family, rows, np.array([[_nan(table[r][s]) for s in states] for r in rows], dtype=float)))
+    values = np.concatenate([g.ravel() for *_, g in panels]) if panels else np.array([])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None
+    ratio = metric == "d_ratio"
+    if ratio:
+        positive = values[values > 0]
+        span = max(float(np.abs(np.log10(positive)).max()) if positive.size else 1.0, 0.05)
+        cmap, norm_kw = "RdBu_r", {"vmin": -span, "vmax": span}
+    else:
+        cmap, norm_kw = "viridis", {"vmin": 0.0, "vmax": float(values.max())}
+    n_rows = max(len(rows) for _, _, rows, _ in panels)
+    fig, axes = new_figure(len(by_key), len(families), panel_size=(1.6 + 1.2 * len(states), 1.4 + 0.5 * n_rows),
+                           layout="constrained")
+    model_states = {(m["family"], m["train_set"]): set(m["train_states"]) for m in summary["models"]}
+    image = None
+    for ax, (key, family, rows, grid) in zip(axes.ravel(), panels):
+        image = _heatmap_panel(ax, grid, rows, states, ratio=ratio, cmap=cmap, norm_kw=norm_kw,
+                               home={r: model_states.get((family, r), set()) for r in rows})
+        ax.set_title(f"{_family(family)}: {key}", fontsize=9)
+        ax.set_ylabel("training set", fontsize=8)
+    cbar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9)
+    cbar.set_label("log10 ratio" if ratio else "")
+    fig.suptitle(PER_TYPE_METRICS[metric][0] + "  (orange: training state)", fontsize=10)
+    finish_figure(fig, path, dpi=90, tight=False)
+    return path
+
+
+def _per_type_figures(summary: dict[str, Any], fig_dir: Path, rel: Any) -> dict[str, dict[str, str | None]]:
+    """The per-type figures of a study with several bead types: a heatmap per per-key metric, and
+    RDF overlays per (state, pair) and ADF overlays per (state, centre type)."""
+    if not several_types(summary):
+        return {"heatmaps": {}, "rdf": {}, "adf": {}}
+    per_type = _per_type(summary)
+    heatmaps = {m: rel(per_type_heatmap_figure(summary, m, fig_dir / f"heatmap_per_type_{m}.png"))
+                for m in per_type.get("matrices", {})}
+    rdf, adf = {}, {}
+    for state in summary["states"]:
+        for pair in per_type.get("pairs", []):
+            rdf[f"{state} {pair}"] = rel(overlay_figure(summary, state, "rdf", fig_dir / f"rdf_{state}_{pair}.png",
+                                                        key=pair))
+        for name in per_type.get("types", []):
+            adf[f"{state} {name}"] = rel(overlay_figure(summary, state, "adf", fig_dir / f"adf_{state}_{name}.png",
+                                                        key=name))
+    return {"heatmaps": heatmaps, "rdf": rdf, "adf": adf}
+
+
+_PER_TYPE_WHAT = {"rdf_pair_error": "RDF error of pair", "adf_centre_error": "ADF error around",
+                  "force_rmse": "force RMSE of", "d_ratio": "abs log(D_CG/D_AA) of"}
+
+
+def per_type_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """The per-key means: one row per (metric, key); per family the single-state models at and away
+    from their training state and each pooled model (mean over every state), and the noise floor of
+    the "away" means (per-key floors: :mod:`thermocg.study.per_type`)."""
+    rows = []
+    for metric, by_key in (_per_type(summary).get("means") or {}).items():
+        for key, by_family in by_key.items():
+            row = {"metric": _PER_TYPE_WHAT.get(metric, metric), "key": key}
+            floors = []
+            for family, means in by_family.items():
+                label = _family(family)
+                row[f"{label} home"] = _fmt(means["single_at_training_state"]["mean"])
+                row[f"{label} away"] = _fmt(means["single_away"]["mean"])
+                for name, pooled in means["pooled"].items():
+                    row[f"{label} {name}"] = _fmt(pooled["mean"])
+                floors.append(_nan(means["single_away"]["noise_floor"]))
+            finite = [f for f in floors if math.isfinite(f)]
+            row["noise floor (away)"] = _fmt(float(np.mean(finite)) if finite else math.nan)
+            rows.append(row)
+    return rows
+
+
+def diffusion_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """Per state, the AA self-diffusion coefficient of each bead type (1e-5 cm^2/s) and the range of
+    D_CG/D_AA of each type over the models run there."""
+    from thermocg.analysis.msd import A2_PER_FS_TO_1E5_CM2_PER_S
+
+    types = _per_type(summary).get("types") or []
+    ratios = (_per_type(summary).get("matrices") or {}).get("d_ratio") or {}
+    rows = []
+    for s in summary["states"]:
+        d_aa = ((summary.get("references") or {}).get(s) or {}).get("diffusion_per_type_A2_fs") or {}
+        row = {"state": s}
+        for t in types:
+            row[f"D_AA {t} (1e-5 cm^2/s)"] = _fmt(_nan(d_aa.get(t)) * A2_PER_FS_TO_1E5_CM2_PER_S)
+            values = [v for table in (ratios.get(t) or {}).values() for cells in table.values()
+                      for v in [_nan(cells.get(s))] if math.isfinite(v)]
+            row[f"D_CG/D_AA {t}"] = f"{_fmt(min(values))}-{_fmt(max(values))}" if values else "n/a"
+        rows.append(row)
+    return rows
+
+
+def per_type_lines(summary: dict[str, Any]) -> list[str]:
+    """Per type pair (RDF) and centre type (ADF): the families' mean errors away from the training
+    state, weighed against that key's noise floor. Empty for one bead type."""
+    if not several_types(summary) or len(summary["families"]) < 2:
+        return []
+    a, b = summary["families"][:2]
+    lines = []
+    for metric, what in (("rdf_pair_error", "RDF error of the pair"), ("adf_centre_error", "ADF error of the angles around")):
+        for key, by_family in ((_per_type(summary).get("means") or {}).get(metric) or {}).items():
+            ma, mb = by_family[a]["single_away"], by_family[b]["single_away"]
+            va, vb = _nan(ma["mean"]), _nan(mb["mean"])
+            if not (math.isfinite(va) and math.isfinite(vb)):
+                continue
+            floors = [f for f in (_nan(ma["noise_floor"]), _nan(mb["noise_floor"])) if math.isfinite(f)]
+            jd = judge(va, vb, float(np.mean(floors)) if floors else math.nan)
+            lower = _family(a) if jd["lower"] == "a" else _family(b)
+            lines.append(f"{what} {key} away from the training state (single-state models, mean): {_family(a)} "
+                         f"{_fmt(va)} vs {_family(b)} {_fmt(vb)}: {_gap_sentence(lower, jd)}.")
+    return lines
+
+
+def _distance_label(row: dict[str, Any], with_temperature: bool) -> str:
+    text = f"|dx| {_fmt(row['delta_x'], 3)}"
+    return text + (f", |dT| {_fmt(row['delta_T_K'])} K" if with_temperature else "")
+
+
+def composition_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """Errors of the single-state models by the distance of the test state's composition from their
+    training state's: one row per (metric, distance), a column per family and the noise floor."""
+    composition = summary.get("composition") or {}
+    rows = []
+    for metric, by_family in (composition.get("by_distance") or {}).items():
+        distances: dict[tuple[float, float], dict[str, Any]] = {}
+        for family, entries in by_family.items():
+            for entry in entries:
+                distances.setdefault((entry["delta_x"], entry["delta_T_K"]), {})[family] = entry
+        with_t = any(dt for _, dt in distances)
+        for (dx, dt), cells in distances.items():
+            row = {"metric": _WHAT.get(metric, metric),
+                   "distance from the training state": _distance_label({"delta_x": dx, "delta_T_K": dt}, with_t)}
+            floors = []
+            for family in summary["families"]:
+                entry = cells.get(family)
+                row[_family(family)] = f"{_fmt(entry['mean'])} (n={entry['n']})" if entry else "n/a"
+                if entry:
+                    floors.append(_nan(entry["noise_floor"]))
+            finite = [f for f in floors if math.isfinite(f)]
+            row["noise floor"] = _fmt(float(np.mean(finite)) if finite else math.nan)
+            rows.append(row)
+    return rows
+
+
+def composition_lines(summary: dict[str, Any]) -> list[str]:
+    """Per family and structural error: the error at the training composition against the error at the
+    farthest composition, weighed against the noise floor (does the model lose accuracy as the
+    composition moves away?). Empty when the states have no compositions or one composition."""
+    composition = summary.get("composition") or {}
+    lines = []
+    for metric in ("rdf_error", "adf_error"):
+        for family, entries in ((composition.get("by_distance") or {}).get(metric) or {}).items():
+            same_t = [e for e in entries if not e["delta_T_K"] and math.isfinite(_nan(e["mean"]))]
+            home = next((e for e in same_t if e["delta_x"] == 0), None)
+            far = max((e for e in same_t if e["delta_x"] > 0), key=lambda e: e["delta_x"], default=None)
+            if home is None or far is None:
+                continue
+            floor = _nan(far["noise_floor"])
+            jd = judge(_nan(home["mean"]), _nan(far["mean"]), floor)
+            series = ", ".join(f"{_fmt(e['mean'])} at |dx| {_fmt(e['delta_x'], 3)}" for e in same_t)
+            head = f"{_family(family)} single-composition models, {_WHAT[metric]} by composition distance: {series}"
+            if jd["resolved"] is False:
+                tail = (f"the error at |dx| {_fmt(far['delta_x'], 3)} is indistinguishable from that at the training "
+                        f"composition (a gap of {_fmt(jd['gap'])}, within the noise floor {_fmt(jd['floor'])})")
+            elif jd["resolved"]:
+                side = "higher" if jd["lower"] == "a" else "lower"
+                tail = (f"at |dx| {_fmt(far['delta_x'], 3)} the error is {side} by {_fmt(jd['gap'])}, "
+                        f"{_fmt(jd['in_floors'], 2)}x the noise floor ({_fmt(jd['floor'])})")
+            else:
+                tail = "no noise floor is known to judge the change against"
+            lines.append(f"{head}: {tail}.")
+    return lines
+
+
+def _per_type_markdown(summary: dict[str, Any], figures: "_Figures") -> list[str]:
+    md: list[str] = []
+    if several_types(summary):
+        md += ["", "## Per bead type", "",
+               "Means of the single-state models at (home) and away from their training state and of each pooled "
+               "model over every state; per-key noise floors (the AA data's halves; forces: the evaluated frames' "
+               "halves). Full matrices in analysis/study/per_type.csv.", ""]
+        md += _table_md(per_type_rows(summary))
+        per_type = _per_type(summary)
+        for metric in ("rdf_pair_error", "adf_centre_error"):
+            for key, tables in (per_type.get("matrices", {}).get(metric) or {}).items():
+                md += ["", f"**{_PER_TYPE_WHAT[metric]} {key}**", ""]
+                for family in summary["families"]:
+                    md += [f"{_family(family)}", "", _matrix_rows_md(summary, tables.get(family, {})), ""]
+        for metric, path in figures.per_type.get("heatmaps", {}).items():
+            if path:
+                md += [f"![{metric}]({path})", ""]
+        md += ["Self-diffusion per bead type: the AA value and the range of D_CG/D_AA over the models:", ""]
+        md += _table_md(diffusion_rows(summary))
+    rows = composition_rows(summary)
+    if rows:
+        compositions = (summary.get("composition") or {}).get("compositions") or {}
+        md += ["", "## Composition", ""]
+        md += [f"- {s}: {composition_text(x) or 'no composition'}" for s, x in compositions.items()]
+        md += ["", "Single-state models by the distance of the test composition from the training one "
+               "(|dx|: the largest difference of a mole fraction):", ""] + _table_md(rows)
+    return md
+
+
+def _matrix_rows_md(summary: dict[str, Any], table: dict[str, dict[str, float]]) -> str:
+    states = list(summary["states"])
+    out = ["| trained on | " + " | ".join(states) + " |", "|---" * (len(states) + 1) + "|"]
+    out += [f"| {row} | " + " | ".join(_fmt(values[s]) for s in states) + " |" for row, values in table.items()]
+    return "\n".join(out)
+
+
+def _per_type_html(summary: dict[str, Any], figures: "_Figures") -> list[str]:
+    h: list[str] = []
+    if several_types(summary):
+        h.append("<h2>Per bead type</h2><p class='note'>The headline errors above are over every bead (the RDF error "
+                 "is the mean over the type pairs). Here per type pair (RDF), per centre bead type (ADF: angles "
+                 "between neighbours of any type within the same shell), per bead type (forces, diffusion): the "
+                 "single-state models at (home) and away from their training state, each pooled model over every "
+                 "state, and the noise floor of the away means. Full matrices in analysis/study/per_type.csv.</p>")
+        h.append(_table_html(per_type_rows(summary)))
+        h += [f"<img src='{p}' alt='{m}'>" for m, p in figures.per_type.get("heatmaps", {}).items() if p]
+        h.append("<h3>Self-diffusion per bead type</h3><p class='note'>The AA value and the range of "
+                 "D_CG/D_AA over the models run at each state.</p>" + _table_html(diffusion_rows(summary)))
+        h.append("<h3>RDF per type pair: AA vs CG models</h3><p class='note'>Solid: model at its training state; "
+                 "dashed: away from it. Legend: training set (that pair's RDF error).</p>")
+        h += [f"<img src='{p}' alt='rdf {k}'>" for k, p in figures.per_type.get("rdf", {}).items() if p]
+        h.append("<h3>ADF per centre bead type</h3>")
+        h += [f"<img src='{p}' alt='adf {k}'>" for k, p in figures.per_type.get("adf", {}).items() if p]
+    rows = composition_rows(summary)
+    if rows:
+        h.append("<h2>Composition</h2><p class='note'>Single-state models by the distance of the test state's "
+                 "composition from their training state's (|dx|: the largest difference of a mole fraction), with "
+                 "the noise floor of those entries.</p>" + _table_html(rows))
+    return h
+
+
+# --------------------------------------------------------------------------------------------------
 # the report
 # --------------------------------------------------------------------------------------------------
 
@@ -645,6 +946,8 @@ class _Figures:
     adf: dict[str, str | None]
     parity: dict[str, str | None]
     curves: dict[str, list[str]]
+    #: several bead types: "heatmaps" (per-key metric), "rdf" ("<state> <pair>"), "adf" ("<state> <type>")
+    per_type: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
 
 def _model_figures(summary: dict[str, Any], fig_dir: Path, run_dir: str | os.PathLike | None,
@@ -680,12 +983,15 @@ def _draw_figures(summary: dict[str, Any], out_dir: Path, run_dir: str | os.Path
         return None if path is None else os.path.relpath(path, out_dir)
 
     states = list(summary["states"])
+    # several type pairs: one RDF figure per (state, pair) instead (_per_type_figures)
+    rdf_states = [] if several_types(summary) else states
     return _Figures(
         heatmaps={m: rel(heatmap_figure(summary, m, fig_dir / f"heatmap_{m}.png")) for m in METRIC_TITLES},
-        rdf={s: rel(overlay_figure(summary, s, "rdf", fig_dir / f"rdf_{s}.png")) for s in states},
+        rdf={s: rel(overlay_figure(summary, s, "rdf", fig_dir / f"rdf_{s}.png")) for s in rdf_states},
         adf={s: rel(overlay_figure(summary, s, "adf", fig_dir / f"adf_{s}.png")) for s in states},
         parity={f: rel(parity_figure(summary, f, fig_dir / f"parity_{f}.png")) for f in summary["families"]},
         curves=_model_figures(summary, fig_dir, run_dir, rel),
+        per_type=_per_type_figures(summary, fig_dir, rel),
     )
 
 
@@ -700,6 +1006,7 @@ def _markdown(summary: dict[str, Any], title: str, lines: list[str], figures: _F
             md += [f"**{_family(family)}**", "", _matrix_md(summary, metric, family), ""]
         if figures.heatmaps.get(metric):
             md += [f"![{metric}]({figures.heatmaps[metric]})", ""]
+    md += _per_type_markdown(summary, figures) + [""]
     friction = _friction_rows(summary)
     if friction:
         md += ["## Langevin friction matching the AA diffusion (1/ps)", ""] + _table_md(friction) + [""]
@@ -741,9 +1048,12 @@ def _html(summary: dict[str, Any], title: str, lines: list[str], figures: _Figur
     h.append("<h2>RDF: AA vs CG models, per state</h2><p class='note'>Solid: model at its training state; "
              "dashed: away from it. Legend: training set (RDF error). Lower panels: the first peak.</p>")
     h += [f"<img src='{p}' alt='rdf {s}'>" for s, p in figures.rdf.items() if p]
+    if several_types(summary):
+        h.append("<p class='note'>Several bead types: one figure per state and type pair, under Per bead type.</p>")
     h.append("<h2>ADF: AA vs CG models, per state</h2>")
     adf_imgs = [f"<img src='{p}' alt='adf {s}'>" for s, p in figures.adf.items() if p]
     h += adf_imgs or ["<p class='note'>No angle distributions were computed.</p>"]
+    h += _per_type_html(summary, figures)
     h.append("<h2>Force parity</h2>")
     frames = _force_frames_line(summary)
     if frames:
@@ -792,5 +1102,7 @@ def write_report(summary: dict[str, Any], out_dir: str | os.PathLike, *, run_dir
 
 
 __all__ = ["write_report", "verdict_lines", "speed_rows", "tolerance_line", "heatmap_figure", "overlay_figure",
+           "per_type_heatmap_figure", "per_type_rows", "per_type_lines", "composition_rows", "composition_lines",
+           "composition_text", "several_types", "diffusion_rows",
            "parity_figure", "learning_curve_figure", "read_learning_history", "first_peak_window", "noise_floor",
            "force_noise"]

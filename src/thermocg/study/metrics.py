@@ -12,6 +12,9 @@ Error metrics (the matrices; each defined once, in the module named):
   (:func:`thermocg.analysis.adf.adf_error`);
 - D ratio: D_CG / D_AA from the mean-square displacement (1 = same mobility; CG models with
   Langevin friction are usually faster, a known artefact of coarse-graining).
+
+The same errors per bead-type pair (RDF), per centre bead type (ADF) and per bead type (forces, D)
+are in :mod:`thermocg.study.per_type`, with the compositions of the states.
 """
 
 from __future__ import annotations
@@ -62,12 +65,14 @@ class Structure:
     """RDF (every bead-type pair), ADF and diffusion coefficient of a stretch of CG frames.
 
     ``adf_cutoff_A``: the neighbour shell of the ADF, A; ``diffusion_A2_fs``: D from the MSD, A^2/fs
-    (None for fewer than 3 frames)."""
+    (None for fewer than 3 frames), over every bead; ``diffusion_per_type_A2_fs``: D of the beads of
+    each type (None with ``diffusion_A2_fs``)."""
 
     rdf: RDFResult
     adf: ADFResult
     adf_cutoff_A: float
     diffusion_A2_fs: float | None
+    diffusion_per_type_A2_fs: dict[str, float] | None = None
 
 
 def measure_structure(frames: Frames, rdf_settings: RDFConfig, analysis: AnalysisConfig, *,
@@ -89,12 +94,14 @@ def measure_structure(frames: Frames, rdf_settings: RDFConfig, analysis: Analysi
         adf_cutoff_A = rdf_first_minimum_A(rdf.r_A, np.mean(np.stack(list(rdf.g.values())), axis=0))
     adf = ADF(frames, cutoff_A=adf_cutoff_A, bin_width_deg=analysis.adf_bin_width_deg).run(
         start, stop, progress=bar).results
-    diffusion = None
+    diffusion, per_type = None, None
     if adf.n_frames >= 3:
         msd = MSD(frames, fit_start_fraction=analysis.msd_fit_start_fraction,
                   fit_end_fraction=analysis.msd_fit_end_fraction).run(start, stop, progress=bar).results
         diffusion = float(msd.diffusion_A2_fs["all"])
-    return Structure(rdf=rdf, adf=adf, adf_cutoff_A=float(adf_cutoff_A), diffusion_A2_fs=diffusion)
+        per_type = {k: float(v) for k, v in msd.diffusion_A2_fs.items() if k != "all"}
+    return Structure(rdf=rdf, adf=adf, adf_cutoff_A=float(adf_cutoff_A), diffusion_A2_fs=diffusion,
+                     diffusion_per_type_A2_fs=per_type)
 
 
 def diffusion_ratio(diffusion_A2_fs: float | None, reference_A2_fs: float | None) -> float | None:
@@ -228,7 +235,17 @@ def summarize(config: Config, results: dict[str, Any], *, failed: dict[str, str]
     }
     summary["verdicts"] = verdicts(summary)
     summary["comparison"] = compare_families(summary)
+    _add_per_type(summary)
     return summary
+
+
+def _add_per_type(summary: dict[str, Any]) -> None:
+    """The per bead type matrices and means, and the compositions of the states and the errors by
+    composition distance (:mod:`thermocg.study.per_type`), into the summary (in place)."""
+    from thermocg.study.per_type import composition_summary, per_type_summary
+
+    summary["per_type"] = per_type_summary(summary)
+    summary["composition"] = composition_summary(summary)
 
 
 def _finite(value: Any) -> bool:
@@ -452,4 +469,8 @@ def write_matrices(summary: dict[str, Any], out_dir: str | os.PathLike) -> list[
     matrices_json = json.loads(json_text(summary["matrices"]))
     written.append(atomic_write_text(out_dir / "matrices.json", json.dumps(
         {"metrics": METRIC_LABELS, "matrices": matrices_json}, indent=1)))
+    if summary.get("per_type"):
+        from thermocg.study.per_type import write_per_type_matrices
+
+        written.append(write_per_type_matrices(summary, out_dir))
     return written

@@ -28,6 +28,11 @@ from thermocg.study.files import FileHashes
 #: relative paths, output hashes and their upstream manifests' hashes, force errors on held-out frames)
 STUDY_FORMAT_VERSION = 3
 
+#: what the ref and eval units measure per bead type (thermocg.study.per_type): part of their keys, so
+#: that results written before these existed are measured again (those two kinds only, not the AA
+#: data, the trainings or the CG runs)
+PER_TYPE_OUTPUTS = "rdf per pair, adf per centre type, D per type, force rmse halves per type"
+
 #: the kinds of unit, in the order a state's and a model's units run
 UNIT_KINDS = ("aa", "map", "ref", "model", "md", "eval")
 
@@ -197,7 +202,7 @@ def plan_units(config: Config, *, hashes: FileHashes | None = None) -> list[Unit
         plan.add(f"map/{label}", "map", (f"aa/{label}",), {"mapping": config.mapping}, state=label)
         plan.add(f"ref/{label}", "ref", (f"map/{label}",),
                  {"rdf": config.rdf, "analysis": result_dict(config.analysis), "noise_floor": "halves",
-                  "density": "mean"}, state=label)
+                  "density": "mean", "per_type": PER_TYPE_OUTPUTS}, state=label)
     friction: dict[str, Any] = {"langevin_friction": study.langevin_friction}
     if study.langevin_friction == "match_diffusion":
         friction["friction_pilot_ps"] = study.friction_pilot_ps
@@ -222,7 +227,8 @@ def plan_units(config: Config, *, hashes: FileHashes | None = None) -> list[Unit
             plan.add(f"eval/{model.name}/{label}", "eval", (f"md/{model.name}/{label}", f"ref/{label}"),
                      {"study": {k: getattr(study, k) for k in ("force_eval_frames", "parity_samples")},
                       "held_out": _held_out_inputs(config, label), "rdf": config.rdf,
-                      "analysis": result_dict(config.analysis), "friction_fit": "additive"},
+                      "analysis": result_dict(config.analysis), "friction_fit": "additive",
+                      "per_type": PER_TYPE_OUTPUTS},
                      state=label, model=model)
     return plan.units
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -29,6 +30,7 @@ from thermocg.dataset import H5MDDataset, read_frames
 from thermocg.model_summary import ModelSummary
 from thermocg.rundir import RunDir
 from thermocg.study.metrics import measure_structure, structure_errors
+from thermocg.study.per_type import per_type_errors, per_type_noise
 from thermocg.progress import Progress, progress_mode
 from thermocg.study.plan import ModelSpec, import_of, models_trained_at, state_points
 
@@ -43,6 +45,15 @@ __all__ = ["AllAtomResult", "MapResult", "ReferenceResult", "Evaluation", "Stage
 
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _float_dict(value: Any) -> dict[str, float] | None:
+    """A JSON mapping of numbers (None stays None; a null value reads as NaN)."""
+    return None if value is None else {str(k): math.nan if v is None else float(v) for k, v in value.items()}
+
+
+def _nested_float_dict(value: Any) -> dict[str, dict[str, float]] | None:
+    return None if value is None else {str(k): _float_dict(v) or {} for k, v in value.items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -94,7 +105,10 @@ class ReferenceResult:
     ``diffusion_A2_fs``: D from the MSD (None for fewer than 3 frames); ``noise``: the RDF and ADF
     errors of the first half of the data against the second (the noise floor of the errors), None
     for fewer than 4 frames; ``density_g_cm3``: the mean mass density of the frames' boxes (for
-    imported data the real one, beside the declared state point)."""
+    imported data the real one, beside the declared state point). Per bead type
+    (:mod:`thermocg.study.per_type`): ``diffusion_per_type_A2_fs``, D of each type, and
+    ``noise_per_type``, the noise floor of the RDF error of each type pair (``rdf_pair_errors``) and
+    of the ADF error of each centre type (``adf_centre_errors``)."""
 
     rdf: RDFResult
     adf: ADFResult
@@ -104,11 +118,14 @@ class ReferenceResult:
     n_frames: int
     n_beads: int
     density_g_cm3: float | None = None
+    diffusion_per_type_A2_fs: dict[str, float] | None = None
+    noise_per_type: dict[str, dict[str, float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"rdf": self.rdf.to_dict(), "adf": self.adf.to_dict(), "adf_cutoff_A": self.adf_cutoff_A,
                 "diffusion_A2_fs": self.diffusion_A2_fs, "noise": self.noise, "n_frames": self.n_frames,
-                "n_beads": self.n_beads, "density_g_cm3": self.density_g_cm3}
+                "n_beads": self.n_beads, "density_g_cm3": self.density_g_cm3,
+                "diffusion_per_type_A2_fs": self.diffusion_per_type_A2_fs, "noise_per_type": self.noise_per_type}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ReferenceResult":
@@ -120,7 +137,9 @@ class ReferenceResult:
                    adf_cutoff_A=float(data["adf_cutoff_A"]), diffusion_A2_fs=_optional_float(data["diffusion_A2_fs"]),
                    noise=None if noise is None else {k: float(v) for k, v in noise.items()},
                    n_frames=int(data["n_frames"]), n_beads=int(data["n_beads"]),
-                   density_g_cm3=_optional_float(data.get("density_g_cm3")))
+                   density_g_cm3=_optional_float(data.get("density_g_cm3")),
+                   diffusion_per_type_A2_fs=_float_dict(data.get("diffusion_per_type_A2_fs")),
+                   noise_per_type=_nested_float_dict(data.get("noise_per_type")))
 
 
 @dataclass
@@ -137,7 +156,12 @@ class Evaluation:
     at which this model's diffusion would match the AA one
     (:func:`thermocg.analysis.msd.friction_matching_diffusion`; None when either D is unknown). An
     unstable run (``blowup`` set) has no structure: ``rdf``, ``adf``, ``diffusion_A2_fs``, the
-    three errors and the friction fit are None."""
+    three errors and the friction fit are None.
+
+    Per bead type (:mod:`thermocg.study.per_type`; None for an unstable run): ``rdf_pair_errors``
+    (type pair -> RDF error; ``rdf_error`` is their mean), ``adf_centre_errors`` (centre bead type ->
+    ADF error of the angles around it), ``diffusion_per_type_A2_fs`` and ``d_ratio_per_type``; the
+    force errors per type are in ``force["per_type"]``, with ``force["per_type_rmse_halves"]``."""
 
     force: dict[str, Any]
     parity: np.ndarray
@@ -152,6 +176,10 @@ class Evaluation:
     force_frames: str | None = None
     friction_per_ps: float | None = None
     friction_fit_per_ps: float | None = None
+    rdf_pair_errors: dict[str, float] | None = None
+    adf_centre_errors: dict[str, float] | None = None
+    diffusion_per_type_A2_fs: dict[str, float] | None = None
+    d_ratio_per_type: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"force": self.force, "parity": np.asarray(self.parity).tolist(), "ns_per_day": self.ns_per_day,
@@ -159,7 +187,9 @@ class Evaluation:
                 "adf": None if self.adf is None else self.adf.to_dict(), "diffusion_A2_fs": self.diffusion_A2_fs,
                 "rdf_error": self.rdf_error, "adf_error": self.adf_error, "d_ratio": self.d_ratio,
                 "force_frames": self.force_frames, "friction_per_ps": self.friction_per_ps,
-                "friction_fit_per_ps": self.friction_fit_per_ps}
+                "friction_fit_per_ps": self.friction_fit_per_ps, "rdf_pair_errors": self.rdf_pair_errors,
+                "adf_centre_errors": self.adf_centre_errors, "diffusion_per_type_A2_fs": self.diffusion_per_type_A2_fs,
+                "d_ratio_per_type": self.d_ratio_per_type}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Evaluation":
@@ -174,7 +204,11 @@ class Evaluation:
                    rdf_error=_optional_float(data.get("rdf_error")), adf_error=_optional_float(data.get("adf_error")),
                    d_ratio=_optional_float(data.get("d_ratio")), force_frames=data.get("force_frames"),
                    friction_per_ps=_optional_float(data.get("friction_per_ps")),
-                   friction_fit_per_ps=_optional_float(data.get("friction_fit_per_ps")))
+                   friction_fit_per_ps=_optional_float(data.get("friction_fit_per_ps")),
+                   rdf_pair_errors=_float_dict(data.get("rdf_pair_errors")),
+                   adf_centre_errors=_float_dict(data.get("adf_centre_errors")),
+                   diffusion_per_type_A2_fs=_float_dict(data.get("diffusion_per_type_A2_fs")),
+                   d_ratio_per_type=_float_dict(data.get("d_ratio_per_type")))
 
 
 def result_type(kind: str) -> type:
@@ -465,7 +499,7 @@ def reference_observables(config: Config, run_dir: Path, label: str) -> Referenc
     with _progress(config, total, f"ref {label}") as progress:
         whole = measure_structure(frames, config.rdf, config.analysis, adf_cutoff_A=config.analysis.adf_cutoff_A,
                                   progress=progress)
-        noise = None
+        noise, noise_per_type = None, None
         if half >= 2:
             first = measure_structure(frames, config.rdf, config.analysis, adf_cutoff_A=whole.adf_cutoff_A, stop=half,
                                       progress=progress)
@@ -473,10 +507,12 @@ def reference_observables(config: Config, run_dir: Path, label: str) -> Referenc
                                        start=half, progress=progress)
             errors = structure_errors(second, first)
             noise = {"rdf_error": errors["rdf_error"], "adf_error": errors["adf_error"]}
+            noise_per_type = per_type_noise(second, first)
     density = Density(frames).run().results.mean_density_g_cm3
     return ReferenceResult(rdf=whole.rdf, adf=whole.adf, adf_cutoff_A=whole.adf_cutoff_A,
                            diffusion_A2_fs=whole.diffusion_A2_fs, noise=noise, n_frames=frames.n_frames,
-                           n_beads=frames.n_particles, density_g_cm3=float(density))
+                           n_beads=frames.n_particles, density_g_cm3=float(density),
+                           diffusion_per_type_A2_fs=whole.diffusion_per_type_A2_fs, noise_per_type=noise_per_type)
 
 
 def mscg_fit_frames(n_frames: int, pair: Any) -> np.ndarray:
@@ -576,6 +612,8 @@ def _force_evaluation(config: Config, run_dir: Path, model_path: Path, label: st
     force = accumulator.report()
     halves = [accumulator.metrics(state=f"half{h}").rmse for h in (0, 1)]
     force["rmse_halves"] = halves if accumulator.n_frames("half1") else None
+    force["per_type_rmse_halves"] = ({name: [accumulator.metrics(state=f"half{h}", bead_type=name).rmse for h in (0, 1)]
+                                      for name in force["per_type"]} if accumulator.n_frames("half1") else None)
     samples = np.concatenate(parity)[:study.parity_samples] if parity else np.zeros((0, 2))
     return force, samples, which
 
@@ -615,7 +653,8 @@ def evaluate_model(config: Config, run_dir: Path, model: ModelSpec, trained: Mod
                                           mass_amu=float(np.mean(frames.masses)))
     return dataclasses.replace(out, rdf=structure.rdf, adf=structure.adf, diffusion_A2_fs=structure.diffusion_A2_fs,
                                friction_per_ps=friction, friction_fit_per_ps=fit,
-                               **structure_errors(structure, reference))
+                               diffusion_per_type_A2_fs=structure.diffusion_per_type_A2_fs,
+                               **structure_errors(structure, reference), **per_type_errors(structure, reference))
 
 
 def default_stages() -> Stages:
