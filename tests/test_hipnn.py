@@ -21,7 +21,7 @@ import torch
 
 from thermocg import _ext
 from thermocg.frames import Frames
-from thermocg.neighbors import Graph, build_graph, pair_index
+from thermocg.neighbors import Graph, build_graph
 from thermocg.potentials import energy_and_forces
 from thermocg.potentials.hipnn import HipnnTS, load_hippynn_state_dict
 from thermocg.potentials.priors import PriorDataError, RepulsivePrior, derive_repulsive_prior

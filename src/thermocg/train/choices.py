@@ -18,7 +18,7 @@ from thermocg.potentials.base import Potential, SumPotential
 from thermocg.potentials.hipnn import HipnnTS
 from thermocg.potentials.priors import RepulsivePrior, derive_repulsive_prior
 from thermocg.train.data import StateData, TrainError, prepare_states
-from thermocg.train.thermal import resolve_temperature, training_temperatures
+from thermocg.train.thermal import resolve_temperature
 
 #: the reference study's cutoff, A
 REFERENCE_CUTOFF_A = 15.0
