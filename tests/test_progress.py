@@ -75,3 +75,30 @@ def test_unknown_total_and_durations():
     p.close()
     assert stream.getvalue().splitlines() == ["eval: 40 frames, 1m15s elapsed", "eval: 40 frames, done in 1m15s"]
     assert format_duration(7325) == "2h02m" and format_duration(float("nan")) == "?"
+
+
+def test_resumed_work_estimates_from_the_items_done_since():
+    stream, clock = io.StringIO(), Clock()
+    with Progress(100, description="train", unit="epochs", stream=stream, interval_s=0.0, clock=clock,
+                  initial=40) as p:
+        clock.t += 30.0
+        p.update(10)  # 10 epochs in 30 s since the resume: 50 left take 150 s (not 30 / 50 * 50 = 30 s)
+    assert stream.getvalue().splitlines()[0] == "train: 50/100 epochs (50%), 30s elapsed, about 2m30s left"
+    with pytest.raises(ValueError, match="initial"):
+        Progress(5, description="x", initial=6, mode="off")
+
+
+def test_md_progress_in_a_log_is_plain_lines(capsys, monkeypatch):
+    """A CG run's progress written to a log file: plain lines, no carriage returns."""
+    from helpers import engine_test_liquid
+
+    from thermocg.md import simulate
+
+    monkeypatch.setenv("THERMOCG_PROGRESS", "lines")
+    frame, lj = engine_test_liquid(216, network=False)
+    simulate(lj, frame, temperature_K=120.0, timestep_fs=2.0, n_steps=40, seed=1, save_interval_steps=20,
+             keep_frames=False, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    last = [line for line in err.splitlines() if line.startswith("MD")][-1]
+    assert last.startswith("MD langevin: 40/40 steps (100%), done in"), err

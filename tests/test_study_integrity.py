@@ -408,7 +408,7 @@ def test_force_errors_use_frames_no_model_trained_on():
 def test_mscg_fit_frames_are_those_thermocg_mscg_fits(tmp_path, rng):
     from thermocg.dataset import H5MDDataset, write_frames
     from thermocg.frames import Frames
-    from thermocg.mscg import _split_frames
+    from thermocg.mscg import split_frames
     from thermocg.study.stages import mscg_fit_frames
 
     n = 53
@@ -419,7 +419,7 @@ def test_mscg_fit_frames_are_those_thermocg_mscg_fits(tmp_path, rng):
         pair = dataclasses.replace(from_dict(Config, {}).pair, frame_stride=stride, max_frames=max_frames,
                                    test_fraction=test)
         with H5MDDataset(tmp_path / "x.h5md") as ds:
-            fit, _ = _split_frames(ds, pair)
+            fit, _ = split_frames(ds, pair)
         np.testing.assert_array_equal(mscg_fit_frames(n, pair), fit)
 
 

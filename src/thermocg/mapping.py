@@ -354,9 +354,9 @@ def map_trajectory(aa_h5md: str | os.PathLike, topology: Topology, mapping: Mapp
         meta = {**ds.metadata, **(metadata or {}), "source": str(aa_h5md), "mapping": mapping.description}
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from thermocg.progress import Progress
 
-            bar = tqdm(total=len(ds), desc=f"map {aa_h5md.parent.name or aa_h5md.name}", unit="frame")
+            bar = Progress(len(ds), description=f"map {aa_h5md.parent.name or aa_h5md.name}", unit="frames")
         with H5MDWriter(
             out_h5md, types=mapping.bead_types, type_names=mapping.bead_type_names,
             masses=mapping.bead_masses, kind="cg", state=ds.state, has_forces=True,

@@ -62,7 +62,6 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 import torch
-from tqdm.auto import tqdm
 
 from thermocg import provenance
 from thermocg.analysis.forces import ForceErrorAccumulator, force_errors
@@ -73,9 +72,11 @@ from thermocg.model_summary import ModelSummary
 from thermocg.neighbors import check_cutoff_fits
 from thermocg.potentials.base import save_potential
 from thermocg.potentials.pair import PairTable, PairTableThermal, bspline_basis, export_lammps
+from thermocg.progress import Progress
 from thermocg.rundir import RunDir, atomic_savefig, atomic_write_text
 
-__all__ = ["MSCGError", "MSCGWarning", "NormalEquations", "fit_pair_potential", "run_fit_pair", "force_errors"]
+__all__ = ["MSCGError", "MSCGWarning", "NormalEquations", "fit_pair_potential", "run_fit_pair", "force_errors",
+           "split_frames"]
 
 
 class MSCGError(ValueError):
@@ -515,8 +516,8 @@ def _fit_blocks(type_names: Sequence[str], blocks: Iterable[Frames], settings: P
                     max_temperature_extrapolation_K=settings.max_temperature_extrapolation_K)
 
 
-def _progress(total: int, enabled: bool, desc: str) -> tqdm:
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="frame", leave=False)
+def _progress(total: int, enabled: bool, desc: str) -> Progress:
+    return Progress(total, description=desc, unit="frames", leave=False, mode="auto" if enabled else "off")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -582,7 +583,7 @@ def _fit_labels(config: Config, rd: RunDir, train_states: list[str] | None) -> d
     return {label: available[label] for label in labels}
 
 
-def _split_frames(ds: H5MDDataset, settings: PairConfig) -> tuple[np.ndarray, np.ndarray]:
+def split_frames(ds: H5MDDataset, settings: PairConfig) -> tuple[np.ndarray, np.ndarray]:
     """(fit, test) frame indices of one dataset: every ``frame_stride``-th frame, at most
     ``max_frames``, the last ``test_fraction`` of them held out."""
     if not ds.has_forces:
@@ -610,7 +611,7 @@ def _fit_and_test(paths: dict[str, Path], settings: PairConfig) -> tuple[Any, di
     state's test frames: (table, {label: force_errors dict}, the accumulator pooling every state)."""
     datasets = {label: H5MDDataset(path, kind="cg") for label, path in paths.items()}
     try:
-        splits = {label: _split_frames(ds, settings) for label, ds in datasets.items()}
+        splits = {label: split_frames(ds, settings) for label, ds in datasets.items()}
         blocks = (ds.read(fit[start:start + settings.block_frames])
                   for label, ds in datasets.items() for fit in (splits[label][0],)
                   for start in range(0, len(fit), settings.block_frames))

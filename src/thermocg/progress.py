@@ -76,11 +76,13 @@ class Progress:
     stream : where to write (default: sys.stderr)
     interval_s : the least time between two plain lines
     leave : keep the bar on screen when it closes (inner bars usually do not)
+    initial : items already done before this work started (a resumed run); the estimate of the time
+        left counts only the items done since
     clock : a monotonic clock in seconds (tests pass their own)
     """
 
     def __init__(self, total: int | None, *, description: str, unit: str = "items", mode: ProgressMode = "auto",
-                 stream: TextIO | None = None, interval_s: float = 5.0, leave: bool = True,
+                 stream: TextIO | None = None, interval_s: float = 5.0, leave: bool = True, initial: int = 0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if total is not None and total < 0:
             raise ValueError(f"Progress: total must be >= 0, got {total}")
@@ -92,7 +94,10 @@ class Progress:
         self.stream = sys.stderr if stream is None else stream
         self.mode = progress_mode(mode, self.stream)
         self.interval_s = float(interval_s)
-        self.n = 0
+        if initial < 0 or (total is not None and initial > total):
+            raise ValueError(f"Progress: initial must be within 0..total, got {initial} of {total}")
+        self.initial = int(initial)
+        self.n = self.initial
         self.postfix = ""
         self._clock = clock
         self._start = clock()
@@ -103,7 +108,7 @@ class Progress:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=total, desc=description, unit=f" {unit}", leave=leave, file=self.stream,
-                             dynamic_ncols=True)
+                             dynamic_ncols=True, initial=self.initial)
 
     # ---------------------------------------------------------------------------------------------
     def update(self, n: int = 1) -> None:
@@ -156,8 +161,9 @@ class Progress:
         parts = [f"{self.description}: {counts}", f"{format_duration(elapsed)} elapsed"]
         if final:
             parts[-1] = f"done in {format_duration(elapsed)}"
-        elif self.total and 0 < self.n < self.total:
-            parts.append(f"about {format_duration(elapsed / self.n * (self.total - self.n))} left")
+        elif self.total and self.initial < self.n < self.total:
+            rate = (self.n - self.initial) / elapsed if elapsed > 0 else math.inf
+            parts.append(f"about {format_duration((self.total - self.n) / rate)} left")
         text = ", ".join(parts)
         if self.postfix and not final:
             text += f" [{self.postfix}]"

@@ -524,7 +524,7 @@ class _StateRun:
                  schedule: _Schedule, seeds: tuple[int, int, int, int], progress: bool) -> None:
         import openmm
         import openmm.unit as u
-        from tqdm.auto import tqdm
+        from thermocg.progress import Progress
 
         _, seed_integrator, seed_barostat, seed_velocities = seeds
         temperature = state.temperature_K
@@ -546,8 +546,8 @@ class _StateRun:
         self.context.setVelocitiesToTemperature(temperature * u.kelvin, seed_velocities)
         self.thermo = _Thermo(dof=3 * system_def.n_atoms - self.system.getNumConstraints() - 3,
                               mass_amu=system_def.mass_amu)
-        self.bar = tqdm(total=schedule.n_total, unit="step", disable=not progress,
-                        desc=f"generate {system_def.name} {state.label}", mininterval=2.0)
+        self.bar = Progress(schedule.n_total, description=f"generate {system_def.name} {state.label}", unit="steps",
+                            mode="auto" if progress else "off")
 
     def run_phase(self, phase: str, n_steps: int, on_save: Callable[["openmm.State"], None] | None = None
                   ) -> list[float]:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from thermocg.progress import Progress
 
 from thermocg.dataset import H5MDDataset
 from thermocg.frames import Frames
@@ -212,7 +212,7 @@ def force_errors(potential: Potential, frames: Frames | H5MDDataset | str | os.P
     sampler = _ParitySampler(parity_samples, n_batches=-(-len(indices) // batch_frames), types=types_np, seed=seed)
     bar = None
     if progress:
-        bar = tqdm(total=len(indices), desc="force errors", unit="frame", leave=False)
+        bar = Progress(len(indices), description="force errors", unit="frames", leave=False)
     for start in range(0, len(indices), batch_frames):
         idx = indices[start:start + batch_frames]
         block = frames.select(idx) if isinstance(frames, Frames) else frames.read(idx)

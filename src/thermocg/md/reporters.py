@@ -50,6 +50,7 @@ from thermocg import units
 from thermocg.frames import StatePoint
 from thermocg.md.state import MDInputError, Snapshot, write_restart
 from thermocg.rundir import finish_partial, partial_path
+from thermocg.progress import Progress, ProgressMode
 
 if TYPE_CHECKING:
     from thermocg.md.simulation import CGSimulation
@@ -361,27 +362,27 @@ class FrameCollector(IntervalReporter):
 
 
 class ProgressReporter(IntervalReporter):
-    """A tqdm progress bar over ``total_steps`` steps from ``start_step``, with simulated ps and ns/day.
-    Asks for nothing, so it costs no transfer."""
+    """Progress over ``total_steps`` steps from ``start_step`` (a bar on a terminal, plain lines in a
+    log: :class:`thermocg.progress.Progress`), with simulated ps and ns/day. Asks for nothing, so it
+    costs no transfer."""
 
-    def __init__(self, total_steps: int, *, start_step: int = 0, description: str = "MD") -> None:
-        from tqdm.auto import tqdm
-
+    def __init__(self, total_steps: int, *, start_step: int = 0, description: str = "MD",
+                 mode: ProgressMode = "auto") -> None:
         super().__init__(max(1, min(100, total_steps // 200 or 1)), phase_step=start_step)
         self.start_step = int(start_step)
-        self._bar = tqdm(total=total_steps, desc=description, unit="step", leave=False)
+        self._progress = Progress(total_steps, description=description, unit="steps", leave=False, mode=mode)
         self._wall0 = time.perf_counter()
 
     def report(self, simulation: "CGSimulation", snapshot: Snapshot) -> None:
         done = snapshot.step - self.start_step
-        self._bar.update(done - self._bar.n)
         elapsed = time.perf_counter() - self._wall0
         simulated_ps = done * simulation.timestep_fs * units.FS_TO_PS
-        self._bar.set_postfix(t_ps=f"{simulated_ps:.2f}", ns_day=f"{simulated_ps * 1e-3 / elapsed * 86400:.3g}")
+        self._progress.set_postfix(f"{simulated_ps:.2f} ps, {simulated_ps * 1e-3 / elapsed * 86400:.3g} ns/day")
+        self._progress.update(done - self._progress.n)
 
     def finish(self, step: int) -> None:
-        """Show ``step`` as reached (the bar ends where the run ended)."""
-        self._bar.update(max(0, (step - self.start_step) - self._bar.n))
+        """Show ``step`` as reached (the progress ends where the run ended)."""
+        self._progress.update(max(0, (step - self.start_step) - self._progress.n))
 
     def close(self, *, success: bool = True) -> None:
-        self._bar.close()
+        self._progress.close()

@@ -62,7 +62,8 @@ from thermocg.potentials.base import Potential
 if TYPE_CHECKING:
     from thermocg.config import Config, SimulateConfig
 
-__all__ = ["SimulationResult", "simulate", "MDRunSummary", "run_simulate", "simulate_exit_status"]
+__all__ = ["SimulationResult", "simulate", "MDRunSummary", "run_simulate", "simulate_exit_status", "StateJob",
+           "read_initial_state", "simulate_state", "continue_state", "finish_state", "check_continuable"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -450,7 +451,7 @@ def _state_labels(config: "Config", run_dir: Any, state: list[str] | str | None)
 
 
 @dataclass
-class _StateJob:
+class StateJob:
     """One state of :func:`run_simulate`: the inputs a run needs, typed."""
 
     potential: Potential
@@ -490,17 +491,17 @@ def run_simulate(config: "Config", run_dir: str | os.PathLike, *, model: str | o
     name = model_name(model)
     summaries = []
     for k, label in enumerate(_state_labels(config, rd, state)):
-        job = _StateJob(potential=potential, settings=settings, model_file=str(model), model=name, label=label,
+        job = StateJob(potential=potential, settings=settings, model_file=str(model), model=name, label=label,
                         dataset=rd.cg_dataset(label), out_dir=rd.md(name, label), seed=int(config.seed) + 7919 * k,
                         device=str(device), progress=progress)
         try:
-            summaries.append(_continue_state(job) if continue_run else _simulate_state(job))
+            summaries.append(continue_state(job) if continue_run else simulate_state(job))
         except MDInputError as exc:
             raise MDInputError(f"simulate {name} at {label}: {exc}") from None
     return summaries
 
 
-def _read_initial(job: _StateJob) -> tuple[Frames, float]:
+def read_initial_state(job: StateJob) -> tuple[Frames, float]:
     """The last frame of the state's CG dataset, and the run's temperature."""
     from thermocg.dataset import H5MDDataset
 
@@ -514,7 +515,7 @@ def _read_initial(job: _StateJob) -> tuple[Frames, float]:
     return initial, temperature
 
 
-def _fast_part(job: _StateJob, *, continuing: bool) -> tuple[Potential | None, dict[str, Path]]:
+def _fast_part(job: StateJob, *, continuing: bool) -> tuple[Potential | None, dict[str, Path]]:
     """The fast part of the model for an r-RESPA run (None otherwise), tabulated for the inner loop
     (:class:`~thermocg.md.splitting.TabulatedPair`), and the file it was saved to.
 
@@ -551,10 +552,10 @@ def _fast_part(job: _StateJob, *, continuing: bool) -> tuple[Potential | None, d
     return TabulatedPair.from_pair_potential(table), {"respa_fast": path}
 
 
-def _simulate_state(job: _StateJob) -> MDRunSummary:
+def simulate_state(job: StateJob) -> MDRunSummary:
     """A fresh run of one state."""
     settings = job.settings
-    initial, temperature = _read_initial(job)
+    initial, temperature = read_initial_state(job)
     fast, fast_paths = _fast_part(job, continuing=False)
     result = simulate(
         job.potential, initial, temperature_K=temperature, timestep_fs=settings.timestep_fs,
@@ -571,11 +572,11 @@ def _simulate_state(job: _StateJob) -> MDRunSummary:
     result.paths.update(fast_paths)
     temps = result.thermo["temperature_K"]
     mean = float(temps.mean()) if len(temps) else None
-    return _finish_state(job, result, temperature, start_step=0, seed=job.seed,
+    return finish_state(job, result, temperature, start_step=0, seed=job.seed,
                          mean_temperature_K=mean, n_thermo_samples=len(temps))
 
 
-def _finish_state(job: _StateJob, result: SimulationResult, temperature: float, *, start_step: int, seed: int,
+def finish_state(job: StateJob, result: SimulationResult, temperature: float, *, start_step: int, seed: int,
                   mean_temperature_K: float | None, n_thermo_samples: int) -> MDRunSummary:
     """The summary of a state's run, written with the resolved settings beside its files."""
     from thermocg import provenance
@@ -607,7 +608,7 @@ CONTINUE_MAY_CHANGE = ("duration_ps", "check_interval_steps", "max_temperature_f
                        "min_distance_A")
 
 
-def _check_continuable(job: _StateJob, restart_step: int) -> tuple[dict[str, Any], int]:
+def check_continuable(job: StateJob, restart_step: int) -> tuple[dict[str, Any], int]:
     """Refuse to continue a run whose settings, model or files do not fit; returns its summary.json
     and the number of rows of its thermo.csv."""
     import yaml
@@ -644,21 +645,21 @@ def _check_continuable(job: _StateJob, restart_step: int) -> tuple[dict[str, Any
     return json.loads((out / "summary.json").read_text()), len(rows) - 1
 
 
-def _continue_state(job: _StateJob) -> MDRunSummary:
+def continue_state(job: StateJob) -> MDRunSummary:
     """Continue one state's run from its restart.npz to ``simulate.duration_ps`` in total."""
     settings = job.settings
     restart = job.out_dir / "restart.npz"
     if not restart.exists():
         raise FileNotFoundError(f"{restart}: no restart file to continue from (run without --continue first)")
     restart_step = load_restart(restart)["step"]
-    previous, n_before = _check_continuable(job, restart_step)
+    previous, n_before = check_continuable(job, restart_step)
     remaining = settings.n_steps() - restart_step
     if remaining <= 0:
         print(f"simulate {job.model} at {job.label}: the run already has {restart_step} steps "
               f"(simulate.duration_ps = {settings.duration_ps} ps asks for {settings.n_steps()}); nothing to do",
               file=sys.stderr)
         return MDRunSummary.from_dict(previous)
-    initial, temperature = _read_initial(job)
+    initial, temperature = read_initial_state(job)
     fast, fast_paths = _fast_part(job, continuing=True)
     stepper = make_integrator(settings.integrator, timestep_fs=settings.timestep_fs, temperature_K=temperature,
                               friction_per_ps=settings.friction_per_ps, fast_potential=fast,
@@ -683,7 +684,7 @@ def _continue_state(job: _StateJob) -> MDRunSummary:
     mean_before = previous.get("mean_temperature_K") or 0.0
     n_total = n_before + len(new_temps)
     mean = (mean_before * n_before + float(new_temps.sum())) / n_total if n_total else None
-    return _finish_state(job, result, temperature, start_step=restart_step, seed=int(previous.get("seed", job.seed)),
+    return finish_state(job, result, temperature, start_step=restart_step, seed=int(previous.get("seed", job.seed)),
                          mean_temperature_K=mean, n_thermo_samples=n_total)
 
 

@@ -74,14 +74,15 @@ from thermocg.md.reporters import (
 from thermocg.md.stage import (
     MDRunSummary,
     SimulationResult,
-    _check_continuable,
-    _continue_state,
-    _finish_state,
-    _simulate_state,
-    _StateJob,
+    check_continuable,
+    continue_state,
+    finish_state,
+    simulate_state,
+    StateJob,
     model_name,
 )
 from thermocg.md.state import MDInputError, Snapshot, load_restart, write_restart
+from thermocg.progress import Progress
 
 __all__ = ["ENGINES", "RunMDOptions", "run_md", "run_md_exit_status"]
 
@@ -189,13 +190,13 @@ def run_md(*, model: str | os.PathLike, structure: str | os.PathLike, temperatur
     initial = read_structure(structure, type_names=potential.type_names, bead_types=options.bead_types,
                              masses_amu=options.masses_amu, frame_index=options.frame_index,
                              temperature_K=temperature_K)
-    job = _StateJob(potential=potential, settings=settings, model_file=str(model), model=model_name(model),
+    job = StateJob(potential=potential, settings=settings, model_file=str(model), model=model_name(model),
                     label=initial.state.label, dataset=out / "initial.h5md", out_dir=out, seed=options.seed,
                     device=str(device_name), progress=progress)
     if continue_run:
         _check_same_start(job, initial, options)
         try:
-            summary = (_continue_state(job) if options.engine == "thermocg"
+            summary = (continue_state(job) if options.engine == "thermocg"
                        else _continue_external(job, options))
         except ValueError as exc:  # the MD stage names config keys: name run-md's options instead
             raise type(exc)(_option_names(str(exc))) from None
@@ -203,7 +204,7 @@ def run_md(*, model: str | os.PathLike, structure: str | os.PathLike, temperatur
         from thermocg.dataset import write_frames
 
         write_frames(initial, job.dataset, kind="cg")
-        summary = (_simulate_state(job) if options.engine == "thermocg"
+        summary = (simulate_state(job) if options.engine == "thermocg"
                    else _simulate_external(job, options))
     _record_options(job, options, summary)
     return summary
@@ -224,7 +225,7 @@ def run_md_exit_status(summary: MDRunSummary) -> int:
 # resolved.yaml's run_md block, and the checks of a continuation
 # --------------------------------------------------------------------------------------------------
 
-def _record_options(job: _StateJob, options: RunMDOptions, summary: MDRunSummary) -> None:
+def _record_options(job: StateJob, options: RunMDOptions, summary: MDRunSummary) -> None:
     """Add run-md's options (``run_md``) to the resolved.yaml the MD stage wrote beside the run."""
     import yaml
 
@@ -240,7 +241,7 @@ def _record_options(job: _StateJob, options: RunMDOptions, summary: MDRunSummary
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
-def _check_same_start(job: _StateJob, initial: Frames, options: RunMDOptions) -> None:
+def _check_same_start(job: StateJob, initial: Frames, options: RunMDOptions) -> None:
     """Refuse a continuation whose structure, engine or run-md options differ from the run's."""
     import yaml
 
@@ -429,7 +430,7 @@ class _Sampler:
                                    reference_temperature_K=self.temperature_K)
 
 
-def _external_reporters(job: _StateJob, start: Frames, *, append: bool, metadata: dict[str, Any]) -> list[Any]:
+def _external_reporters(job: StateJob, start: Frames, *, append: bool, metadata: dict[str, Any]) -> list[Any]:
     """The file reporters of a run (counted from step 0) and the thermo collector, last."""
     settings, out = job.settings, job.out_dir
     reporters: list[Any] = [
@@ -444,12 +445,10 @@ def _external_reporters(job: _StateJob, start: Frames, *, append: bool, metadata
     return reporters
 
 
-def _run_external(job: _StateJob, options: RunMDOptions, start: Frames, *, start_step: int, seed: int,
+def _run_external(job: StateJob, options: RunMDOptions, start: Frames, *, start_step: int, seed: int,
                   velocities: str) -> SimulationResult:
     """Run the engine from ``start`` (at step ``start_step``) to ``simulate.duration_ps`` in total, with
     the reporters of a thermocg run and its blow-up checks; return what a thermocg run returns."""
-    from tqdm.auto import tqdm
-
     settings, potential = job.settings, job.potential
     temperature = float(settings.temperature_K)
     if potential.temperature_dependent:
@@ -470,8 +469,8 @@ def _run_external(job: _StateJob, options: RunMDOptions, start: Frames, *, start
     end = settings.n_steps()
     intervals = [r.interval_steps for r in reporters] + [detector.interval_steps]
     success, blowup, step = False, None, start_step
-    bar = tqdm(total=end - start_step, desc=f"MD {options.engine}", unit="step", leave=False,
-               disable=not job.progress)
+    bar = Progress(end - start_step, description=f"MD {options.engine}", unit="steps", leave=False,
+                   mode="auto" if job.progress else "off")
     wall0 = time.perf_counter()
     try:
         sampler = _Sampler(driver, potential, start, detector, temperature_K=temperature,
@@ -522,32 +521,32 @@ def _run_external(job: _StateJob, options: RunMDOptions, start: Frames, *, start
     return result
 
 
-def _simulate_external(job: _StateJob, options: RunMDOptions) -> MDRunSummary:
+def _simulate_external(job: StateJob, options: RunMDOptions) -> MDRunSummary:
     """A fresh OpenMM or LAMMPS run from the job's initial frame."""
-    from thermocg.md.stage import _read_initial
+    from thermocg.md.stage import read_initial_state
 
-    initial, temperature = _read_initial(job)
+    initial, temperature = read_initial_state(job)
     result = _run_external(job, options, initial, start_step=0, seed=job.seed, velocities="maxwell")
     temps = result.thermo["temperature_K"]
-    return _finish_state(job, result, temperature, start_step=0, seed=job.seed,
+    return finish_state(job, result, temperature, start_step=0, seed=job.seed,
                          mean_temperature_K=float(temps.mean()) if len(temps) else None, n_thermo_samples=len(temps))
 
 
-def _continue_external(job: _StateJob, options: RunMDOptions) -> MDRunSummary:
+def _continue_external(job: StateJob, options: RunMDOptions) -> MDRunSummary:
     """Continue an OpenMM or LAMMPS run from its restart.npz to ``simulate.duration_ps`` in total."""
-    from thermocg.md.stage import _read_initial
+    from thermocg.md.stage import read_initial_state
 
     restart = job.out_dir / "restart.npz"
     if not restart.exists():
         raise FileNotFoundError(f"{restart}: no restart file to continue from (run without --continue first)")
     data = load_restart(restart)
     restart_step = data["step"]
-    previous, n_before = _check_continuable(job, restart_step)
+    previous, n_before = check_continuable(job, restart_step)
     if restart_step >= job.settings.n_steps():
         print(f"run-md: the run in {job.out_dir} already has {restart_step} steps (--duration-ps "
               f"{job.settings.duration_ps:g} asks for {job.settings.n_steps()}); nothing to do", file=sys.stderr)
         return MDRunSummary.from_dict(previous)
-    initial, temperature = _read_initial(job)
+    initial, temperature = read_initial_state(job)
     start = dataclasses.replace(initial, positions=data["positions"][None], velocities=data["velocities"][None],
                                 box=data["box"][None], time_fs=np.array([data["time_fs"]]), forces=None)
     seed = int(np.random.SeedSequence([job.seed, restart_step]).generate_state(1)[0] % (2**31 - 1))
@@ -556,5 +555,5 @@ def _continue_external(job: _StateJob, options: RunMDOptions) -> MDRunSummary:
     n_total = n_before + len(new_temps)
     mean_before = previous.get("mean_temperature_K") or 0.0
     mean = (mean_before * n_before + float(new_temps.sum())) / n_total if n_total else None
-    return _finish_state(job, result, temperature, start_step=restart_step, seed=int(previous.get("seed", job.seed)),
+    return finish_state(job, result, temperature, start_step=restart_step, seed=int(previous.get("seed", job.seed)),
                          mean_temperature_K=mean, n_thermo_samples=n_total)

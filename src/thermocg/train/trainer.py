@@ -21,11 +21,11 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from thermocg.analysis.forces import ForceErrorAccumulator, force_metrics
 from thermocg.config import TrainConfig, result_dict, to_dict, write_resolved
 from thermocg.frames import Frames, merged_type_names
+from thermocg.progress import Progress, progress_mode
 from thermocg.model_summary import ModelSummary
 from thermocg.potentials.base import Potential, energy_and_forces, save_potential
 from thermocg.rundir import atomic_path, atomic_write_text
@@ -451,17 +451,17 @@ class Trainer:
         self._start_fit()
         resolved = self.resolved
         start = time.perf_counter()
-        bar = tqdm(total=resolved.max_epochs, initial=self.epoch, desc="train", unit="epoch",
-                   disable=not self.show, dynamic_ncols=True)
+        bar = Progress(resolved.max_epochs, description="train", unit="epochs",
+                       initial=min(self.epoch, resolved.max_epochs), mode="auto" if self.show else "off")
         if self.epoch and self.show:
             bar.write(f"train: resuming from {self.checkpoint_path} after epoch {self.epoch}")
         try:
             while not self.schedule.finished and self.epoch < resolved.max_epochs:
                 row = self._epoch(start)
+                bar.set_postfix(f"train {row['train_loss']:.4g}, val {row['val_loss']:.4g}, force RMSE "
+                                f"{row['val_force_rmse_kcal_mol_A']:.3g}, batch {row['batch_size']}, "
+                                f"lr {row['learning_rate']:.2g}")
                 bar.update(1)
-                bar.set_postfix(train=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}",
-                                rmse=f"{row['val_force_rmse_kcal_mol_A']:.3g}", bs=row["batch_size"],
-                                lr=f"{row['learning_rate']:.2g}")
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(self.epoch, row)
         finally:
@@ -507,15 +507,18 @@ class Trainer:
         batches = _epoch_batches(self.states, self.schedule.batch_size, self.generator)
         step = self._step if self.parallel is None else functools.partial(self.parallel.train_step, self)
         total, n_batches = 0.0, 0
-        inner = tqdm(batches, desc=f"epoch {self.epoch}", leave=False, disable=not self.show, dynamic_ncols=True)
-        for k, idx in inner:
+        # batches within an epoch: a bar on a terminal only (in a log file the epoch lines say enough)
+        inner = Progress(len(batches), description=f"epoch {self.epoch}", unit="batches", leave=False,
+                         mode="bar" if self.show and progress_mode() == "bar" else "off")
+        for k, idx in batches:
             value = step(self.states[k], idx)
             if not math.isfinite(value):
                 raise TrainError(f"training diverged at epoch {self.epoch}: the loss is {value}; lower "
                                  "train.learning_rate, or check the CG forces for outliers")
             total += value
             n_batches += 1
-            inner.set_postfix(loss=f"{total / n_batches:.4g}")
+            inner.set_postfix(f"loss {total / n_batches:.4g}")
+            inner.update(1)
         inner.close()
         potential.eval()
         return total / max(n_batches, 1)
