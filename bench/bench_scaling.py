@@ -18,7 +18,8 @@ the same frame: the neighbour search (vesin + the sorted pair index), one force 
 blow-up checks, rebuilds amortised).
 
 Flat means: time per bead per step and peak memory per bead within 1.3x of the 1,000-bead figures at
-every size. Figures depend on the machine's load (printed).
+every size. Wall times depend on the machine's load (printed); the process CPU time per step (all
+threads) is reported beside them, which a shared machine disturbs much less (cache contention aside).
 
     python bench/bench_scaling.py [--sizes 1000,8000,27000,64000] [--steps 3] [--threads 2]
 
@@ -77,11 +78,12 @@ def child_cg(args: argparse.Namespace) -> dict:
     sim = CGSimulation.from_frames(model, frame, integrator, seed=0, temperature_K=300.0, blowup=relaxed)
     sim.step(1)
     rss = _reset_peak()
-    block_times = []
+    block_times, block_cpu = [], []
     for _ in range(args.blocks):  # blocks of steps, as a run takes them (blow-up checks every 10 steps)
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         sim.step(args.steps)
         block_times.append((time.perf_counter() - start) / args.steps)
+        block_cpu.append((time.process_time() - cpu0) / args.steps)
     peak = _peak_increase(rss)
     # the parts, on the current frame
     state = sim.device_state
@@ -98,6 +100,7 @@ def child_cg(args: argparse.Namespace) -> dict:
         force_times.append(time.perf_counter() - start)
     list_s, force_s = min(list_times), min(force_times)
     return {"kind": "cg", "n": n, "step_s": min(block_times), "step_blocks_s": block_times,
+            "step_cpu_s": min(block_cpu),
             "peak_bytes": peak, "list_s": list_s, "force_s": force_s,
             "n_neighbor_builds": sim.n_neighbor_builds, "steps": args.steps,
             "pairs_per_bead": pairs.pair_i.numel() / n, "load_average_1min": os.getloadavg()[0]}
@@ -156,7 +159,7 @@ def run_child(kind: str, size: int, argv: list[str], timeout_s: float) -> dict |
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,8000,27000,64000", help="bead (molecule) counts, cubes")
-    parser.add_argument("--aa-sizes", default=None, help="all-atom molecule counts (default: --sizes)")
+    parser.add_argument("--aa-sizes", default=None, help="all-atom molecule counts (default: --sizes; none: no all-atom)")
     parser.add_argument("--steps", type=int, default=3, help="CG steps per timed block")
     parser.add_argument("--blocks", type=int, default=2, help="timed blocks per size; the fastest is reported")
     parser.add_argument("--aa-steps", type=int, default=20)
@@ -181,7 +184,7 @@ def main() -> None:
         return
     passthrough = [a for a in sys.argv[1:]]
     sizes = [int(s) for s in args.sizes.split(",")]
-    aa_sizes = [int(s) for s in (args.aa_sizes or args.sizes).split(",")]
+    aa_sizes = [] if args.aa_sizes == "none" else [int(s) for s in (args.aa_sizes or args.sizes).split(",")]
     print(f"{args.threads} threads, load average {os.getloadavg()[0]:.1f}; CG at {args.cg_timestep_fs} fs, all-atom at "
           f"{args.aa_timestep_fs} fs", flush=True)
     cg, aa = {}, {}
@@ -194,12 +197,13 @@ def main() -> None:
         if aa[n]:
             print(f"  AA {n}: {json.dumps(aa[n])}", flush=True)
     base = cg.get(sizes[0])
-    rows = ["| beads | CG ms/step | CG us/step/bead | x 1st | list us/bead | force us/bead | rest us/bead | "
-            "CG peak MB | CG kB/bead | x 1st | AA ms/step | AA us/step/molecule | CG/AA ns/day |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| beads | CG ms/step | CG us/step/bead | x 1st | CPU us/step/bead | x 1st | list us/bead | force us/bead | "
+            "rest us/bead | CG peak MB | CG kB/bead | x 1st | AA ms/step | AA us/step/molecule | CG/AA ns/day |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     out: dict = {"threads": args.threads, "cg_timestep_fs": args.cg_timestep_fs, "aa_timestep_fs": args.aa_timestep_fs,
                  "load_average_1min": round(os.getloadavg()[0], 2), "sizes": sizes,
                  "cg_us_per_step_per_bead": {}, "cg_kb_per_bead": {}, "cg_time_per_bead_ratio": {},
+                 "cg_cpu_us_per_step_per_bead": {}, "cg_cpu_time_per_bead_ratio": {},
                  "cg_memory_per_bead_ratio": {}, "aa_us_per_step_per_molecule": {},
                  "speedup_vs_openmm_allatom_ns_per_day": {}}
     for n in sorted(set(sizes) | set(aa_sizes)):
@@ -211,7 +215,12 @@ def main() -> None:
             t_ratio = per_bead / (base["step_s"] / base["n"] * 1e6) if base else float("nan")
             m_ratio = kb / (base["peak_bytes"] / base["n"] / 1e3) if base else float("nan")
             rest = max(c["step_s"] - c["force_s"] - c["list_s"] * c["n_neighbor_builds"] / max(c["steps"], 1), 0.0)
-            cells += [f"{c['step_s'] * 1e3:.0f}", f"{per_bead:.1f}", f"{t_ratio:.2f}", f"{c['list_s'] / n * 1e6:.2f}",
+            cpu_per_bead = c["step_cpu_s"] / n * 1e6
+            c_ratio = cpu_per_bead / (base["step_cpu_s"] / base["n"] * 1e6) if base else float("nan")
+            out["cg_cpu_us_per_step_per_bead"][n] = round(cpu_per_bead, 3)
+            out["cg_cpu_time_per_bead_ratio"][n] = round(c_ratio, 3)
+            cells += [f"{c['step_s'] * 1e3:.0f}", f"{per_bead:.1f}", f"{t_ratio:.2f}", f"{cpu_per_bead:.1f}",
+                      f"{c_ratio:.2f}", f"{c['list_s'] / n * 1e6:.2f}",
                       f"{c['force_s'] / n * 1e6:.1f}", f"{rest / n * 1e6:.1f}", f"{c['peak_bytes'] / 1e6:.0f}",
                       f"{kb:.1f}", f"{m_ratio:.2f}"]
             out["cg_us_per_step_per_bead"][n] = round(per_bead, 3)
@@ -219,7 +228,7 @@ def main() -> None:
             out["cg_time_per_bead_ratio"][n] = round(t_ratio, 3)
             out["cg_memory_per_bead_ratio"][n] = round(m_ratio, 3)
         else:
-            cells += ["-"] * 9
+            cells += ["-"] * 11
         if a:
             cells += [f"{a['step_s'] * 1e3:.1f}", f"{a['step_s'] / n * 1e6:.2f}"]
             out["aa_us_per_step_per_molecule"][n] = round(a["step_s"] / n * 1e6, 4)
@@ -235,6 +244,8 @@ def main() -> None:
     print("\n".join(rows))
     t_ratios, m_ratios = out["cg_time_per_bead_ratio"].values(), out["cg_memory_per_bead_ratio"].values()
     out["cg_flat_within_1_3x"] = bool(t_ratios) and max(t_ratios) <= 1.3 and max(m_ratios) <= 1.3
+    cpu_ratios = out["cg_cpu_time_per_bead_ratio"].values()
+    out["cg_cpu_flat_within_1_3x"] = bool(cpu_ratios) and max(cpu_ratios) <= 1.3 and max(m_ratios) <= 1.3
     out["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out))
 
