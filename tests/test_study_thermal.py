@@ -251,3 +251,40 @@ def test_shipped_thermal_config():
         assert {states[s].temperature_K for s in low.train_states} == set(temperatures[:2])
         assert not set(hot) & set(low.train_states)
     assert not any(m.family.endswith("thermal") and not m.pooled for m in models)
+
+
+# ---------------------------------------------------------------------------- the real stages
+
+@pytest.mark.slow
+def test_real_tiny_thermal_study_end_to_end(tmp_path):
+    """OpenMM -> mapping -> HIP-NN-TS thermal, MS-CG and MS-CG thermal on the ends (interpolation) and
+    the two low temperatures (extrapolation) -> CG MD at every state -> report, 32 molecules."""
+    from test_study import TINY_REAL
+
+    from thermocg.potentials.base import load_potential
+
+    run_dir = tmp_path / "run"
+    states = [{"temperature_K": 280, "density_g_cm3": 0.80}, {"temperature_K": 310, "density_g_cm3": 0.78},
+              {"temperature_K": 340, "density_g_cm3": 0.75}]
+    study = {**TINY_REAL["study"], "families": ["hipnn_ts_thermal", "mscg", "mscg_thermal"], "single_states": [],
+             "pooled": {"ends": [280, 340], "low": [280, 310]}}
+    config = from_dict(Config, {**TINY_REAL, "states": states, "study": study, "run_dir": str(run_dir)})
+    out = st.run_study(config, run_dir)
+    assert not out.failed
+    summary = json.loads((run_dir / "analysis" / "study" / "summary.json").read_text())
+    labels = list(summary["states"])
+    for name in ("hipnn_ts_thermal-ends", "mscg_thermal-low", "mscg-low"):
+        # every model ran at every state, the extrapolation design's 30 K beyond its training range included
+        assert set(summary["evaluations"][name]) == set(labels)
+        family, train_set = name.split("-")
+        assert all(v is not None and 0 <= v < 1.5 for v in summary["matrices"]["rdf_error"][family][train_set].values())
+    # the trained models are temperature-dependent, with their training range and the study's extrapolation
+    low = load_potential(run_dir / "models" / "mscg_thermal-low" / "model.safetensors")
+    assert low.temperature_dependent and tuple(low.valid_temperature_range_K) == (280.0, 310.0)
+    assert low.extrapolation_limit_K() == pytest.approx(30.0)
+    assert load_potential(run_dir / "models" / "hipnn_ts_thermal-ends" / "model.safetensors").temperature_dependent
+    assert not load_potential(run_dir / "models" / "mscg-low" / "model.safetensors").temperature_dependent
+    held = summary["comparison"]["held_out"]["mscg_thermal-low"]
+    assert held["held_out"] == [labels[2]] and held["baseline"] == "mscg-low"
+    assert np.isfinite(held["rdf_error_held_out_ratio"])
+    assert "Held-out states of mscg_thermal-low" in (run_dir / "report" / "summary.md").read_text()
