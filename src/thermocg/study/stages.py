@@ -597,6 +597,11 @@ def _force_evaluation(config: Config, run_dir: Path, model_path: Path, label: st
     aa_path = RunDir(run_dir).cg_dataset(label)
     potential = load_potential(model_path)
     with H5MDDataset(aa_path, kind="cg") as ds:
+        if potential.temperature_dependent:  # judged at the temperature of the mapped AA frames
+            if ds.state is None or ds.state.temperature_K is None:
+                raise ValueError(f"{aa_path}: the CG dataset stores no state temperature, which the "
+                                 f"temperature-dependent model {model_path} needs")
+            potential.set_temperature(float(ds.state.temperature_K))
         idx, which = force_eval_frames(config, label, len(ds))
         accumulator = ForceErrorAccumulator(ds.type_names)
         chunk = max(1, 4 * config.analysis.force_batch_frames)
