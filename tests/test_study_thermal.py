@@ -288,3 +288,40 @@ def test_real_tiny_thermal_study_end_to_end(tmp_path):
     assert held["held_out"] == [labels[2]] and held["baseline"] == "mscg-low"
     assert np.isfinite(held["rdf_error_held_out_ratio"])
     assert "Held-out states of mscg_thermal-low" in (run_dir / "report" / "summary.md").read_text()
+
+
+def test_force_errors_of_a_thermal_model_are_at_the_state_temperature(tmp_path):
+    """Known answer: frames whose forces are the model's own at the state's 330 K give a force RMSE of 0,
+    where the model at its T_ref (300 K) is off by 30 K x F_1 = 3/40 of the forces."""
+    from test_potential_contract import POTENTIAL_FACTORIES, configuration, forces_of
+
+    from thermocg.dataset import write_frames
+    from thermocg.frames import Frames, StatePoint
+    from thermocg.potentials import save_potential
+    from thermocg.rundir import RunDir
+    from thermocg.study.stages import _force_evaluation, _progress
+
+    model = POTENTIAL_FACTORIES["pair_table_thermal"](("A", "B"))
+    configurations = [configuration(seed) for seed in range(4)]
+    types = configurations[0][2]
+
+    def forces_at(temperature_K):
+        model.set_temperature(temperature_K)
+        return np.stack([forces_of(model, pos, box, types)[1].reshape(pos.shape) for pos, box, _ in configurations])
+
+    forces, at_reference = forces_at(330.0), forces_at(300.0)
+    model.set_temperature(None)
+    path = save_potential(model, tmp_path / "model.safetensors")
+    label = "T330_rho0.75"
+    write_frames(Frames(positions=np.stack([c[0] for c in configurations]), box=np.stack([c[1] for c in configurations]),
+                        types=types, type_names=("A", "B"), masses=np.full(len(types), 30.0), forces=forces,
+                        state=StatePoint(temperature_K=330.0, density_g_cm3=0.75)),
+                 RunDir(tmp_path).cg_dataset(label), kind="cg")
+    config = thermal_config(tmp_path, families=["mscg"], pooled={"all": []}, single_states=[],
+                            states=[{"temperature_K": 330.0, "density_g_cm3": 0.75}])
+    with _progress(config, 4, "test") as progress:
+        force, _, _ = _force_evaluation(config, tmp_path, path, label, progress)
+    scale = float(np.sqrt(np.mean(forces ** 2)))
+    assert force["rmse"] < 1e-9 * scale
+    # the temperature matters: at T_ref the same model is off by 30 / 400 of the forces
+    assert np.sqrt(np.mean((at_reference - forces) ** 2)) == pytest.approx(30 / 430 * scale, rel=1e-6)
