@@ -699,6 +699,17 @@ class TrainConfig:
 # study: every model at every state point (thermocg.study)
 # --------------------------------------------------------------------------------------------------
 
+#: the study's model families: name -> (the config section that trains it, the value of that section's
+#: ``temperature_dependence`` the family sets). A family is its section with that one key overridden;
+#: the section's other keys (its temperature keys included) are shared by every family built from it.
+STUDY_FAMILIES: dict[str, tuple[str, str]] = {
+    "hipnn_ts": ("train", "none"),
+    "hipnn_ts_thermal": ("train", "linear"),
+    "hipnn_ts_tinput": ("train", "input"),
+    "mscg": ("pair", "none"),
+    "mscg_thermal": ("pair", "linear"),
+}
+
 @dataclass
 class StudyConfig:
     """The transferability study: which models to build, how to run them, what counts as a match.
@@ -710,12 +721,24 @@ class StudyConfig:
     everything in this process, without a cluster.
     """
 
-    #: model families: ``hipnn_ts`` (thermocg.train) and ``mscg`` (thermocg.mscg pair baseline)
-    families: list[Literal["hipnn_ts", "mscg"]] = field(default_factory=lambda: ["hipnn_ts", "mscg"])
-    #: state labels (e.g. ``T300_rho0.75``) that get a single-state model; None: every state point
+    #: model families: ``hipnn_ts`` (thermocg.train) and ``mscg`` (thermocg.mscg pair baseline), and
+    #: their temperature-dependent forms (docs/temperature.md): ``hipnn_ts_thermal`` (train with
+    #: temperature_dependence: linear), ``hipnn_ts_tinput`` (input) and ``mscg_thermal`` (pair with
+    #: temperature_dependence: linear). The family sets its section's temperature_dependence; the section's
+    #: other keys apply to every family built from it (the temperature keys only to the families that use them)
+    families: list[Literal["hipnn_ts", "hipnn_ts_thermal", "hipnn_ts_tinput", "mscg", "mscg_thermal"]] = field(
+        default_factory=lambda: ["hipnn_ts", "mscg"])
+    #: state labels (e.g. ``T300_rho0.75``) that get a single-state model; None: every state point.
+    #: Temperature-dependent families get none (one temperature gives the plain model) unless
+    #: thermal_single_states is true
     single_states: list[str] | None = None
-    #: pooled training sets: name -> state labels; an empty list means every state point
-    pooled: dict[str, list[str]] = field(default_factory=lambda: {"pooled": []})
+    #: pooled training sets: name -> its states, each a state label or a temperature in K (every state
+    #: point at that temperature); an empty list means every state point. A state outside a model's
+    #: set is held out: e.g. ``{interpolation: [260, 340], extrapolation: [260, 280]}``
+    pooled: dict[str, list[str | float]] = field(default_factory=lambda: {"pooled": []})
+    #: also build single-state models of the temperature-dependent families (each reduces to the plain
+    #: model, with the trainer's warning; a check of that reduction, not a study of temperature)
+    thermal_single_states: bool = False
     #: parallel units of work (worker processes); 1: in-process, no cluster
     max_workers: int = no_effect(1)
     #: torch/OpenMM threads per unit of work (1-2 on a small machine)
@@ -756,10 +779,13 @@ class StudyConfig:
         for key in ("tolerance_noise_multiple", "rdf_tolerance", "adf_tolerance", "force_eval_frames",
                     "parity_samples", "friction_pilot_ps"):
             _positive(f"study.{key}", getattr(self, key))
-        for name in self.pooled:
+        for name, members in self.pooled.items():
             if not name or "/" in name or name.startswith("T"):
                 raise ConfigError(f"study.pooled.{name}: a pooled-set name must be non-empty, without '/', "
                                   "and must not start with 'T' (reserved for state labels)")
+            for k, member in enumerate(members):
+                if not isinstance(member, str) and not member > 0:
+                    raise ConfigError(f"study.pooled.{name}[{k}]: a temperature must be positive (K), got {member}")
 
 
 # --------------------------------------------------------------------------------------------------

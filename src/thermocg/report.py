@@ -46,7 +46,7 @@ import numpy as np
 
 from thermocg.analysis.plots import finish_figure, label_axes, new_figure, pyplot
 from thermocg.rundir import atomic_write_bytes, atomic_write_text
-from thermocg.study.metrics import FAMILY_LABELS, force_noise, judge, noise_floor
+from thermocg.study.metrics import FAMILY_LABELS, compared_families, force_noise, judge, noise_floor
 
 METRIC_TITLES = {
     "force_rmse": ("Force RMSE on held-out mapped AA frames", "kcal/mol/A"),
@@ -443,7 +443,7 @@ def _family_lines(summary: dict[str, Any]) -> list[str]:
     floors = summary["comparison"].get("noise_floors", {})
     if len(fams) < 2:
         return []
-    a, b = list(fams)[:2]
+    a, b = compared_families(summary)
     lines = []
     for metric in ("rdf_error", "adf_error", "force_rmse"):
         for where, label in _WHERE.items():
@@ -494,6 +494,40 @@ def _pooled_lines(summary: dict[str, Any]) -> list[str]:
                 size = (f", {_fmt(jd['in_floors'], 2)}x the noise floor ({_fmt(jd['floor'])})" if jd["resolved"]
                         else " (no noise floor known to judge the gap against)")
                 lines.append(head + f"the pooled model is {side} by {_fmt(jd['gap'])}{size}.")
+    return lines
+
+
+def _held_out_lines(summary: dict[str, Any]) -> list[str]:
+    """Per pooled model with held-out states: its mean RDF/ADF errors at the states it saw in training
+    and at the held-out ones, and for a temperature-dependent model the held-out errors of the
+    temperature-agnostic model of its family trained on the same states, weighed against the noise
+    floor of the held-out states."""
+    lines = []
+    held_out = (summary.get("comparison") or {}).get("held_out") or {}
+    for m in summary["models"]:
+        entry = held_out.get(m["name"])
+        if not entry or not m["pooled"] or not entry["held_out"]:
+            continue
+        parts = []
+        for metric, what in (("rdf_error", "RDF"), ("adf_error", "ADF")):
+            seen, held = _nan(entry.get(f"{metric}_seen")), _nan(entry.get(f"{metric}_held_out"))
+            if not math.isfinite(held):
+                continue
+            text = (f"{what} error {_fmt(held)} held out vs {_fmt(seen)} seen (noise floor "
+                    f"{_fmt(entry.get(f'{metric}_held_out_noise_floor'))})")
+            base = _nan(entry.get(f"baseline_{metric}_held_out"))
+            if entry.get("baseline") and math.isfinite(base):
+                jd = judge(held, base, _nan(entry.get(f"{metric}_held_out_noise_floor")))
+                verdict = ("indistinguishable from it: the gap is within the noise floor" if jd["resolved"] is False
+                           else f"{'lower' if held < base else 'higher'} by {_fmt(jd['gap'])}, "
+                                f"{_fmt(jd['in_floors'], 2)}x the noise floor" if jd["resolved"]
+                           else f"{'lower' if held < base else 'higher'}; no noise floor known to judge the gap")
+                text += (f"; {entry['baseline']} there: {_fmt(base)}, ratio {_fmt(entry.get(f'{metric}_held_out_ratio'))}, "
+                         f"{verdict}")
+            parts.append(text)
+        if parts:
+            lines.append(f"Held-out states of {m['name']} (trained at {', '.join(entry['trained_at'])}; held out: "
+                         f"{', '.join(entry['held_out'])}): " + "; ".join(parts) + ".")
     return lines
 
 
@@ -563,6 +597,7 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
     lines += _family_lines(summary)
     lines += per_type_lines(summary)
     lines += _pooled_lines(summary)
+    lines += _held_out_lines(summary)
     lines += composition_lines(summary)
     lines += _diffusion_lines(summary)
     frames = _force_frames_line(summary)
@@ -603,9 +638,12 @@ def _state_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
 def _matrix_md(summary: dict[str, Any], metric: str, family: str) -> str:
     states = list(summary["states"])
     table = summary["matrices"][metric].get(family, {})
-    out = ["| trained on | " + " | ".join(states) + " |", "|---" * (len(states) + 1) + "|"]
+    models = {m["train_set"]: m["train_states"] for m in summary["models"] if m["family"] == family}
+    out = ["| trained on | " + " | ".join(states) + " | trained at |", "|---" * (len(states) + 2) + "|"]
     for row, values in table.items():
-        out.append(f"| {row} | " + " | ".join(_fmt(values[s]) for s in states) + " |")
+        seen = models.get(row, [])
+        where = "every state" if set(seen) == set(states) else ", ".join(seen)
+        out.append(f"| {row} | " + " | ".join(_fmt(values[s]) for s in states) + f" | {where} |")
     return "\n".join(out)
 
 
@@ -781,7 +819,7 @@ def per_type_lines(summary: dict[str, Any]) -> list[str]:
     state, weighed against that key's noise floor. Empty for one bead type."""
     if not several_types(summary) or len(summary["families"]) < 2:
         return []
-    a, b = summary["families"][:2]
+    a, b = compared_families(summary)
     lines = []
     for metric, what in (("rdf_pair_error", "RDF error of the pair"), ("adf_centre_error", "ADF error of the angles around")):
         for key, by_family in ((_per_type(summary).get("means") or {}).get(metric) or {}).items():
@@ -1000,6 +1038,8 @@ def _markdown(summary: dict[str, Any], title: str, lines: list[str], figures: _F
     md += ["", "## Findings", ""] + [f"- {line}" for line in lines]
     if summary.get("failed"):
         md += ["", "## Failed units", ""] + _table_md(_failed_rows(summary))
+    md += ["", "Matrices: rows are training sets, columns test states; the last column names the states each "
+           "model was trained at (the others are held out for it)."]
     for metric, (name, unit) in METRIC_TITLES.items():
         md += ["", f"## {name}" + (f" ({unit})" if unit else ""), ""]
         for family in summary["families"]:

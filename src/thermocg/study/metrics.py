@@ -32,7 +32,8 @@ from thermocg.config import AnalysisConfig, Config, RDFConfig
 from thermocg.frames import Frames
 from thermocg.progress import Progress
 from thermocg.rundir import atomic_write_text
-from thermocg.study.plan import STUDY_FORMAT_VERSION, ModelSpec, imported_labels, plan_models, state_points
+from thermocg.study.plan import (STUDY_FORMAT_VERSION, ModelSpec, base_family, imported_labels, plan_models,
+                                 state_points, temperature_dependent)
 
 if TYPE_CHECKING:  # pragma: no cover
     from thermocg.analysis.adf import ADFResult
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["METRICS", "METRIC_LABELS", "FAMILY_LABELS", "Structure", "measure_structure", "structure_errors",
            "diffusion_ratio", "transferability_matrices", "summarize", "verdicts", "compare_families",
            "write_matrices", "noise_floor", "judge", "tolerance_rule", "state_tolerances", "force_noise", "key_figures",
+           "compared_families", "held_out_comparison",
            "ranges_over_runs"]
 
 METRICS = ("force_rmse", "rdf_error", "adf_error", "d_ratio")
@@ -53,7 +55,8 @@ METRIC_LABELS = {
     "adf_error": "ADF error: integral |p_CG - p_AA|",
     "d_ratio": "D_CG / D_AA",
 }
-FAMILY_LABELS = {"hipnn_ts": "HIP-NN-TS", "mscg": "MS-CG"}
+FAMILY_LABELS = {"hipnn_ts": "HIP-NN-TS", "mscg": "MS-CG", "hipnn_ts_thermal": "HIP-NN-TS thermal (E_0 + tau E_1)",
+                 "hipnn_ts_tinput": "HIP-NN-TS with T input", "mscg_thermal": "MS-CG thermal (f_0 + dT f_1)"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,7 +221,9 @@ def summarize(config: Config, results: dict[str, Any], *, failed: dict[str, str]
         "imported": [s for s in labels if s in imported_labels(config)],
         "measured_density_g_cm3": {s: ref.density_g_cm3 for s, ref in references.items()},
         "models": [{"name": m.name, "family": m.family, "train_set": m.train_set,
-                    "train_states": list(m.train_states), "pooled": m.pooled} for m in models],
+                    "train_states": list(m.train_states), "pooled": m.pooled,
+                    "base_family": base_family(m.family), "temperature_dependent": temperature_dependent(m.family)}
+                   for m in models],
         "families": list(config.study.families),
         "tolerances": {**rule, "per_state": state_tolerances(rule, noise, labels)},
         "references": {s: ref.to_dict() for s, ref in references.items()},
@@ -281,6 +286,10 @@ def verdicts(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
                           "not_evaluated": [s for s in summary["states"] if s not in evs],
                           "n_states": len(summary["states"])}
     return out
+
+
+def _nan_of(value: Any) -> float:
+    return math.nan if value is None else float(value)
 
 
 def _mean(values: list[float]) -> float:
@@ -367,6 +376,49 @@ def _pooled_vs_single(summary: dict[str, Any], family: str) -> dict[str, dict[st
     return out
 
 
+def compared_families(summary: dict[str, Any]) -> list[str]:
+    """The two families the single-state comparison weighs against each other: the first two with
+    single-state models (the temperature-dependent families have none by default), else the first two."""
+    with_singles = [f for f in summary["families"]
+                    if any(m["family"] == f and not m["pooled"] for m in summary["models"])]
+    return (with_singles if len(with_singles) >= 2 else list(summary["families"]))[:2]
+
+
+def _model_means(summary: dict[str, Any], m: dict[str, Any], metric: str, states: list[str]) -> float:
+    table = summary["matrices"][metric][m["family"]]
+    return _mean([table[m["train_set"]][s] for s in states])
+
+
+def held_out_comparison(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per model: the states it trained at (``trained_at``) and the others (``held_out``), its mean RDF
+    and ADF errors over each (``<metric>_seen``, ``<metric>_held_out``) with the noise floor of those
+    states (``<metric>_held_out_noise_floor``), and, for a temperature-dependent model, the same means
+    of its family's temperature-agnostic model trained on the same states (``baseline``: its name;
+    ``baseline_<metric>_held_out``, ``baseline_<metric>_seen``) and the ratio of the held-out means
+    (``<metric>_held_out_ratio``: this model's over the baseline's). Models with no held-out state
+    have NaN there."""
+    by_key = {(m["family"], m["train_set"]): m for m in summary["models"]}
+    out: dict[str, dict[str, Any]] = {}
+    for m in summary["models"]:
+        seen = [s for s in summary["states"] if s in m["train_states"]]
+        held = [s for s in summary["states"] if s not in m["train_states"]]
+        entry: dict[str, Any] = {"trained_at": seen, "held_out": held}
+        base = by_key.get((m.get("base_family", m["family"]), m["train_set"])) if m.get("temperature_dependent") else None
+        entry["baseline"] = base["name"] if base else None
+        for metric in ("rdf_error", "adf_error"):
+            entry[f"{metric}_seen"] = _model_means(summary, m, metric, seen)
+            entry[f"{metric}_held_out"] = _model_means(summary, m, metric, held)
+            entry[f"{metric}_seen_noise_floor"] = noise_floor(summary, metric, [("", s) for s in seen])
+            entry[f"{metric}_held_out_noise_floor"] = noise_floor(summary, metric, [("", s) for s in held])
+            if base:
+                entry[f"baseline_{metric}_seen"] = _model_means(summary, base, metric, seen)
+                b = entry[f"baseline_{metric}_held_out"] = _model_means(summary, base, metric, held)
+                a = entry[f"{metric}_held_out"]
+                entry[f"{metric}_held_out_ratio"] = a / b if math.isfinite(a) and math.isfinite(b) and b > 0 else math.nan
+        out[m["name"]] = entry
+    return out
+
+
 def compare_families(summary: dict[str, Any]) -> dict[str, Any]:
     """Means of each error at the training state ("in") and away from it ("out") per family, the noise
     floor of each such comparison, and pooled models vs single-state models away from the singles'
@@ -377,6 +429,7 @@ def compare_families(summary: dict[str, Any]) -> dict[str, Any]:
         "noise_floors": {metric: {where: comparison_floor(summary, metric, where)
                                   for where in ("single_at_training_state", "single_away")} for metric in METRICS},
         "pooled_vs_single": {family: _pooled_vs_single(summary, family) for family in summary["families"]},
+        "held_out": held_out_comparison(summary),
     }
 
 
@@ -409,10 +462,15 @@ def key_figures(summary: dict[str, Any]) -> dict[str, Any]:
                 out[f"{m['name']}.{metric}"] = _mean([summary["matrices"][metric][m["family"]][m["train_set"]][s]
                                                       for s in summary["states"]])
         out[f"{m['name']}.states_within_tolerance"] = len(summary["verdicts"][m["name"]]["reproduces_at"])
+        held = (summary["comparison"].get("held_out") or {}).get(m["name"]) or {}
+        for metric in ("rdf_error", "adf_error"):
+            for key in ("held_out", "held_out_ratio"):
+                if math.isfinite(_nan_of(held.get(f"{metric}_{key}"))):
+                    out[f"{m['name']}.{metric}.{key}"] = held[f"{metric}_{key}"]
     for metric in ("rdf_error", "adf_error"):
         out[f"noise.{metric}"] = noise_floor(summary, metric)
         if len(fams) >= 2:
-            a, b = list(fams)[:2]
+            a, b = compared_families(summary)
             floor = summary["comparison"]["noise_floors"][metric]["single_away"]
             va, vb = fams[a][metric]["single_away"], fams[b][metric]["single_away"]
             if math.isfinite(va) and math.isfinite(vb):

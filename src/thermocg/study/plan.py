@@ -11,6 +11,7 @@ stand for them (moving a data file reruns nothing; editing it reruns what reads 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -20,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from thermocg.config import Config, ConfigError, ImportConfig, StateConfig, result_dict, to_dict
+from thermocg.config import (STUDY_FAMILIES, Config, ConfigError, ImportConfig, StateConfig, result_dict,
+                             to_dict)
 from thermocg.study.files import FileHashes
 
 #: bump when the meaning of a unit's outputs changes, so old manifests are not trusted
@@ -41,7 +43,7 @@ UNIT_KINDS = ("aa", "map", "ref", "model", "md", "eval")
 class ModelSpec:
     """One CG model of the study: a family trained on a set of state points."""
 
-    family: str  # "hipnn_ts" or "mscg"
+    family: str  # a key of thermocg.config.STUDY_FAMILIES: "hipnn_ts", "mscg_thermal", ...
     train_set: str  # a state label (single-state model) or a pooled-set name
     train_states: tuple[str, ...]
 
@@ -105,17 +107,100 @@ def is_molecule_file(name: str) -> bool:
     return name.endswith((".yaml", ".yml")) or "/" in name
 
 
+def family_section(family: str) -> str:
+    """The config section a family trains from: ``train`` (HIP-NN-TS) or ``pair`` (MS-CG)."""
+    return STUDY_FAMILIES[family][0]
+
+
+def base_family(family: str) -> str:
+    """The temperature-agnostic family of the same trainer: ``hipnn_ts`` or ``mscg``."""
+    return "hipnn_ts" if family_section(family) == "train" else "mscg"
+
+
+def temperature_dependent(family: str) -> bool:
+    """Whether the family's models depend on the temperature (its temperature_dependence is not none)."""
+    return STUDY_FAMILIES[family][1] != "none"
+
+
+#: the temperature keys of each section, and the temperature_dependence values that use each
+_TEMPERATURE_KEYS = {
+    "train": {"reference_temperature_K": ("linear", "input"), "max_temperature_extrapolation_K": ("linear", "input"),
+              "energy_weight": ("linear",), "thermal_response_weight": ("linear",)},
+    "pair": {"reference_temperature_K": ("linear",), "max_temperature_extrapolation_K": ("linear",)},
+}
+
+
+def _state_temperatures(states: dict[str, StateConfig], labels: tuple[str, ...] | list[str]) -> list[float]:
+    return [float(states[s].temperature_K) for s in labels]
+
+
+def extrapolation_needed_K(config: Config, train_states: tuple[str, ...]) -> float:
+    """How far (K) the farthest state of the study lies outside the temperature range of ``train_states``
+    (0 when every state is inside it): what a temperature-dependent model of those states must be
+    allowed to extrapolate, since the study runs every model at every state."""
+    states = state_points(config)
+    trained = _state_temperatures(states, train_states)
+    low, high = min(trained), max(trained)
+    return max([0.0] + [max(low - t, t - high) for t in _state_temperatures(states, list(states))])
+
+
+def family_settings(config: Config, model: ModelSpec) -> Any:
+    """The config section (``train`` or ``pair``) that trains ``model``: the config's own, with
+    ``temperature_dependence`` set by the family and the temperature keys that the family does not use
+    set back to their defaults. For a temperature-dependent model whose
+    ``max_temperature_extrapolation_K`` is None, the distance from its training temperatures to the
+    farthest state of the study (:func:`extrapolation_needed_K`), so that it can be run and judged at
+    every state (None when every state is inside its range: the model's own default, half its range)."""
+    section_name, dependence = STUDY_FAMILIES[model.family]
+    section = getattr(config, section_name)
+    defaults = {f.name: f.default for f in dataclasses.fields(section)}
+    changes: dict[str, Any] = {"temperature_dependence": dependence}
+    for key, users in _TEMPERATURE_KEYS[section_name].items():
+        if dependence not in users:
+            changes[key] = defaults[key]
+    if dependence != "none" and section.max_temperature_extrapolation_K is None:
+        needed = extrapolation_needed_K(config, model.train_states)
+        changes["max_temperature_extrapolation_K"] = needed if needed > 0 else None
+    return dataclasses.replace(section, **changes)
+
+
+def pooled_members(config: Config, name: str) -> tuple[str, ...]:
+    """The state labels of pooled set ``name``: its labels as given, each temperature (K) replaced by
+    the labels of the state points at that temperature (in state order), every state when it is empty;
+    a temperature or label that is not the study's is a ConfigError naming the key."""
+    states = state_points(config)
+    members = config.study.pooled[name]
+    if not members:
+        return tuple(states)
+    out: list[str] = []
+    for k, member in enumerate(members):
+        if isinstance(member, str):
+            _check_labels(states, f"study.pooled.{name}", [member])
+            found = [member]
+        else:
+            found = [s for s, state in states.items() if abs(float(state.temperature_K) - float(member)) < 1e-6]
+            if not found:
+                temperatures = sorted({float(state.temperature_K) for state in states.values()})
+                raise ConfigError(f"study.pooled.{name}[{k}]: no state point of this study is at {member:g} K (its "
+                                  f"temperatures are {', '.join(f'{t:g}' for t in temperatures)} K)")
+        out.extend(s for s in found if s not in out)
+    return tuple(out)
+
+
 def plan_models(config: Config) -> list[ModelSpec]:
-    """Every model of the study, single-state models first (in state order), then pooled sets."""
+    """Every model of the study, per family: single-state models first (in state order), then the
+    pooled sets. Temperature-dependent families get single-state models only with
+    ``study.thermal_single_states`` (trained at one temperature they reduce to the plain model)."""
     labels = list(state_points(config))
     study = config.study
     singles = labels if study.single_states is None else list(study.single_states)
     models = []
     for family in study.families:
-        for label in singles:
-            models.append(ModelSpec(family, label, (label,)))
-        for name, members in study.pooled.items():
-            models.append(ModelSpec(family, name, tuple(members) if members else tuple(labels)))
+        if study.thermal_single_states or not temperature_dependent(family):
+            for label in singles:
+                models.append(ModelSpec(family, label, (label,)))
+        for name in study.pooled:
+            models.append(ModelSpec(family, name, pooled_members(config, name)))
     return models
 
 
@@ -175,7 +260,7 @@ def models_trained_at(config: Config, label: str) -> list[ModelSpec]:
 def _held_out_inputs(config: Config, label: str) -> dict[str, Any]:
     """What the choice of a state's held-out frames (force errors) depends on: the frame selection
     of every family that trains on the state (:func:`thermocg.study.stages.held_out_frames`)."""
-    families = sorted({m.family for m in models_trained_at(config, label)})
+    families = sorted({base_family(m.family) for m in models_trained_at(config, label)})
     out: dict[str, Any] = {"families": families}
     if "hipnn_ts" in families:
         out["train"] = {k: to_dict(getattr(config.train, k)) for k in ("split", "frame_stride", "n_blocks")}
@@ -208,12 +293,13 @@ def plan_units(config: Config, *, hashes: FileHashes | None = None) -> list[Unit
         friction["friction_pilot_ps"] = study.friction_pilot_ps
         friction["analysis"] = result_dict(config.analysis)
     for model in plan_models(config):
-        section = "train" if model.family == "hipnn_ts" else "pair"
-        # (the training states enter through train_states below)
-        inputs = {"family": model.family, section: result_dict(getattr(config, section), drop=("train_states",)),
+        section = family_section(model.family)
+        # (the training states enter through train_states below; the family's own section, with its
+        # temperature_dependence, so that two families never share a unit)
+        inputs = {"family": model.family, section: result_dict(family_settings(config, model), drop=("train_states",)),
                   "train_states": model.train_states, "seed": config.seed}
         deps = tuple(f"map/{s}" for s in model.train_states)
-        if model.family == "hipnn_ts" and config.train.cutoff_A is None:
+        if section == "train" and config.train.cutoff_A is None:
             # the automatic cutoff must fit the smallest box of every state the model will be run at
             deps = tuple(f"map/{s}" for s in states)
         plan.add(f"model/{model.name}", "model", deps, inputs, model=model)
@@ -360,13 +446,13 @@ def _check_allatom_cutoff(config: Config, box: StateBox) -> None:
 def _check_cutoffs_fit(config: Config, boxes: dict[str, StateBox]) -> None:
     """Every CG cutoff of the study at most half the shortest width of every state's box, and the
     all-atom cutoff by the runner's rule at every generated state."""
-    study = config.study
+    sections = {family_section(f) for f in config.study.families}
     cutoffs: list[tuple[str, float | None]] = [
-        ("train.cutoff_A", config.train.cutoff_A if "hipnn_ts" in study.families else None),
+        ("train.cutoff_A", config.train.cutoff_A if "train" in sections else None),
         ("rdf.r_max_A", config.rdf.r_max_A),
         ("analysis.adf_cutoff_A", config.analysis.adf_cutoff_A),
     ]
-    if "mscg" in study.families:
+    if "pair" in sections:
         cutoffs.append(("pair.cutoff_A", config.pair.cutoff_A))
     imported = imported_labels(config)
     for label, box in boxes.items():
@@ -393,6 +479,62 @@ def _resolve_import_states(config: Config) -> None:
         raise ConfigError(f"imports: {exc}") from None
 
 
+def _uses_energies(config: Config, family: str) -> bool:
+    """Whether the family's models fit energies (which give a temperature dependence at one temperature)."""
+    return STUDY_FAMILIES[family] == ("train", "linear") and (
+        config.train.energy_weight > 0 or config.train.thermal_response_weight > 0)
+
+
+def check_temperature_families(config: Config) -> None:
+    """The checks of the temperature-dependent families, before any work; a ConfigError naming the key.
+
+    - a ``train``/``pair`` section whose own ``temperature_dependence`` is not none needs a family of
+      that kind in the study (in a study the family sets it; the section's value would otherwise be
+      silently replaced);
+    - a temperature-dependent family needs at least one model (by default only pooled sets give it one);
+    - each of its models needs training states at two or more temperatures (at one it is the plain
+      model), unless it fits energies (``train.energy_weight`` / ``thermal_response_weight``);
+    - a ``max_temperature_extrapolation_K`` that is given must reach every state of the study from every
+      model's training temperatures (the study runs every model at every state; the MD would refuse)."""
+    study = config.study
+    for section_name in ("train", "pair"):
+        dependence = getattr(config, section_name).temperature_dependence
+        wanted = [f for f, kind in STUDY_FAMILIES.items() if kind == (section_name, dependence)]
+        if dependence != "none" and not set(wanted) & set(study.families):
+            raise ConfigError(
+                f"{section_name}.temperature_dependence: {dependence}, but study.families has no {' or '.join(wanted)}; "
+                f"in a study the family sets the temperature dependence: add {wanted[0]} to study.families (the "
+                f"section's temperature keys apply to it)")
+    models = plan_models(config)
+    states = state_points(config)
+    for family in study.families:
+        if not temperature_dependent(family):
+            continue
+        mine = [m for m in models if m.family == family]
+        if not mine:
+            raise ConfigError(f"study.families: {family} is temperature-dependent and gets pooled models only (one "
+                              "temperature gives the plain model), but study.pooled is empty; add a pooled set "
+                              "at two or more temperatures")
+        section_name = family_section(family)
+        section = getattr(config, section_name)
+        for m in mine:
+            where = f"study.pooled.{m.train_set}" if m.train_set in study.pooled else f"study.single_states ({m.train_set})"
+            temperatures = sorted(set(_state_temperatures(states, m.train_states)))
+            if len(temperatures) < 2 and not _uses_energies(config, family) and m.pooled:
+                raise ConfigError(
+                    f"{where}: every state of it is at {temperatures[0]:g} K, so the {family} model trained on it "
+                    f"would be the plain {base_family(family)} model; give states at two or more temperatures, or "
+                    f"leave {family} out of study.families")
+            limit = section.max_temperature_extrapolation_K
+            needed = extrapolation_needed_K(config, m.train_states)
+            if limit is not None and needed > limit + 1e-9 and (len(temperatures) > 1 or _uses_energies(config, family)):
+                raise ConfigError(
+                    f"{section_name}.max_temperature_extrapolation_K: {limit:g} K, but the {family} model of "
+                    f"{where} (trained at {', '.join(f'{t:g}' for t in temperatures)} K) would be run {needed:g} K "
+                    "outside that range at a state of the study, which the MD refuses; raise it to at least "
+                    f"{needed:g} K, or leave it null (a study then allows the distance to its farthest state)")
+
+
 def validate_study(config: Config) -> dict[str, StateConfig]:
     """Check everything that can be checked before any work; raise ConfigError naming the key.
 
@@ -414,12 +556,13 @@ def validate_study(config: Config) -> dict[str, StateConfig]:
     study = config.study
     if study.single_states is not None:
         _check_labels(states, "study.single_states", study.single_states)
-    for name, members in study.pooled.items():
-        _check_labels(states, f"study.pooled.{name}", members)
+    for name in study.pooled:
+        pooled_members(config, name)
         if name in states:
             raise ConfigError(f"study.pooled.{name}: the name clashes with a state label")
     if not plan_models(config):
         raise ConfigError("study: no models to build (single_states is empty and pooled is empty)")
+    check_temperature_families(config)
     if study.langevin_friction == "match_diffusion" and config.simulate.integrator != "langevin":
         raise ConfigError(f"study.langevin_friction: match_diffusion needs simulate.integrator: langevin (the "
                           f"friction it fits is the Langevin thermostat's), got {config.simulate.integrator!r}")

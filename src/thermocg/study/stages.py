@@ -32,7 +32,8 @@ from thermocg.rundir import RunDir
 from thermocg.study.metrics import measure_structure, structure_errors
 from thermocg.study.per_type import per_type_errors, per_type_noise
 from thermocg.progress import Progress, progress_mode
-from thermocg.study.plan import ModelSpec, import_of, models_trained_at, state_points
+from thermocg.study.plan import (ModelSpec, base_family, family_section, family_settings, import_of, models_trained_at,
+                                 state_points)
 
 if TYPE_CHECKING:  # pragma: no cover
     from thermocg.analysis.adf import ADFResult
@@ -379,19 +380,21 @@ def hipnn_cutoff_A(config: Config, run_dir: Path) -> float:
 
 
 def train_model(config: Config, run_dir: Path, model: ModelSpec) -> ModelSummary:
-    """Train one model (HIP-NN-TS or MS-CG) on its states; returns the trainer's ModelSummary."""
+    """Train one model (HIP-NN-TS or MS-CG, temperature-agnostic or not) on its states, from the family's
+    section (:func:`thermocg.study.plan.family_settings`); returns the trainer's ModelSummary."""
     threads = config.study.threads_per_worker
-    if model.family == "hipnn_ts":
+    settings = family_settings(config, model)
+    if family_section(model.family) == "train":
         from thermocg.train import run_train
 
         cutoff_A = config.train.cutoff_A if config.train.cutoff_A is not None else hipnn_cutoff_A(config, run_dir)
-        train = dataclasses.replace(config.train, n_threads=threads, name=model.name, cutoff_A=cutoff_A,
+        train = dataclasses.replace(settings, n_threads=threads, name=model.name, cutoff_A=cutoff_A,
                                     train_states=list(model.train_states), progress=_bar_progress(config))
         return run_train(dataclasses.replace(config, train=train), run_dir, name=model.name,
                          train_states=list(model.train_states))
     from thermocg.mscg import run_fit_pair
 
-    pair = dataclasses.replace(config.pair, n_threads=threads, name=model.name, progress=_bar_progress(config))
+    pair = dataclasses.replace(settings, n_threads=threads, name=model.name, progress=_bar_progress(config))
     return run_fit_pair(dataclasses.replace(config, pair=pair), run_dir, name=model.name,
                         train_states=list(model.train_states))
 
@@ -540,7 +543,7 @@ def held_out_frames(config: Config, label: str, n_frames: int) -> tuple[np.ndarr
     from thermocg.train.data import split_indices
 
     used = np.zeros(n_frames, dtype=bool)
-    families = {m.family for m in models_trained_at(config, label)}
+    families = {base_family(m.family) for m in models_trained_at(config, label)}
     if "hipnn_ts" in families:
         stride = config.train.frame_stride
         train, val, _ = split_indices(len(range(0, n_frames, stride)), config.train.split,
@@ -594,6 +597,11 @@ def _force_evaluation(config: Config, run_dir: Path, model_path: Path, label: st
     aa_path = RunDir(run_dir).cg_dataset(label)
     potential = load_potential(model_path)
     with H5MDDataset(aa_path, kind="cg") as ds:
+        if potential.temperature_dependent:  # judged at the temperature of the mapped AA frames
+            if ds.state is None or ds.state.temperature_K is None:
+                raise ValueError(f"{aa_path}: the CG dataset stores no state temperature, which the "
+                                 f"temperature-dependent model {model_path} needs")
+            potential.set_temperature(float(ds.state.temperature_K))
         idx, which = force_eval_frames(config, label, len(ds))
         accumulator = ForceErrorAccumulator(ds.type_names)
         chunk = max(1, 4 * config.analysis.force_batch_frames)
