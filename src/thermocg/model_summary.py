@@ -21,9 +21,10 @@ __all__ = ["ModelSummary"]
 class ModelSummary:
     """One trained (or fitted) CG potential.
 
-    family: "hipnn_ts" (thermocg.train) or "mscg" (thermocg.mscg), the study's two families (a
-    potential of another kind trained by :class:`thermocg.train.Trainer` gives its kind); name: the model directory name
-    under RUN_DIR/models; model_path: its ``model.safetensors``; train_states: labels of the state
+    family: "hipnn_ts" (thermocg.train) or "mscg" (thermocg.mscg), the study's base families (its
+    temperature-dependent families, e.g. "hipnn_ts_thermal", give their base family here; a potential
+    of another kind trained by :class:`thermocg.train.Trainer` gives its kind); name: the model
+    directory name under RUN_DIR/models; model_path: its ``model.safetensors``; train_states: labels of the state
     points whose frames it was fitted to; wall_s: wall-clock seconds spent building it (for a
     resumed training, the epochs of every session plus this call's preparation and writing);
     n_epochs, best_epoch: epochs run and the epoch whose weights were kept (None for MS-CG, a
