@@ -299,3 +299,21 @@ def test_key_figures_and_their_ranges_over_runs():
     assert ranges["hipnn_ts.rdf_error.single_away"]["max"] == pytest.approx(0.14)
     assert ranges["verdict.rdf_error"]["distinct"] == ["HIP-NN-TS"]
     assert ranges["verdict.adf_error"]["distinct"] == ["HIP-NN-TS", "indistinguishable"]
+
+
+@pytest.mark.parametrize("kind", ["rdf", "adf"])
+def test_overlay_legends_give_each_models_error(kind, tmp_path, monkeypatch):
+    """The legend of the RDF/ADF overlay names each model's error at the state (the ADF's read "n/a"
+    when a loop variable shadowed the figure's type key), and the whole-system title names no pair."""
+    summary = summary_with(ERRORS)
+    captured = {}
+    monkeypatch.setattr(report, "finish_figure", lambda fig, path, **kw: captured.setdefault("fig", fig))
+    assert report.overlay_figure(summary, "T340_rho0.75", kind, tmp_path / f"{kind}.png") is not None
+    axes = captured["fig"].axes
+    labels = [t.get_text() for t in axes[0].get_legend().get_texts()]
+    divisor = 1 if kind == "rdf" else 2
+    expected = {f"{train_set} ({report._fmt(row['T340_rho0.75'] / divisor, 2)})"
+                for train_set, row in ERRORS["hipnn_ts"].items()}
+    assert expected <= set(labels), labels
+    assert not any("n/a" in label for label in labels)
+    assert "pair" not in axes[0].get_title() and "around" not in axes[0].get_title()

@@ -208,8 +208,9 @@ def overlay_figure(summary: dict[str, Any], state: str, kind: str, path: Path, *
         panels = [axes[0][col]] + ([axes[1][col]] if rows == 2 else [])
         for row, ax in enumerate(panels):
             shown: list[np.ndarray] = []
-            for key, x, y in ref_curves:
-                ax.plot(x, y, color="black", lw=2.2, label=(f"AA {key}" if kind == "rdf" else "AA") if row == 0 else None)
+            for curve_key, x, y in ref_curves:
+                ax.plot(x, y, color="black", lw=2.2,
+                        label=(f"AA {curve_key}" if kind == "rdf" else "AA") if row == 0 else None)
                 shown.append(y if window is None else y[(x >= window[0]) & (x <= window[1])])
             for m in summary["models"]:
                 ev = summary["evaluations"].get(m["name"], {}).get(state)
