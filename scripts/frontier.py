@@ -1,0 +1,413 @@
+#!/usr/bin/env python
+"""The speed-accuracy frontier of HIP-NN-TS: for a few network sizes, CG ns/day against the all-atom run
+beside the RDF and ADF errors at the training state and away from it, all on the same data.
+
+Design (one study, every size treated alike):
+
+- **Data**: the CG datasets of a finished demo study (``--demo-run``: RUN/cg/<state>.h5md; 64 one-bead
+  methanols, TraPPE-UA, 280/310/340 K), copied into ``OUT/run/cg``. Every size is trained on the same
+  single state (``--train-state``, 310 K by default) with the same seed and the demo config's schedule
+  (``--config``: its ``train`` section with only the size changed). A single middle state leaves two
+  held-out states, one colder and one warmer, so "away from the training state" is an extrapolation in
+  both directions, the harder test, and the smallest training set is where a larger network could
+  overfit; pooling the ends (280 + 340 K) would leave a single, interpolated held-out state.
+- **Cutoff**: ``thermocg.study``'s automatic rule over every state's box (:func:`hipnn_cutoff_A`, the
+  largest the 64-molecule boxes allow, about 8 A) unless a size fixes a shorter one.
+- **CG MD** (:func:`thermocg.md.simulate`, Langevin BAOAB, friction ``simulate.friction_per_ps``) of every
+  model at every state's temperature from the state's last mapped AA frame, ``--duration-ps`` long at
+  ``--timestep-fs`` (12 fs, the recommended single step of docs/performance.md), frames every
+  ``--frame-fs``; the first ``analysis.discard_fraction`` is dropped. Because the 12 fs evidence was
+  measured on the demo's size only, every size also runs once at the training state at the demo's
+  ``--check-timestep-fs`` (4 fs): the 12 fs run "leaves the structure unchanged" when its RDF and ADF
+  errors against the 4 fs run are below that run's own noise floor (its first half against its second).
+- **Errors**: the study's (:func:`thermocg.study.reference_observables`, :func:`measure_structure`,
+  :func:`structure_errors`): RDF error mean |g_CG - g_AA|, ADF error integral |p_CG - p_AA| in the AA's
+  first shell, and the noise floor of each state's AA data (its first half against its second).
+- **Speed**: ``bench/bench_md.py`` per size as a subprocess (1,000 beads, ``--bench-threads``, no
+  hippynn, ``--bench-repeats`` interleaved repeats): CG ns/day at 12 fs single step and at the r-RESPA
+  24 fs / 6 scheme, and all-atom OpenMM ns/day of 1,000 TraPPE methanols measured in the same run. The
+  benchmark times an untrained network of the same size (the cost does not depend on the weights).
+
+Outputs in OUT: ``results.json`` (updated after every step; a rerun skips what is there, and training
+resumes from its checkpoint), ``frontier.md`` (the table) and ``frontier.png`` (errors against ns/day).
+Last line: JSON.
+
+    nice -n 10 python scripts/frontier.py --demo-run RUN --out frontier \\
+        [--sizes small,demo,middle,reference] [--duration-ps 40] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: the sizes on offer: width, sensitivities, dense layers per atom; ``cutoff_A`` None: the largest the data allow
+SIZES: dict[str, dict[str, Any]] = {
+    "small": dict(n_features=16, n_sensitivities=8, n_atom_layers=2, cutoff_A=6.0),
+    "demo": dict(n_features=32, n_sensitivities=12, n_atom_layers=2, cutoff_A=None),
+    "middle": dict(n_features=64, n_sensitivities=16, n_atom_layers=2, cutoff_A=None),
+    "reference": dict(n_features=128, n_sensitivities=20, n_atom_layers=3, cutoff_A=None),
+}
+#: added to the config seed per state (the same for every size: the runs differ only by the model)
+STATE_SEED_OFFSET = 1000
+
+
+def parse_sizes(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SIZES]
+    if unknown or not names:
+        raise SystemExit(f"--sizes: unknown size(s) {unknown or text!r}; choose from {', '.join(SIZES)}")
+    return names
+
+
+def write_json(path: Path, data: dict) -> None:
+    from thermocg.rundir import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+# ------------------------------------------------------------------------------------- set-up
+
+def prepare_run_dir(demo_run: Path, run_dir: Path, labels: list[str]) -> None:
+    """Copy the CG datasets of ``labels`` from the demo run (never written to) into ``run_dir/cg``."""
+    from thermocg.rundir import RunDir, atomic_path
+
+    source, target = RunDir(demo_run), RunDir(run_dir)
+    for label in labels:
+        src, dst = source.cg_dataset(label), target.cg_dataset(label)
+        if not src.exists():
+            raise SystemExit(f"--demo-run: {src} does not exist (run the demo study first)")
+        if dst.exists() and dst.stat().st_size == src.stat().st_size:
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dst, keep_suffix=True) as partial:
+            shutil.copyfile(src, partial)
+
+
+def study_config(config_path: Path, *, threads: int):
+    """The demo config with progress bars off and one thread everywhere."""
+    from thermocg.config import load_config
+
+    config = load_config(config_path)
+    return dataclasses.replace(
+        config, study=dataclasses.replace(config.study, progress=False, max_workers=1, threads_per_worker=threads),
+        train=dataclasses.replace(config.train, progress=False, n_threads=threads))
+
+
+# ------------------------------------------------------------------------------------- stages
+
+def train_size(config, run_dir: Path, size: str, train_state: str) -> dict[str, Any]:
+    """Train HIP-NN-TS of ``size`` on ``train_state`` with the config's schedule and seed; returns where
+    the model is and its resolved network (cutoff and sensitivity range included)."""
+    import yaml
+
+    from thermocg.study.stages import hipnn_cutoff_A
+    from thermocg.train import run_train
+
+    spec = SIZES[size]
+    cutoff = spec["cutoff_A"] if spec["cutoff_A"] is not None else hipnn_cutoff_A(config, run_dir)
+    name = f"hipnn_ts-{size}"
+    train = dataclasses.replace(config.train, name=name, train_states=[train_state], cutoff_A=float(cutoff),
+                                n_features=spec["n_features"], n_sensitivities=spec["n_sensitivities"],
+                                n_atom_layers=spec["n_atom_layers"])
+    start = time.perf_counter()
+    summary = run_train(dataclasses.replace(config, train=train), run_dir, name=name, train_states=[train_state])
+    resolved = yaml.safe_load((Path(summary.model_path).parent / "resolved.yaml").read_text())["config"]["train"]
+    return {"model_path": str(summary.model_path), "n_epochs": summary.n_epochs, "best_epoch": summary.best_epoch,
+            "stopped_at_max_epochs": summary.stopped_at_max_epochs, "wall_s": time.perf_counter() - start,
+            "network": {k: resolved[k] for k in ("n_features", "n_sensitivities", "n_interaction_layers",
+                                                 "n_atom_layers", "cutoff_A", "dist_soft_min_A", "dist_soft_max_A")},
+            "n_parameters": count_parameters(summary.model_path)}
+
+
+def count_parameters(model_path: str | os.PathLike) -> int:
+    from thermocg.potentials.base import load_potential
+
+    return int(sum(p.numel() for p in load_potential(model_path).parameters()))
+
+
+def cg_structure(config, model_path: str, run_dir: Path, label: str, reference, *, timestep_fs: float,
+                 duration_ps: float, frame_fs: float, seed: int):
+    """One Langevin run of the model at state ``label`` from its last mapped AA frame; returns (record, the
+    Structure of the frames after the discard, or None if it blew up)."""
+    from thermocg.dataset import H5MDDataset
+    from thermocg.md import simulate
+    from thermocg.potentials.base import load_potential
+    from thermocg.rundir import RunDir
+    from thermocg.study import measure_structure
+
+    with H5MDDataset(RunDir(run_dir).cg_dataset(label), kind="cg") as ds:
+        initial = ds.read(len(ds) - 1)
+    every = int(round(frame_fs / timestep_fs))
+    if every < 1 or abs(every * timestep_fs - frame_fs) > 1e-6:
+        raise SystemExit(f"--frame-fs {frame_fs:g} is not a multiple of the timestep {timestep_fs:g} fs")
+    n_steps = int(round(duration_ps * 1000.0 / timestep_fs))
+    settings = config.simulate
+    run = simulate(load_potential(model_path), initial, temperature_K=float(initial.state.temperature_K),
+                   timestep_fs=timestep_fs, n_steps=n_steps, seed=seed, save_interval_steps=every,
+                   friction_per_ps=settings.friction_per_ps, integrator="langevin", save_velocities=False,
+                   save_forces=False, skin_A=settings.skin_A, check_interval_steps=settings.check_interval_steps,
+                   max_temperature_factor=settings.max_temperature_factor,
+                   max_force_kcal_mol_A=settings.max_force_kcal_mol_A, min_distance_A=settings.min_distance_A,
+                   raise_on_blowup=False, progress=False)
+    record = {"timestep_fs": timestep_fs, "n_steps": run.n_steps, "duration_ps": duration_ps,
+              "wall_s": run.wall_time_s, "blowup": run.blowup}
+    if run.blowup or run.frames is None:
+        return record, None
+    start = int(run.frames.n_frames * config.analysis.discard_fraction)
+    t = run.thermo["temperature_K"]
+    record.update(n_frames=run.frames.n_frames - start, temperature_K=float(np.mean(t[len(t) // 5:])))
+    structure = measure_structure(run.frames, config.rdf, config.analysis, adf_cutoff_A=reference.adf_cutoff_A,
+                                  start=start)
+    return record, (structure, run.frames, start)
+
+
+def halves_noise(config, frames, start: int, adf_cutoff_A: float) -> dict[str, float]:
+    """The study's noise floor of a run: its first half against its second (after the discard)."""
+    from thermocg.study import measure_structure, structure_errors
+
+    middle = start + (frames.n_frames - start) // 2
+    first = measure_structure(frames, config.rdf, config.analysis, adf_cutoff_A=adf_cutoff_A, start=start,
+                              stop=middle)
+    second = measure_structure(frames, config.rdf, config.analysis, adf_cutoff_A=adf_cutoff_A, start=middle)
+    errors = structure_errors(second, first)
+    return {"rdf_error": errors["rdf_error"], "adf_error": errors["adf_error"]}
+
+
+def bench_size(network: dict[str, Any], *, threads: int, repeats: int, steps: int, aa_steps: int,
+               log: Path) -> dict[str, Any]:
+    """``bench/bench_md.py`` for this network (no hippynn); its JSON line, the output kept in ``log``."""
+    from thermocg.rundir import atomic_write_text
+
+    command = [sys.executable, str(ROOT / "bench" / "bench_md.py"), "--no-hippynn", "--threads", str(threads),
+               "--repeats", str(repeats), "--steps", str(steps), "--aa-steps", str(aa_steps),
+               "--n-features", str(network["n_features"]), "--n-sensitivities", str(network["n_sensitivities"]),
+               "--n-atom-layers", str(network["n_atom_layers"]),
+               "--n-interaction-layers", str(network["n_interaction_layers"]),
+               "--cutoff-A", str(network["cutoff_A"]), "--soft-min-A", str(network["dist_soft_min_A"]),
+               "--soft-max-A", str(network["dist_soft_max_A"])]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENMM_CPU_THREADS": str(threads)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    atomic_write_text(log, " ".join(command) + "\n\n" + done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise SystemExit(f"bench_md.py failed ({done.returncode}); its output is in {log}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------- report
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def table(results: dict[str, Any]) -> str:
+    """The markdown table: one row per size."""
+    labels, train = results["states"], results["train_state"]
+    order = [train] + [s for s in labels if s != train]
+    noise = results["noise"]
+    head = ["size", "features / sens. / atom layers", "cutoff (A)", "parameters", "CG 12 fs ns/day",
+            "CG r-RESPA ns/day", "AA OpenMM ns/day", "CG/AA (12 fs)", "CG/AA (r-RESPA)"]
+    head += [f"RDF err {s}{' (train)' if s == train else ''}" for s in order]
+    head += [f"ADF err {s}{' (train)' if s == train else ''}" for s in order]
+    head += ["12 fs vs 4 fs at train state"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for size, entry in results["sizes"].items():
+        net, bench = entry["train"]["network"], entry.get("bench") or {}
+        aa = bench.get("allatom_ns_per_day")
+        row = [size, f"{net['n_features']} / {net['n_sensitivities']} / {net['n_atom_layers']}",
+               f"{net['cutoff_A']:.2f}", f"{entry['train']['n_parameters']:,}",
+               _fmt(bench.get("cg_single_ns_per_day"), 3), _fmt(bench.get("cg_respa_ns_per_day"), 3), _fmt(aa, 3),
+               _fmt(bench.get("speedup_single_vs_openmm_allatom_ns_per_day"), 2),
+               _fmt(bench.get("speedup_vs_openmm_allatom_ns_per_day"), 2)]
+        for metric in ("rdf_error", "adf_error"):
+            for s in order:
+                run = entry["md"].get(s, {})
+                row.append("blew up" if run.get("blowup") else _fmt(run.get(metric)))
+        check = entry.get("timestep_check") or {}
+        row.append(check.get("verdict", "-"))
+        lines.append("| " + " | ".join(row) + " |")
+    floor = " ".join(f"{s}: RDF {noise[s]['rdf_error']:.4f}, ADF {noise[s]['adf_error']:.4f};" for s in order)
+    lines += ["", f"Noise floor of the errors (each state's mapped AA data, first half against second): {floor}"]
+    return "\n".join(lines) + "\n"
+
+
+def figure(results: dict[str, Any], path: Path) -> None:
+    """RDF and ADF errors against CG ns/day (12 fs single step), one marker per size and state: filled at
+    the training state, open away from it; the AA noise floor (mean over states) dashed, the all-atom
+    ns/day dotted."""
+    from thermocg.analysis.plots import finish_figure, label_axes, new_figure
+
+    fig, axes = new_figure(1, 2, panel_size=(5.2, 3.9))
+    train = results["train_state"]
+    markers = {s: m for s, m in zip(results["states"], ("v", "o", "^", "s", "D"))}
+    sizes = [(name, e) for name, e in results["sizes"].items() if e.get("bench")]
+    aa = [e["bench"]["allatom_ns_per_day"] for _, e in sizes if e["bench"].get("allatom_ns_per_day")]
+    for ax, metric, label in zip(axes[0], ("rdf_error", "adf_error"), ("RDF error  mean|g_CG - g_AA|",
+                                                                       "ADF error  integral|p_CG - p_AA|")):
+        for k, (name, entry) in enumerate(sizes):
+            x = entry["bench"]["cg_single_ns_per_day"]
+            ys = [(s, run[metric]) for s, run in entry["md"].items() if run.get(metric) is not None]
+            for s, y in ys:
+                held_out = s != train
+                ax.plot([x], [y], ls="none", marker=markers[s], ms=7, color=f"C{k}",
+                        mfc="none" if held_out else f"C{k}", label=f"{name} {s}{'' if held_out else ' (train)'}")
+            ax.annotate(name, (x, max(y for _, y in ys)), textcoords="offset points", xytext=(4, 6), fontsize=8,
+                        color=f"C{k}")
+        floor = float(np.mean([results["noise"][s][metric] for s in results["states"]]))
+        ax.axhline(floor, color="grey", ls="--", lw=0.9, label="AA noise floor (mean)")
+        if aa:
+            ax.axvline(float(np.median(aa)), color="black", ls=":", lw=0.9, label="all-atom OpenMM")
+        ax.set_xscale("log")
+        ax.set_ylim(bottom=0)
+        label_axes(ax, "CG ns/day (1,000 beads, 12 fs)", label)
+    axes[0, 1].legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    finish_figure(fig, path, dpi=110)
+
+
+# ------------------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo-run", required=True, type=Path, help="a finished demo study (its cg/ is read)")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "demo.yaml")
+    parser.add_argument("--sizes", default="small,demo,middle,reference", help=f"from {', '.join(SIZES)}")
+    parser.add_argument("--train-state", default="T310_rho0.777")
+    parser.add_argument("--max-epochs", type=int, default=None, help="override train.max_epochs (all sizes)")
+    parser.add_argument("--timestep-fs", type=float, default=12.0)
+    parser.add_argument("--check-timestep-fs", type=float, default=4.0, help="0: no timestep check")
+    parser.add_argument("--duration-ps", type=float, default=40.0)
+    parser.add_argument("--frame-fs", type=float, default=120.0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training and CG MD")
+    parser.add_argument("--bench-threads", type=int, default=1)
+    parser.add_argument("--bench-repeats", type=int, default=3)
+    parser.add_argument("--bench-steps", type=int, default=10)
+    parser.add_argument("--bench-aa-steps", type=int, default=100)
+    parser.add_argument("--no-bench", action="store_true")
+    args = parser.parse_args(argv)
+    sizes = parse_sizes(args.sizes)
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from thermocg.study import reference_observables, state_points, structure_errors
+
+    config = study_config(args.config, threads=args.threads)
+    if args.max_epochs is not None:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, max_epochs=args.max_epochs))
+    labels = list(state_points(config))
+    if args.train_state not in labels:
+        raise SystemExit(f"--train-state {args.train_state!r} is not a state of {args.config} ({', '.join(labels)})")
+    out = args.out
+    run_dir = out / "run"
+    prepare_run_dir(args.demo_run, run_dir, labels)
+    results_path = out / "results.json"
+    results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.exists() else {}
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    results.update(states=labels, train_state=args.train_state, settings=settings)
+    results.setdefault("sizes", {})
+
+    references = {}
+    for label in labels:
+        references[label] = reference_observables(config, run_dir, label)
+    results["noise"] = {s: references[s].noise for s in labels}
+    results["adf_cutoff_A"] = {s: references[s].adf_cutoff_A for s in labels}
+    write_json(results_path, results)
+    print(f"noise floor: {json.dumps(results['noise'])}", flush=True)
+
+    for size in sizes:
+        entry = results["sizes"].setdefault(size, {"md": {}})
+        entry["train"] = train_size(config, run_dir, size, args.train_state)  # resumes from its checkpoint
+        write_json(results_path, results)
+        print(f"{size}: trained {json.dumps(entry['train'])}", flush=True)
+        for k, label in enumerate(labels):
+            if label in entry["md"]:
+                continue
+            record, got = cg_structure(config, entry["train"]["model_path"], run_dir, label, references[label],
+                                       timestep_fs=args.timestep_fs, duration_ps=args.duration_ps,
+                                       frame_fs=args.frame_fs, seed=int(config.seed) + STATE_SEED_OFFSET * (k + 1))
+            if got is not None:
+                errors = structure_errors(got[0], references[label])
+                record.update(rdf_error=errors["rdf_error"], adf_error=errors["adf_error"])
+                if label == args.train_state:
+                    entry["_structure_12"] = got  # for the timestep check (not saved)
+            entry["md"][label] = record
+            write_json(results_path, {**results, "sizes": _saved(results["sizes"])})
+            print(f"{size} at {label}: {json.dumps(record)}", flush=True)
+        if args.check_timestep_fs and "timestep_check" not in entry:
+            entry["timestep_check"] = timestep_check(config, entry, run_dir, args, references[args.train_state],
+                                                     seed=int(config.seed) + STATE_SEED_OFFSET * (
+                                                         labels.index(args.train_state) + 1))
+            write_json(results_path, {**results, "sizes": _saved(results["sizes"])})
+            print(f"{size}: timestep check {json.dumps(entry['timestep_check'])}", flush=True)
+        if not args.no_bench and "bench" not in entry:
+            entry["bench"] = bench_size(entry["train"]["network"], threads=args.bench_threads,
+                                        repeats=args.bench_repeats, steps=args.bench_steps,
+                                        aa_steps=args.bench_aa_steps, log=out / "bench" / f"{size}.log")
+            write_json(results_path, {**results, "sizes": _saved(results["sizes"])})
+            print(f"{size}: bench {json.dumps(entry['bench'])}", flush=True)
+
+    results["sizes"] = _saved({s: results["sizes"][s] for s in sizes})
+    write_json(results_path, results)
+    from thermocg.rundir import atomic_write_text
+
+    atomic_write_text(out / "frontier.md", table(results))
+    if not args.no_bench:
+        figure(results, out / "frontier.png")
+    print(table(results))
+    print(json.dumps({"results": str(results_path), "table": str(out / "frontier.md"), "noise": results["noise"],
+                      "sizes": {s: {"cg_single_ns_per_day": (e.get("bench") or {}).get("cg_single_ns_per_day"),
+                                    **{f"{m}_{lab}": e["md"].get(lab, {}).get(m) for lab in labels
+                                       for m in ("rdf_error", "adf_error")}}
+                                for s, e in results["sizes"].items()}}))
+    return 0
+
+
+def _saved(sizes: dict[str, Any]) -> dict[str, Any]:
+    """The sizes' entries without the in-memory structures."""
+    return {s: {k: v for k, v in e.items() if not k.startswith("_")} for s, e in sizes.items()}
+
+
+def timestep_check(config, entry: dict[str, Any], run_dir: Path, args, reference, *, seed: int) -> dict[str, Any]:
+    """Is ``--timestep-fs`` safe for this size? The training-state run against a run at
+    ``--check-timestep-fs`` (same length, same seed), by the study's errors, against the noise floor of
+    the latter (its halves)."""
+    from thermocg.study import structure_errors
+
+    got = entry.get("_structure_12")
+    if got is None and not entry["md"][args.train_state].get("blowup"):  # a resumed run: the same run again
+        _, got = cg_structure(config, entry["train"]["model_path"], run_dir, args.train_state, reference,
+                              timestep_fs=args.timestep_fs, duration_ps=args.duration_ps, frame_fs=args.frame_fs,
+                              seed=seed)
+    if got is None:
+        return {"verdict": f"the {args.timestep_fs:g} fs run blew up"}
+    record, check = cg_structure(config, entry["train"]["model_path"], run_dir, args.train_state, reference,
+                                 timestep_fs=args.check_timestep_fs, duration_ps=args.duration_ps,
+                                 frame_fs=args.frame_fs, seed=seed)
+    if check is None:
+        return {**record, "verdict": f"{args.check_timestep_fs:g} fs run blew up"}
+    errors = structure_errors(got[0], check[0])
+    floor = halves_noise(config, check[1], check[2], reference.adf_cutoff_A)
+    unchanged = errors["rdf_error"] < floor["rdf_error"] and errors["adf_error"] < floor["adf_error"]
+    verdict = (f"{'unchanged' if unchanged else 'changed'} (RDF {errors['rdf_error']:.4f} / floor "
+               f"{floor['rdf_error']:.4f}, ADF {errors['adf_error']:.4f} / {floor['adf_error']:.4f})")
+    return {**record, "rdf_error": errors["rdf_error"], "adf_error": errors["adf_error"], "noise_floor": floor,
+            "unchanged": unchanged, "verdict": verdict}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
