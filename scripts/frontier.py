@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     for size in sizes:
         entry = results["sizes"].setdefault(size, {"md": {}})
         entry["train"] = train_size(config, run_dir, size, args.train_state)  # resumes from its checkpoint
-        write_json(results_path, results)
+        write_json(results_path, {**results, "sizes": _saved(results["sizes"])})
         print(f"{size}: trained {json.dumps(entry['train'])}", flush=True)
         for k, label in enumerate(labels):
             if label in entry["md"]:
@@ -354,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          labels.index(args.train_state) + 1))
             write_json(results_path, {**results, "sizes": _saved(results["sizes"])})
             print(f"{size}: timestep check {json.dumps(entry['timestep_check'])}", flush=True)
+        entry.pop("_structure_12", None)
         if not args.no_bench and "bench" not in entry:
             entry["bench"] = bench_size(entry["train"]["network"], threads=args.bench_threads,
                                         repeats=args.bench_repeats, steps=args.bench_steps,
