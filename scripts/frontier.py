@@ -207,6 +207,58 @@ def bench_size(network: dict[str, Any], *, threads: int, repeats: int, steps: in
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def gromacs_ns_per_day(gmx: str, out: Path, *, n_molecules: int, threads: int, timestep_fs: float, n_steps: int,
+                       repeats: int, seed: int = 2) -> dict[str, Any]:
+    """All-atom GROMACS ns/day of the system bench_md.py runs in OpenMM: ``n_molecules`` TraPPE-UA methanols
+    at 0.786 g/cm^3 and 300 K, the same build and cutoff (the force field's 14 A, PME), minimised in OpenMM,
+    written by :func:`thermocg.allatom.gromacs.write_gromacs_inputs` (SD integrator, bonds rigid by
+    LINCS), ``repeats`` runs of ``n_steps`` at ``timestep_fs`` on ``threads`` OpenMP threads; the median of
+    the ns/day GROMACS reports in md.log (its own timing, set-up excluded)."""
+    import statistics
+
+    import openmm
+
+    from thermocg import units
+    from thermocg.allatom.build import build_box
+    from thermocg.allatom.gromacs import write_gromacs_inputs
+    from thermocg.allatom.molecules import get_molecule
+    from thermocg.allatom.runner import build_system, resolve_cutoff_A
+    from thermocg.study.stages import _performance_ns_per_day
+
+    molecule = get_molecule("methanol_trappe")
+    positions, box = build_box(molecule, n_molecules, 0.786, rng=np.random.default_rng(seed))
+    cutoff = resolve_cutoff_A(molecule, box)
+    system = build_system(molecule, n_molecules, box, cutoff_A=cutoff)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"),
+                             {"Threads": str(threads)})
+    context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in np.asarray(box) * units.A_TO_NM])
+    context.setPositions(np.asarray(positions) * units.A_TO_NM)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
+    minimised = context.getState(getPositions=True).getPositions(asNumpy=True)._value * units.NM_TO_A
+    work = out / "gromacs"
+    length_ps = n_steps * timestep_fs * 1e-3
+    write_gromacs_inputs(molecule, n_molecules, minimised, box, work, cutoff_A=cutoff, temperature_K=300.0,
+                         timestep_fs=timestep_fs, production_ps=length_ps, save_interval_fs=length_ps * 1000.0,
+                         seed=seed, equilibration_ps=0.0)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "GMX_MAXBACKUP": "-1"}
+
+    def gmx_run(*args: str) -> None:
+        done = subprocess.run([gmx, *args], cwd=work, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"gmx {args[0]} failed in {work}:\n{done.stderr[-2000:]}")
+
+    gmx_run("grompp", "-f", "nvt.mdp", "-c", "conf.gro", "-p", "topol.top", "-o", "nvt.tpr")
+    speeds = []
+    for r in range(repeats):
+        gmx_run("mdrun", "-deffnm", f"rep{r}", "-s", "nvt.tpr", "-ntmpi", "1", "-ntomp", str(threads))
+        speeds.append(_performance_ns_per_day(work / f"rep{r}.log"))
+    if any(v is None for v in speeds):
+        raise SystemExit(f"gmx mdrun: no ns/day in the logs in {work}")
+    return {"gromacs_ns_per_day": statistics.median(speeds), "repeats_ns_per_day": speeds, "n_molecules": n_molecules,
+            "n_atoms": system.getNumParticles(), "threads": threads, "timestep_fs": timestep_fs, "n_steps": n_steps,
+            "cutoff_A": cutoff, "load_average_1min": round(os.getloadavg()[0], 2)}
+
+
 # ------------------------------------------------------------------------------------- report
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -222,6 +274,9 @@ def table(results: dict[str, Any]) -> str:
             "CG r-RESPA ns/day", "AA OpenMM ns/day", "CG/AA (12 fs)", "CG/AA (r-RESPA)"]
     head += [f"RDF err {s}{' (train)' if s == train else ''}" for s in order]
     head += [f"ADF err {s}{' (train)' if s == train else ''}" for s in order]
+    gromacs = (results.get("gromacs") or {}).get("gromacs_ns_per_day")
+    if gromacs:
+        head.insert(9, "CG/AA GROMACS (12 fs)")
     head += ["12 fs vs 4 fs at train state"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for size, entry in results["sizes"].items():
@@ -232,6 +287,8 @@ def table(results: dict[str, Any]) -> str:
                _fmt(bench.get("cg_single_ns_per_day"), 3), _fmt(bench.get("cg_respa_ns_per_day"), 3), _fmt(aa, 3),
                _fmt(bench.get("speedup_single_vs_openmm_allatom_ns_per_day"), 2),
                _fmt(bench.get("speedup_vs_openmm_allatom_ns_per_day"), 2)]
+        if gromacs:
+            row.append(_fmt(bench["cg_single_ns_per_day"] / gromacs if bench.get("cg_single_ns_per_day") else None, 2))
         for metric in ("rdf_error", "adf_error"):
             for s in order:
                 run = entry["md"].get(s, {})
@@ -241,6 +298,12 @@ def table(results: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(row) + " |")
     floor = " ".join(f"{s}: RDF {noise[s]['rdf_error']:.4f}, ADF {noise[s]['adf_error']:.4f};" for s in order)
     lines += ["", f"Noise floor of the errors (each state's mapped AA data, first half against second): {floor}"]
+    if gromacs:
+        g = results["gromacs"]
+        lines += ["", f"All-atom GROMACS, the same {g['n_molecules']} molecules ({g['n_atoms']} sites), "
+                      f"{g['threads']} thread(s), {g['timestep_fs']:g} fs: {gromacs:.3f} ns/day (median of "
+                      f"{', '.join(f'{v:.3f}' for v in g['repeats_ns_per_day'])}; timed after the benchmarks, "
+                      f"not interleaved with them)"]
     return "\n".join(lines) + "\n"
 
 
@@ -297,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bench-steps", type=int, default=10)
     parser.add_argument("--bench-aa-steps", type=int, default=100)
     parser.add_argument("--no-bench", action="store_true")
+    parser.add_argument("--gmx", default=shutil.which("gmx"), help="GROMACS for the all-atom ns/day (default: gmx "
+                        "on the PATH; none: skipped)")
+    parser.add_argument("--gromacs-steps", type=int, default=2000, help="all-atom GROMACS steps per repeat (2 fs)")
+    parser.add_argument("--gromacs-repeats", type=int, default=3)
+    parser.add_argument("--no-gromacs", action="store_true")
     args = parser.parse_args(argv)
     sizes = parse_sizes(args.sizes)
 
@@ -362,6 +430,11 @@ def main(argv: list[str] | None = None) -> int:
             write_json(results_path, {**results, "sizes": _saved(results["sizes"])})
             print(f"{size}: bench {json.dumps(entry['bench'])}", flush=True)
 
+    if not args.no_gromacs and args.gmx and "gromacs" not in results:
+        results["gromacs"] = gromacs_ns_per_day(args.gmx, out, n_molecules=1000, threads=args.bench_threads,
+                                                timestep_fs=2.0, n_steps=args.gromacs_steps,
+                                                repeats=args.gromacs_repeats)
+        print(f"GROMACS: {json.dumps(results['gromacs'])}", flush=True)
     results["sizes"] = _saved({s: results["sizes"][s] for s in sizes})
     write_json(results_path, results)
     from thermocg.rundir import atomic_write_text

@@ -54,6 +54,15 @@ def test_table_puts_each_figure_in_its_column(frontier):
     assert row["RDF err T340_rho0.746"] == "blew up" and row["ADF err T340_rho0.746"] == "blew up"
     assert row["12 fs vs 4 fs at train state"].startswith("unchanged")
     assert "T280_rho0.805: RDF 0.0300, ADF 0.0900;" in text and "T340_rho0.746: RDF 0.0320, ADF 0.0920;" in text
+    assert "GROMACS" not in text
+    # with a GROMACS figure: CG single step against it, in its own column
+    results = {**known_results(), "gromacs": {"gromacs_ns_per_day": 20.25, "repeats_ns_per_day": [20.0, 20.25, 21.0],
+                                              "n_molecules": 1000, "n_atoms": 3000, "threads": 1, "timestep_fs": 2.0}}
+    lines = frontier.table(results).splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    row = dict(zip(head, [c.strip() for c in lines[2].strip("|").split("|")]))
+    assert row["CG/AA GROMACS (12 fs)"] == "2.00" and row["RDF err T310_rho0.777 (train)"] == "0.0322"
+    assert "20.250 ns/day (median of 20.000, 20.250, 21.000" in lines[-1]
 
 
 def test_figure_is_written(frontier, tmp_path):
@@ -67,7 +76,8 @@ def test_bad_inputs_name_the_option(frontier, tmp_path):
     with pytest.raises(SystemExit, match=r"--sizes: unknown size\(s\) \['huge'\]"):
         frontier.parse_sizes("demo,huge")
     with pytest.raises(SystemExit, match=r"--demo-run: .*T280_rho0.805.h5md does not exist"):
-        frontier.main(["--demo-run", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), "--no-bench"])
+        frontier.main(["--demo-run", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), "--no-bench",
+                       "--no-gromacs"])
     with pytest.raises(SystemExit, match=r"--train-state 'T999' is not a state of"):
         frontier.main(["--demo-run", str(tmp_path), "--out", str(tmp_path / "out"), "--train-state", "T999"])
 
@@ -102,7 +112,7 @@ def test_the_script_on_a_tiny_run_and_its_rerun(frontier, tmp_path, rng):
     run, config = tiny_demo_run(tmp_path, rng)
     out = tmp_path / "out"
     argv = ["--demo-run", str(run), "--out", str(out), "--config", str(config), "--sizes", "small,demo",
-            "--duration-ps", "2.4", "--no-bench"]
+            "--duration-ps", "2.4", "--no-bench", "--no-gromacs"]
     assert frontier.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     labels = results["states"]
