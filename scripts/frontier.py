@@ -350,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="small,demo,middle,reference", help=f"from {', '.join(SIZES)}")
     parser.add_argument("--train-state", default="T310_rho0.777")
     parser.add_argument("--max-epochs", type=int, default=None, help="override train.max_epochs (all sizes)")
+    parser.add_argument("--seed", type=int, default=None, help="override the config's seed (training and MD)")
     parser.add_argument("--timestep-fs", type=float, default=12.0)
     parser.add_argument("--check-timestep-fs", type=float, default=4.0, help="0: no timestep check")
     parser.add_argument("--duration-ps", type=float, default=40.0)
@@ -375,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     from thermocg.study import reference_observables, state_points, structure_errors
 
     config = study_config(args.config, threads=args.threads)
+    if args.seed is not None:
+        config = dataclasses.replace(config, seed=args.seed)
     if args.max_epochs is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, max_epochs=args.max_epochs))
     labels = list(state_points(config))
