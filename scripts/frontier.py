@@ -307,10 +307,11 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(results: dict[str, Any], path: Path) -> None:
+def figure(results: dict[str, Any], path: Path, *, other_seeds: list[dict[str, Any]] | None = None) -> None:
     """RDF and ADF errors against CG ns/day (12 fs single step), one marker per size and state: filled at
-    the training state, open away from it; the AA noise floor (mean over states) dashed, the all-atom
-    ns/day dotted."""
+    the training state, open away from it; the same models trained from ``other_seeds`` (their
+    results.json) small and grey-edged at the same ns/day; the AA noise floor (mean over states) dashed,
+    the all-atom ns/day dotted."""
     from thermocg.analysis.plots import finish_figure, label_axes, new_figure
 
     fig, axes = new_figure(1, 2, panel_size=(5.2, 3.9))
@@ -327,6 +328,11 @@ def figure(results: dict[str, Any], path: Path) -> None:
                 held_out = s != train
                 ax.plot([x], [y], ls="none", marker=markers[s], ms=7, color=f"C{k}",
                         mfc="none" if held_out else f"C{k}", label=f"{name} {s}{'' if held_out else ' (train)'}")
+            for other in other_seeds or []:
+                for s, run in other["sizes"].get(name, {}).get("md", {}).items():
+                    if run.get(metric) is not None:
+                        ax.plot([x * 1.04], [run[metric]], ls="none", marker=markers[s], ms=4, color=f"C{k}",
+                                mfc="none" if s != train else f"C{k}", alpha=0.6)
             ax.annotate(name, (x, max(y for _, y in ys)), textcoords="offset points", xytext=(4, 6), fontsize=8,
                         color=f"C{k}")
         floor = float(np.mean([results["noise"][s][metric] for s in results["states"]]))
@@ -338,6 +344,26 @@ def figure(results: dict[str, Any], path: Path) -> None:
         label_axes(ax, "CG ns/day (1,000 beads, 12 fs)", label)
     axes[0, 1].legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     finish_figure(fig, path, dpi=110)
+
+
+def seeds_table(runs: list[dict[str, Any]]) -> str:
+    """RDF and ADF errors of every size at every state, one column per seed (the runs' results), and
+    the spread (max - min) over seeds."""
+    seeds = [r["seed"] for r in runs]
+    train = runs[0]["train_state"]
+    head = ["size", "state", *[f"RDF err seed {s}" for s in seeds], "RDF spread",
+            *[f"ADF err seed {s}" for s in seeds], "ADF spread"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for size in runs[0]["sizes"]:
+        for state in [train] + [s for s in runs[0]["states"] if s != train]:
+            row = [size, state + (" (train)" if state == train else "")]
+            for metric in ("rdf_error", "adf_error"):
+                values = [r["sizes"].get(size, {}).get("md", {}).get(state, {}).get(metric) for r in runs]
+                row += [_fmt(v) for v in values]
+                known = [v for v in values if v is not None]
+                row.append(_fmt(max(known) - min(known)) if len(known) == len(values) else "-")
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------- main
@@ -366,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gromacs-steps", type=int, default=2000, help="all-atom GROMACS steps per repeat (2 fs)")
     parser.add_argument("--gromacs-repeats", type=int, default=3)
     parser.add_argument("--no-gromacs", action="store_true")
+    parser.add_argument("--other-seeds", nargs="*", type=Path, default=[],
+                        help="output directories of the same sizes trained with other --seed: in the figure, "
+                             "and OUT/seeds.md (the errors per seed)")
     args = parser.parse_args(argv)
     sizes = parse_sizes(args.sizes)
 
@@ -388,8 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     prepare_run_dir(args.demo_run, run_dir, labels)
     results_path = out / "results.json"
     results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.exists() else {}
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    results.update(states=labels, train_state=args.train_state, settings=settings)
+    settings = {k: str(v) if isinstance(v, Path) else [str(p) for p in v] if isinstance(v, list) else v
+                for k, v in vars(args).items()}
+    results.update(states=labels, train_state=args.train_state, settings=settings, seed=int(config.seed))
     results.setdefault("sizes", {})
 
     references = {}
@@ -443,8 +473,11 @@ def main(argv: list[str] | None = None) -> int:
     from thermocg.rundir import atomic_write_text
 
     atomic_write_text(out / "frontier.md", table(results))
+    others = [json.loads((d / "results.json").read_text()) for d in args.other_seeds]
+    if others:
+        atomic_write_text(out / "seeds.md", seeds_table([results, *others]))
     if not args.no_bench:
-        figure(results, out / "frontier.png")
+        figure(results, out / "frontier.png", other_seeds=others)
     print(table(results))
     print(json.dumps({"results": str(results_path), "table": str(out / "frontier.md"), "noise": results["noise"],
                       "sizes": {s: {"cg_single_ns_per_day": (e.get("bench") or {}).get("cg_single_ns_per_day"),

@@ -142,3 +142,22 @@ def test_the_script_on_a_tiny_run_and_its_rerun(frontier, tmp_path, rng):
         assert again["sizes"][size]["md"] == results["sizes"][size]["md"]
         assert again["sizes"][size]["timestep_check"] == results["sizes"][size]["timestep_check"]
         assert again["sizes"][size]["train"]["n_epochs"] == results["sizes"][size]["train"]["n_epochs"]
+
+
+def test_seeds_table_gives_each_seed_and_the_spread(frontier):
+    first, second = known_results(), known_results()
+    first["seed"], second["seed"] = 2024, 2025
+    second["sizes"]["demo"]["md"]["T310_rho0.777"] = {"rdf_error": 0.0300, "adf_error": 0.1000}
+    lines = frontier.seeds_table([first, second]).splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [dict(zip(head, [c.strip() for c in line.strip("|").split("|")])) for line in lines[2:]]
+    assert [r["state"] for r in rows] == ["T310_rho0.777 (train)", "T280_rho0.805", "T340_rho0.746"]
+    assert rows[0]["RDF err seed 2024"] == "0.0322" and rows[0]["RDF err seed 2025"] == "0.0300"
+    assert rows[0]["RDF spread"] == "0.0022" and rows[0]["ADF spread"] == "0.0078"
+    assert rows[1]["RDF spread"] == "0.0000" and rows[2]["RDF spread"] == "-"  # both blew up at 340 K
+
+
+def test_figure_overlays_other_seeds(frontier, tmp_path):
+    other = known_results()
+    frontier.figure(known_results(), tmp_path / "a.png", other_seeds=[other])
+    assert (tmp_path / "a.png").stat().st_size > 1000
