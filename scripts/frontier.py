@@ -384,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training and CG MD")
     parser.add_argument("--bench-threads", type=int, default=1)
     parser.add_argument("--bench-repeats", type=int, default=5)
-    parser.add_argument("--bench-steps", type=int, default=150, help="timed CG steps per repeat (long enough to time under load)")
+    parser.add_argument("--bench-steps", type=int, default=150,
+                        help="timed CG steps per repeat (long enough to time under load)")
     parser.add_argument("--bench-aa-steps", type=int, default=300)
     parser.add_argument("--no-bench", action="store_true")
     parser.add_argument("--gmx", default=shutil.which("gmx"), help="GROMACS for the all-atom ns/day (default: gmx "
