@@ -349,7 +349,7 @@ def figure(results: dict[str, Any], path: Path, *, other_seeds: list[dict[str, A
 def seeds_table(runs: list[dict[str, Any]]) -> str:
     """RDF and ADF errors of every size at every state, one column per seed (the runs' results), and
     the spread (max - min) over seeds."""
-    seeds = [r["seed"] for r in runs]
+    seeds = [r["seed"] if "seed" in r else r.get("settings", {}).get("seed") for r in runs]
     train = runs[0]["train_state"]
     head = ["size", "state", *[f"RDF err seed {s}" for s in seeds], "RDF spread",
             *[f"ADF err seed {s}" for s in seeds], "ADF spread"]
@@ -393,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gromacs-steps", type=int, default=2000, help="all-atom GROMACS steps per repeat (2 fs)")
     parser.add_argument("--gromacs-repeats", type=int, default=3)
     parser.add_argument("--no-gromacs", action="store_true")
+    parser.add_argument("--collect", nargs="+", type=Path, default=None,
+                        help="merge the sizes of these output directories (invocations on the same data, e.g. "
+                             "one size each in parallel) into OUT, then write the table and figure")
     parser.add_argument("--other-seeds", nargs="*", type=Path, default=[],
                         help="output directories of the same sizes trained with other --seed: in the figure, "
                              "and OUT/seeds.md (the errors per seed)")
@@ -414,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_state not in labels:
         raise SystemExit(f"--train-state {args.train_state!r} is not a state of {args.config} ({', '.join(labels)})")
     out = args.out
+    if args.collect:
+        results = collect(args.collect, sizes)
+        return finish(args, results, out, labels)
     run_dir = out / "run"
     prepare_run_dir(args.demo_run, run_dir, labels)
     results_path = out / "results.json"
@@ -464,15 +470,44 @@ def main(argv: list[str] | None = None) -> int:
             write_json(results_path, {**results, "sizes": _saved(results["sizes"])})
             print(f"{size}: bench {json.dumps(entry['bench'])}", flush=True)
 
+    return finish(args, results, out, labels)
+
+
+def collect(directories: list[Path], sizes: list[str]) -> dict[str, Any]:
+    """The results of several invocations on the same data merged: ``sizes`` (in that order) from
+    whichever directory holds them; states, training state, noise floors and seed must agree."""
+    parts = [json.loads((d / "results.json").read_text()) for d in directories]
+    merged = {k: v for k, v in parts[0].items() if k != "sizes"}
+    merged["sizes"] = {}
+    for d, part in zip(directories, parts):
+        for key in ("states", "train_state", "noise", "seed"):
+            if part.get(key) != merged.get(key):
+                raise SystemExit(f"--collect: {d} differs from {directories[0]} in {key!r}")
+        merged["sizes"].update(part["sizes"])
+        merged.setdefault("gromacs", part.get("gromacs"))
+        if merged["gromacs"] is None:
+            merged.pop("gromacs")
+    missing = [s for s in sizes if s not in merged["sizes"]]
+    if missing:
+        raise SystemExit(f"--collect: no directory holds the size(s) {missing}")
+    merged["sizes"] = {s: merged["sizes"][s] for s in sizes}
+    merged["collected_from"] = [str(d) for d in directories]
+    return merged
+
+
+def finish(args, results: dict[str, Any], out: Path, labels: list[str]) -> int:
+    """GROMACS once (unless it is there or skipped), then results.json, frontier.md, seeds.md and
+    frontier.png in ``out``; the summary JSON line."""
+    from thermocg.rundir import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
     if not args.no_gromacs and args.gmx and "gromacs" not in results:
         results["gromacs"] = gromacs_ns_per_day(args.gmx, out, n_molecules=1000, threads=args.bench_threads,
                                                 timestep_fs=2.0, n_steps=args.gromacs_steps,
                                                 repeats=args.gromacs_repeats)
         print(f"GROMACS: {json.dumps(results['gromacs'])}", flush=True)
-    results["sizes"] = _saved({s: results["sizes"][s] for s in sizes})
-    write_json(results_path, results)
-    from thermocg.rundir import atomic_write_text
-
+    results["sizes"] = _saved(results["sizes"])
+    write_json(out / "results.json", results)
     atomic_write_text(out / "frontier.md", table(results))
     others = [json.loads((d / "results.json").read_text()) for d in args.other_seeds]
     if others:
@@ -480,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_bench:
         figure(results, out / "frontier.png", other_seeds=others)
     print(table(results))
-    print(json.dumps({"results": str(results_path), "table": str(out / "frontier.md"), "noise": results["noise"],
+    print(json.dumps({"results": str(out / "results.json"), "table": str(out / "frontier.md"), "noise": results["noise"],
                       "sizes": {s: {"cg_single_ns_per_day": (e.get("bench") or {}).get("cg_single_ns_per_day"),
                                     **{f"{m}_{lab}": e["md"].get(lab, {}).get(m) for lab in labels
                                        for m in ("rdf_error", "adf_error")}}

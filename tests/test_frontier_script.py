@@ -161,3 +161,22 @@ def test_figure_overlays_other_seeds(frontier, tmp_path):
     other = known_results()
     frontier.figure(known_results(), tmp_path / "a.png", other_seeds=[other])
     assert (tmp_path / "a.png").stat().st_size > 1000
+
+
+def test_collect_merges_sizes_of_runs_on_the_same_data(frontier, tmp_path):
+    one, two = known_results(), known_results()
+    one["seed"] = two["seed"] = 2024
+    two["sizes"] = {"reference": {**two["sizes"]["demo"], "md": {}}}
+    two["gromacs"] = {"gromacs_ns_per_day": 30.0}
+    for name, part in (("a", one), ("b", two)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(part))
+    merged = frontier.collect([tmp_path / "a", tmp_path / "b"], ["reference", "demo"])
+    assert list(merged["sizes"]) == ["reference", "demo"] and merged["gromacs"] == {"gromacs_ns_per_day": 30.0}
+    assert merged["sizes"]["demo"] == one["sizes"]["demo"]
+    with pytest.raises(SystemExit, match=r"no directory holds the size\(s\) \['small'\]"):
+        frontier.collect([tmp_path / "a", tmp_path / "b"], ["small", "demo"])
+    two["noise"]["T280_rho0.805"]["rdf_error"] = 0.5  # other data: refused
+    (tmp_path / "b" / "results.json").write_text(json.dumps(two))
+    with pytest.raises(SystemExit, match=r"--collect: .*b differs from .*a in 'noise'"):
+        frontier.collect([tmp_path / "a", tmp_path / "b"], ["demo"])
