@@ -379,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="override the config's seed (training and MD)")
     parser.add_argument("--timestep-fs", type=float, default=12.0)
     parser.add_argument("--check-timestep-fs", type=float, default=4.0, help="0: no timestep check")
+    parser.add_argument("--check-duration-ps", type=float, default=None, help="its length (default --duration-ps)")
     parser.add_argument("--duration-ps", type=float, default=40.0)
     parser.add_argument("--frame-fs", type=float, default=120.0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training and CG MD")
@@ -530,8 +531,8 @@ def _saved(sizes: dict[str, Any]) -> dict[str, Any]:
 
 def timestep_check(config, entry: dict[str, Any], run_dir: Path, args, reference, *, seed: int) -> dict[str, Any]:
     """Is ``--timestep-fs`` safe for this size? The training-state run against a run at
-    ``--check-timestep-fs`` (same length, same seed), by the study's errors, against the noise floor of
-    the latter (its halves)."""
+    ``--check-timestep-fs`` (``--check-duration-ps`` long, same seed), by the study's errors, against the
+    noise floor of the latter (its halves)."""
     from thermocg.study import structure_errors
 
     got = entry.get("_structure_12")
@@ -542,7 +543,8 @@ def timestep_check(config, entry: dict[str, Any], run_dir: Path, args, reference
     if got is None:
         return {"verdict": f"the {args.timestep_fs:g} fs run blew up"}
     record, check = cg_structure(config, entry["train"]["model_path"], run_dir, args.train_state, reference,
-                                 timestep_fs=args.check_timestep_fs, duration_ps=args.duration_ps,
+                                 timestep_fs=args.check_timestep_fs,
+                                 duration_ps=args.check_duration_ps or args.duration_ps,
                                  frame_fs=args.frame_fs, seed=seed)
     if check is None:
         return {**record, "verdict": f"{args.check_timestep_fs:g} fs run blew up"}
