@@ -31,7 +31,7 @@ def known_results() -> dict:
           "T340_rho0.746": {"blowup": "simulation blew up at step 80"}}
     network = dict(n_features=32, n_sensitivities=12, n_interaction_layers=1, n_atom_layers=2, cutoff_A=8.07,
                    dist_soft_min_A=1.925, dist_soft_max_A=6.994)
-    bench = {"cg_single_ns_per_day": 40.5, "cg_respa_ns_per_day": 60.25, "allatom_ns_per_day": 8.0,
+    bench = {"cg_timestep_fs": 12.0, "cg_single_ns_per_day": 40.5, "cg_respa_ns_per_day": 60.25, "allatom_ns_per_day": 8.0,
              "speedup_single_vs_openmm_allatom_ns_per_day": 5.06, "speedup_vs_openmm_allatom_ns_per_day": 7.53}
     return {"states": states, "train_state": "T310_rho0.777",
             "noise": {s: {"rdf_error": 0.03 + 0.001 * k, "adf_error": 0.09 + 0.001 * k} for k, s in enumerate(states)},
@@ -46,13 +46,13 @@ def test_table_puts_each_figure_in_its_column(frontier):
     row = dict(zip(head, [c.strip() for c in lines[2].strip("|").split("|")]))
     assert row["size"] == "demo" and row["features / sens. / atom layers"] == "32 / 12 / 2"
     assert row["cutoff (A)"] == "8.07" and row["parameters"] == "12,345"
-    assert row["CG 12 fs ns/day"] == "40.500" and row["CG r-RESPA ns/day"] == "60.250"
-    assert row["AA OpenMM ns/day"] == "8.000" and row["CG/AA (12 fs)"] == "5.06" and row["CG/AA (r-RESPA)"] == "7.53"
+    assert row["CG step (fs)"] == "12" and row["CG ns/day"] == "40.500" and row["CG r-RESPA ns/day"] == "60.250"
+    assert row["AA OpenMM ns/day"] == "8.000" and row["CG/AA"] == "5.06" and row["CG/AA (r-RESPA)"] == "7.53"
     # the training state first, marked; the held-out states after it
     assert head.index("RDF err T310_rho0.777 (train)") < head.index("RDF err T280_rho0.805")
     assert row["RDF err T310_rho0.777 (train)"] == "0.0322" and row["ADF err T280_rho0.805"] == "0.1211"
     assert row["RDF err T340_rho0.746"] == "blew up" and row["ADF err T340_rho0.746"] == "blew up"
-    assert row["12 fs vs 4 fs at train state"].startswith("unchanged")
+    assert row["timestep check at the train state"].startswith("unchanged")
     assert "T280_rho0.805: RDF 0.0300, ADF 0.0900;" in text and "T340_rho0.746: RDF 0.0320, ADF 0.0920;" in text
     assert "GROMACS" not in text
     # with a GROMACS figure: CG single step against it, in its own column
@@ -61,7 +61,7 @@ def test_table_puts_each_figure_in_its_column(frontier):
     lines = frontier.table(results).splitlines()
     head = [c.strip() for c in lines[0].strip("|").split("|")]
     row = dict(zip(head, [c.strip() for c in lines[2].strip("|").split("|")]))
-    assert row["CG/AA GROMACS (12 fs)"] == "2.00" and row["RDF err T310_rho0.777 (train)"] == "0.0322"
+    assert row["CG/AA GROMACS"] == "2.00" and row["RDF err T310_rho0.777 (train)"] == "0.0322"
     assert "20.250 ns/day (median of 20.000, 20.250, 21.000" in lines[-1]
 
 
