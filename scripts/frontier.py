@@ -44,6 +44,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -207,7 +208,22 @@ def bench_size(network: dict[str, Any], *, threads: int, repeats: int, steps: in
     atomic_write_text(log, " ".join(command) + "\n\n" + done.stdout + done.stderr)
     if done.returncode != 0:
         raise SystemExit(f"bench_md.py failed ({done.returncode}); its output is in {log}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**out, "log": str(log), **repeat_ratios(done.stdout, out["cg_timestep_fs"], out["allatom_timestep_fs"])}
+
+
+_REPEAT = re.compile(r"repeat \d+: ours ([0-9.]+) steps/s(?:, ours r-RESPA [0-9.]+ outer steps/s)?, "
+                     r"all-atom ([0-9.]+) steps/s")
+
+
+def repeat_ratios(bench_output: str, cg_timestep_fs: float, aa_timestep_fs: float) -> dict[str, Any]:
+    """CG single-step ns/day over all-atom ns/day in each of bench_md.py's interleaved repeats (the two
+    timed back to back, so a change of the machine's load hits both), their median and range."""
+    ratios = [float(cg) * cg_timestep_fs / (float(aa) * aa_timestep_fs) for cg, aa in _REPEAT.findall(bench_output)]
+    if not ratios:
+        return {}
+    return {"repeat_cg_vs_aa": ratios, "repeat_cg_vs_aa_median": float(np.median(ratios)),
+            "repeat_cg_vs_aa_min": min(ratios), "repeat_cg_vs_aa_max": max(ratios)}
 
 
 def gromacs_ns_per_day(gmx: str, out: Path, *, n_molecules: int, threads: int, timestep_fs: float, n_steps: int,
@@ -284,12 +300,13 @@ def table(results: dict[str, Any]) -> str:
     order = [train] + [s for s in labels if s != train]
     noise = results["noise"]
     head = ["size", "features / sens. / atom layers", "cutoff (A)", "parameters", "CG step (fs)",
-            "CG ns/day", "CG r-RESPA ns/day", "AA OpenMM ns/day", "CG/AA", "CG/AA (r-RESPA)"]
+            "CG ns/day", "CG r-RESPA ns/day", "AA OpenMM ns/day", "CG/AA", "CG/AA per repeat: median (range)",
+            "CG/AA (r-RESPA)"]
     head += [f"RDF err {s}{' (train)' if s == train else ''}" for s in order]
     head += [f"ADF err {s}{' (train)' if s == train else ''}" for s in order]
     gromacs = (results.get("gromacs") or {}).get("gromacs_vs_openmm")
     if gromacs:
-        head.insert(10, "CG/AA GROMACS")
+        head.insert(11, "CG/AA GROMACS")
     head += ["timestep check at the train state"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for size, entry in results["sizes"].items():
@@ -297,8 +314,11 @@ def table(results: dict[str, Any]) -> str:
         aa = bench.get("allatom_ns_per_day")
         row = [size, f"{net['n_features']} / {net['n_sensitivities']} / {net['n_atom_layers']}",
                f"{net['cutoff_A']:.2f}", f"{entry['train']['n_parameters']:,}",
-               _fmt(bench.get("cg_timestep_fs"), 0), _fmt(bench.get("cg_single_ns_per_day"), 3), _fmt(bench.get("cg_respa_ns_per_day"), 3), _fmt(aa, 3),
+               _fmt(bench.get("cg_timestep_fs"), 0), _fmt(bench.get("cg_single_ns_per_day"), 3),
+               _fmt(bench.get("cg_respa_ns_per_day"), 3), _fmt(aa, 3),
                _fmt(bench.get("speedup_single_vs_openmm_allatom_ns_per_day"), 2),
+               (f"{bench['repeat_cg_vs_aa_median']:.2f} ({bench['repeat_cg_vs_aa_min']:.2f}-"
+                f"{bench['repeat_cg_vs_aa_max']:.2f})" if bench.get("repeat_cg_vs_aa") else "-"),
                _fmt(bench.get("speedup_vs_openmm_allatom_ns_per_day"), 2)]
         if gromacs:
             cg_vs_openmm = bench.get("speedup_single_vs_openmm_allatom_ns_per_day")
@@ -326,9 +346,10 @@ def table(results: dict[str, Any]) -> str:
 def figure(results: dict[str, Any], path: Path, *, other_seeds: list[dict[str, Any]] | None = None) -> None:
     """RDF and ADF errors against the CG/AA ns/day ratio (CG single step, all-atom OpenMM timed in the same
     benchmark run: on a shared machine the absolute figures move with the load, their ratio much less),
-    one marker per size and state: filled at the training state, open away from it; the same models
-    trained from ``other_seeds`` (their results.json) smaller, beside them; the AA noise floor (mean over
-    states) dashed, CG as fast as all-atom dotted."""
+    one marker per size and state: filled at the training state, open away from it, a horizontal line
+    through the highest spanning the ratio's range over the benchmark's repeats; the same models trained
+    from ``other_seeds`` (their results.json) smaller, beside them; the AA noise floor (mean over states)
+    dashed, CG as fast as all-atom dotted."""
     from thermocg.analysis.plots import finish_figure, label_axes, new_figure
 
     fig, axes = new_figure(1, 2, panel_size=(5.2, 3.9))
@@ -339,7 +360,8 @@ def figure(results: dict[str, Any], path: Path, *, other_seeds: list[dict[str, A
     for ax, metric, label in zip(axes[0], ("rdf_error", "adf_error"), ("RDF error  mean|g_CG - g_AA|",
                                                                        "ADF error  integral|p_CG - p_AA|")):
         for k, (name, entry) in enumerate(sizes):
-            x = entry["bench"]["speedup_single_vs_openmm_allatom_ns_per_day"]
+            bench = entry["bench"]
+            x = bench.get("repeat_cg_vs_aa_median") or bench["speedup_single_vs_openmm_allatom_ns_per_day"]
             ys = [(s, run[metric]) for s, run in entry["md"].items() if run.get(metric) is not None]
             for s, y in ys:
                 held_out = s != train
@@ -350,6 +372,11 @@ def figure(results: dict[str, Any], path: Path, *, other_seeds: list[dict[str, A
                     if run.get(metric) is not None:
                         ax.plot([x * 1.04], [run[metric]], ls="none", marker=markers[s], ms=4, color=f"C{k}",
                                 mfc="none" if s != train else f"C{k}", alpha=0.6)
+            if not ys:  # every run of this size blew up
+                continue
+            if bench.get("repeat_cg_vs_aa"):  # the spread of the per-repeat ratios, at the highest point
+                ax.hlines(max(y for _, y in ys), bench["repeat_cg_vs_aa_min"], bench["repeat_cg_vs_aa_max"],
+                          color=f"C{k}", lw=0.8, alpha=0.7)
             ax.annotate(name, (x, max(y for _, y in ys)), textcoords="offset points", xytext=(4, 6), fontsize=8,
                         color=f"C{k}")
         floor = float(np.mean([results["noise"][s][metric] for s in results["states"]]))
@@ -357,7 +384,7 @@ def figure(results: dict[str, Any], path: Path, *, other_seeds: list[dict[str, A
         ax.axvline(1.0, color="black", ls=":", lw=0.9, label="as fast as all-atom OpenMM")
         ax.set_xscale("log")
         ax.set_ylim(bottom=0)
-        label_axes(ax, "CG ns/day / all-atom ns/day (1,000 molecules, same run)", label)
+        label_axes(ax, "CG ns/day / all-atom ns/day (1,000 molecules; median of repeats)", label)
     axes[0, 1].legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     finish_figure(fig, path, dpi=110)
 
@@ -501,6 +528,10 @@ def collect(directories: list[Path], sizes: list[str]) -> dict[str, Any]:
         for key in ("states", "train_state", "noise", "seed"):
             if part.get(key) != merged.get(key):
                 raise SystemExit(f"--collect: {d} differs from {directories[0]} in {key!r}")
+        for size, entry in part["sizes"].items():
+            bench, log = entry.get("bench"), d / "bench" / f"{size}.log"
+            if bench and "repeat_cg_vs_aa" not in bench and log.exists():  # results of an earlier version
+                bench.update(repeat_ratios(log.read_text(), bench["cg_timestep_fs"], bench["allatom_timestep_fs"]))
         merged["sizes"].update(part["sizes"])
         merged.setdefault("gromacs", part.get("gromacs"))
         if merged["gromacs"] is None:
@@ -533,7 +564,8 @@ def finish(args, results: dict[str, Any], out: Path, labels: list[str]) -> int:
     if not args.no_bench:
         figure(results, out / "frontier.png", other_seeds=others)
     print(table(results))
-    print(json.dumps({"results": str(out / "results.json"), "table": str(out / "frontier.md"), "noise": results["noise"],
+    print(json.dumps({"results": str(out / "results.json"), "table": str(out / "frontier.md"),
+                      "noise": results["noise"],
                       "sizes": {s: {"cg_single_ns_per_day": (e.get("bench") or {}).get("cg_single_ns_per_day"),
                                     **{f"{m}_{lab}": e["md"].get(lab, {}).get(m) for lab in labels
                                        for m in ("rdf_error", "adf_error")}}

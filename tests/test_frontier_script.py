@@ -31,8 +31,11 @@ def known_results() -> dict:
           "T340_rho0.746": {"blowup": "simulation blew up at step 80"}}
     network = dict(n_features=32, n_sensitivities=12, n_interaction_layers=1, n_atom_layers=2, cutoff_A=8.07,
                    dist_soft_min_A=1.925, dist_soft_max_A=6.994)
-    bench = {"cg_timestep_fs": 12.0, "cg_single_ns_per_day": 40.5, "cg_respa_ns_per_day": 60.25, "allatom_ns_per_day": 8.0,
-             "speedup_single_vs_openmm_allatom_ns_per_day": 5.06, "speedup_vs_openmm_allatom_ns_per_day": 7.53}
+    bench = {"cg_timestep_fs": 12.0, "cg_single_ns_per_day": 40.5, "cg_respa_ns_per_day": 60.25,
+             "allatom_ns_per_day": 8.0,
+             "speedup_single_vs_openmm_allatom_ns_per_day": 5.06, "speedup_vs_openmm_allatom_ns_per_day": 7.53,
+             "repeat_cg_vs_aa": [4.0, 5.0, 7.0], "repeat_cg_vs_aa_median": 5.0, "repeat_cg_vs_aa_min": 4.0,
+             "repeat_cg_vs_aa_max": 7.0}
     return {"states": states, "train_state": "T310_rho0.777",
             "noise": {s: {"rdf_error": 0.03 + 0.001 * k, "adf_error": 0.09 + 0.001 * k} for k, s in enumerate(states)},
             "sizes": {"demo": {"train": {"network": network, "n_parameters": 12345}, "md": md, "bench": bench,
@@ -48,6 +51,7 @@ def test_table_puts_each_figure_in_its_column(frontier):
     assert row["cutoff (A)"] == "8.07" and row["parameters"] == "12,345"
     assert row["CG step (fs)"] == "12" and row["CG ns/day"] == "40.500" and row["CG r-RESPA ns/day"] == "60.250"
     assert row["AA OpenMM ns/day"] == "8.000" and row["CG/AA"] == "5.06" and row["CG/AA (r-RESPA)"] == "7.53"
+    assert row["CG/AA per repeat: median (range)"] == "5.00 (4.00-7.00)"
     # the training state first, marked; the held-out states after it
     assert head.index("RDF err T310_rho0.777 (train)") < head.index("RDF err T280_rho0.805")
     assert row["RDF err T310_rho0.777 (train)"] == "0.0322" and row["ADF err T280_rho0.805"] == "0.1211"
@@ -64,6 +68,16 @@ def test_table_puts_each_figure_in_its_column(frontier):
     row = dict(zip(head, [c.strip() for c in lines[2].strip("|").split("|")]))
     assert row["CG/AA GROMACS"] == "2.02" and row["RDF err T310_rho0.777 (train)"] == "0.0322"  # 5.06 / 2.5
     assert "20.250 ns/day (median of 20.000, 20.250, 21.000), against OpenMM interleaved with it 8.100" in lines[-1]
+
+
+def test_repeat_ratios_from_the_benchmark_output(frontier):
+    output = ("  repeat 0: ours 20.00 steps/s, ours r-RESPA 9.00 outer steps/s, all-atom 40.0 steps/s\n"
+              "  repeat 1: ours 10.00 steps/s, ours r-RESPA 5.00 outer steps/s, all-atom 10.0 steps/s\n"
+              "  repeat 2: ours 30.00 steps/s, all-atom 30.0 steps/s\n")
+    got = frontier.repeat_ratios(output, 12.0, 2.0)
+    assert got["repeat_cg_vs_aa"] == pytest.approx([3.0, 6.0, 6.0])  # (20 x 12) / (40 x 2), ...
+    assert got["repeat_cg_vs_aa_median"] == pytest.approx(6.0) and got["repeat_cg_vs_aa_min"] == pytest.approx(3.0)
+    assert frontier.repeat_ratios("no repeats here", 12.0, 2.0) == {}
 
 
 def test_figure_is_written(frontier, tmp_path):
