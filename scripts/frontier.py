@@ -384,7 +384,7 @@ def figure(results: dict[str, Any], path: Path, *, other_seeds: list[dict[str, A
         ax.axvline(1.0, color="black", ls=":", lw=0.9, label="as fast as all-atom OpenMM")
         ax.set_xscale("log")
         ax.set_ylim(bottom=0)
-        label_axes(ax, "CG ns/day / all-atom ns/day (1,000 molecules; median of repeats)", label)
+        label_axes(ax, "CG / all-atom ns/day (1,000 molecules)", label)
     axes[0, 1].legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     finish_figure(fig, path, dpi=110)
 
