@@ -24,16 +24,26 @@ Design (one study, every size treated alike):
   :func:`structure_errors`): RDF error mean |g_CG - g_AA|, ADF error integral |p_CG - p_AA| in the AA's
   first shell, and the noise floor of each state's AA data (its first half against its second).
 - **Speed**: ``bench/bench_md.py`` per size as a subprocess (1,000 beads, ``--bench-threads``, no
-  hippynn, ``--bench-repeats`` interleaved repeats): CG ns/day at 12 fs single step and at the r-RESPA
-  24 fs / 6 scheme, and all-atom OpenMM ns/day of 1,000 TraPPE methanols measured in the same run. The
-  benchmark times an untrained network of the same size (the cost does not depend on the weights).
+  hippynn, ``--bench-repeats`` interleaved repeats): CG ns/day single step at ``--timestep-fs`` and at
+  the r-RESPA 24 fs / 6 scheme, and all-atom OpenMM ns/day of 1,000 TraPPE methanols in the same run;
+  besides the ratio of the medians, the CG/AA ratio within each repeat (the two timed back to back, so
+  a change of a shared machine's load hits both) and its median and range. The benchmark times an
+  untrained network of the same size (the cost does not depend on the weights). GROMACS (``--gmx``,
+  when on the PATH): the same all-atom system from the exported inputs, timed interleaved with
+  bench_md.py's OpenMM run, once per invocation.
+
+A size whose 12 fs check fails is rerun at the step it needs (``--sizes reference --timestep-fs 4
+--check-timestep-fs 0 --out OTHER``); ``--collect`` merges the sizes of several output directories on
+the same data (also: sizes run in parallel), ``--other-seeds`` adds the same sizes trained with another
+``--seed`` to the figure and to ``seeds.md``.
 
 Outputs in OUT: ``results.json`` (updated after every step; a rerun skips what is there, and training
-resumes from its checkpoint), ``frontier.md`` (the table) and ``frontier.png`` (errors against ns/day).
-Last line: JSON.
+resumes from its checkpoint), ``frontier.md`` (the table), ``frontier.png`` (errors against the CG/AA
+ns/day ratio) and, with ``--other-seeds``, ``seeds.md``. Last line: JSON.
 
     nice -n 10 python scripts/frontier.py --demo-run RUN --out frontier \\
         [--sizes small,demo,middle,reference] [--duration-ps 40] [--threads 1]
+    python scripts/frontier.py --demo-run RUN --out final --collect frontier frontier-ref4 --other-seeds f2025
 """
 
 from __future__ import annotations
