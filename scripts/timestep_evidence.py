@@ -7,7 +7,8 @@ One model, one state (a CG dataset gives the start frame: its last one). Every r
 long (of which the first ``--discard-ps`` are dropped), frames every 120 fs (a multiple of every
 timestep used). The reference is the single-step run at ``--reference-fs`` (1 fs); its noise floor is
 the study's: the error of its first half against its second half. Errors are the study's
-(``thermocg.study.rdf_error``: mean over r of |g - g_ref|; ``adf_error``: integral of |p - p_ref|);
+(``thermocg.analysis.rdf.rdf_error``: mean over r of |g - g_ref|; ``thermocg.analysis.adf.adf_error``:
+integral of |p - p_ref|);
 the ADF shell is the first minimum of the reference RDF, as the study takes it. A run "leaves the
 structure unchanged" when both errors are below the noise floor and its mean kinetic temperature is
 within 2% of the thermostat's target. Temperatures and potential energies are given with standard
@@ -34,6 +35,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -95,10 +97,24 @@ def run_md(model, initial, *, name: str, timestep_fs: float, inner_steps: int, f
     return result.frames.select(keep), thermo, record
 
 
-def errors_against(reference: dict, other: dict) -> dict:
-    from thermocg.study import adf_error, rdf_error
+def _typed(structure_dict: dict) -> tuple[SimpleNamespace, SimpleNamespace]:
+    """The RDF and ADF of a :func:`structure` dict as the attributes the study's error functions read."""
+    rdf = SimpleNamespace(r_A=np.asarray(structure_dict["rdf"]["r_A"]),
+                          g={k: np.asarray(v) for k, v in structure_dict["rdf"]["g"].items()})
+    adf = SimpleNamespace(angle_deg=np.asarray(structure_dict["adf"]["theta_deg"]),
+                          p={"all": np.asarray(structure_dict["adf"]["p"])})
+    return rdf, adf
 
-    return {"rdf_error": rdf_error(reference["rdf"], other["rdf"]), "adf_error": adf_error(reference["adf"], other["adf"])}
+
+def errors_against(reference: dict, other: dict) -> dict:
+    """The study's RDF and ADF errors (thermocg.analysis.rdf.rdf_error, thermocg.analysis.adf.adf_error)
+    of ``other`` against ``reference``."""
+    from thermocg.analysis.adf import adf_error
+    from thermocg.analysis.rdf import rdf_error
+
+    ref_rdf, ref_adf = _typed(reference)
+    rdf, adf = _typed(other)
+    return {"rdf_error": rdf_error(rdf, ref_rdf), "adf_error": adf_error(adf, ref_adf)}
 
 
 def write_json(path: Path, data: dict) -> None:
