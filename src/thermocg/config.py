@@ -820,7 +820,8 @@ class SimulateConfig:
     max_force_kcal_mol_A: float = 1000.0
     min_distance_A: float = 0.5
     #: r-RESPA only: inner steps per outer step (the fast part's step is timestep_fs / respa_inner_steps);
-    #: docs/performance.md recommends timestep_fs: 24 with 6 inner steps for one-bead methanol
+    #: for the demo's one-bead methanol network, timestep_fs: 24 with 6 inner steps kept the structure
+    #: (docs/performance.md); check a model with scripts/timestep_evidence.py before using a large step
     respa_inner_steps: int = 6
     #: r-RESPA only: the fast part: "prior" (the model's repulsive prior) or "pair" (a pair potential
     #: fitted by MS-CG to the model's own forces on frames of the state's CG dataset; written beside the
