@@ -103,6 +103,7 @@ def _worker(rank: int, world_size: int, init_file: str, frames, configs: dict, o
             trainer.resolve()
         except TrainError as exc:
             (Path(out_root) / f"mismatch{rank}.txt").write_text(str(exc))
+        dist.barrier()  # both ranks done before the group goes away (gloo aborts a rank torn down mid-exchange)
     finally:
         dist.destroy_process_group()
 

@@ -245,6 +245,10 @@ def process_group_from_environment(configured_device: str = "cpu") -> Iterator[D
         created = True
     try:
         yield DataParallel(device=device)
+        if created:
+            # every rank done before the group goes away: gloo aborts a rank (std::terminate) whose peer
+            # tears the group down while its own last exchange is still in flight
+            dist.barrier()
     finally:
         if created:
             dist.destroy_process_group()
