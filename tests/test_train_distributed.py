@@ -35,6 +35,17 @@ def training_frames():
                            density=0.012, state=StatePoint(120.0, density_g_cm3=0.8))
 
 
+def two_temperature_frames():
+    """Two states of 8 frames each, at 100 K and 140 K, with the forces of an LJ fluid whose epsilon grows
+    with T (a temperature dependence to learn): the data of a temperature-dependent fit."""
+    out = []
+    for k, (temperature, epsilon) in enumerate([(100.0, 0.22), (140.0, 0.26)]):
+        lj = LennardJones(["Ar"], epsilon_kcal_mol=epsilon, sigma_A=3.4, cutoff_A=7.0, switch_width_A=1.0)
+        out.append(lj_force_frames(lj.to(torch.float64), 8, rng=np.random.default_rng(10 + k), n_particles=64,
+                                   density=0.012, state=StatePoint(temperature, density_g_cm3=0.8)))
+    return out
+
+
 def tiny_config(dtype: str) -> TrainConfig:
     """A small HIP-NN-TS; batches of 2 (the last one a single frame: one rank gets none), doubling to 4."""
     return TrainConfig(n_features=8, n_sensitivities=6, n_atom_layers=1, cutoff_A=7.0, dtype=dtype, batch_size=2,
@@ -80,8 +91,18 @@ def test_sharded_loss_gradient_equals_the_batch_loss_gradient(kind):
     np.testing.assert_allclose(gradient.numpy(), expected.numpy(), rtol=1e-13, atol=0)
 
 
-def _worker(rank: int, world_size: int, init_file: str, frames, configs: dict, out_root: str) -> None:
-    """One rank: train every config with the gloo group, save what the test compares."""
+def training_jobs() -> dict[str, tuple[TrainConfig, list]]:
+    """name -> (config, datasets): the tiny network in float64 and float32 on one state, and its
+    temperature-dependent form (W = E_0 + tau E_1, force matching at each state's temperature) on two."""
+    frames = training_frames()
+    jobs = {dtype: (tiny_config(dtype), [frames]) for dtype in ("float64", "float32")}
+    thermal = dataclasses.replace(tiny_config("float64"), temperature_dependence="linear", batch_size=3)
+    jobs["thermal"] = (thermal, two_temperature_frames())
+    return jobs
+
+
+def _worker(rank: int, world_size: int, init_file: str, frames, jobs: dict, out_root: str) -> None:
+    """One rank: train every job with the gloo group, save what the test compares."""
     import torch.distributed as dist
 
     from thermocg.train.distributed import DataParallel
@@ -89,14 +110,14 @@ def _worker(rank: int, world_size: int, init_file: str, frames, configs: dict, o
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
-        for dtype, config in configs.items():
-            result = train_potential([frames], config, Path(out_root) / f"{dtype}_rank{rank}", seed=SEED,
+        for dtype, (config, datasets) in jobs.items():
+            result = train_potential(datasets, config, Path(out_root) / f"{dtype}_rank{rank}", seed=SEED,
                                      parallel=DataParallel())
             torch.save({"best": result.potential.state_dict(), "history": result.history,
                         "has_summary": result.summary is not None}, Path(out_root) / f"{dtype}_result{rank}.pt")
         # rank 1 reads other data: every rank refuses before anything is written
         other = frames if rank == 0 else dataclasses.replace(frames, positions=frames.positions + 1e-3)
-        trainer = Trainer(configs["float64"], Path(out_root) / f"mismatch_rank{rank}", seed=SEED,
+        trainer = Trainer(jobs["float64"][0], Path(out_root) / f"mismatch_rank{rank}", seed=SEED,
                           parallel=DataParallel())
         trainer.prepare([other])
         try:
@@ -111,11 +132,11 @@ def _worker(rank: int, world_size: int, init_file: str, frames, configs: dict, o
 @pytest.mark.filterwarnings("ignore::thermocg.train.TrainWarning")  # 3 epochs are meant to be too few
 def test_two_processes_give_the_weights_of_one_process(tmp_path):
     frames = training_frames()
-    configs = {dtype: tiny_config(dtype) for dtype in ("float64", "float32")}
-    torch.multiprocessing.spawn(_worker, args=(2, str(tmp_path / "group"), frames, configs, str(tmp_path)),
+    jobs = training_jobs()
+    torch.multiprocessing.spawn(_worker, args=(2, str(tmp_path / "group"), frames, jobs, str(tmp_path)),
                                 nprocs=2, join=True)
-    for dtype, config in configs.items():
-        single = train_potential([frames], config, tmp_path / f"{dtype}_single", seed=SEED)
+    for dtype, (config, datasets) in jobs.items():
+        single = train_potential(datasets, config, tmp_path / f"{dtype}_single", seed=SEED)
         ranks = [torch.load(tmp_path / f"{dtype}_result{r}.pt", weights_only=True) for r in range(2)]
         # rank 0 wrote the run; rank 1 wrote nothing, and holds the same weights bit for bit
         written = tmp_path / f"{dtype}_rank0"
@@ -131,7 +152,7 @@ def test_two_processes_give_the_weights_of_one_process(tmp_path):
                 other["batch_size"], other["learning_rate"], other["best"])
         assert len(single.history) == len(ranks[0]["history"]) == config.max_epochs
         # ... and the same numbers within round-off: ~1e-15 in float64, ~1e-7 in float32
-        tolerance = 1e-10 if dtype == "float64" else 1e-4
+        tolerance = 1e-4 if config.dtype == "float32" else 1e-10
         for key in ("train_loss", "val_loss", "val_force_rmse_kcal_mol_A"):
             np.testing.assert_allclose([r[key] for r in ranks[0]["history"]], [r[key] for r in single.history],
                                        rtol=tolerance)
@@ -141,8 +162,10 @@ def test_two_processes_give_the_weights_of_one_process(tmp_path):
                        "last": max_relative_difference(last[1], last[0])}
         print(f"{dtype}: max relative weight difference, 2 processes vs 1: {differences}")
         assert differences["best"] < tolerance and differences["last"] < tolerance
+        if config.temperature_dependence != "none":  # the model of 2 processes is temperature-dependent too
+            assert single.potential.temperature_dependent
         trainer = Trainer(config, tmp_path / f"{dtype}_initial", seed=SEED)
-        trainer.prepare([frames])
+        trainer.prepare(datasets)
         trainer.resolve()
         moved = max_relative_difference(last[0], weights_of(trainer.potential.state_dict()))
         assert moved > 1000 * tolerance  # training moved the weights far beyond the tolerance
@@ -188,3 +211,24 @@ def test_torchrun_thermocg_train_equals_one_process(tmp_path):
     done = subprocess.run([sys.executable, "-m", "thermocg", "rdf", str(tmp_path / "single.yaml")], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "only `thermocg train` runs on several processes" in done.stderr
+
+
+def test_data_parallel_refuses_the_energy_terms_before_writing(tmp_path):
+    """Energy matching and the thermal response need every frame of a state at once (per-state offsets,
+    covariances), so a data-parallel fit with them refuses, naming the keys, and writes nothing."""
+    import torch.distributed as dist
+
+    from thermocg.train.distributed import DataParallel
+
+    datasets = [dataclasses.replace(d, potential_energy_kcal_mol=np.linspace(-50.0, -40.0, d.n_frames))
+                for d in two_temperature_frames()]
+    config = dataclasses.replace(tiny_config("float64"), temperature_dependence="linear", energy_weight=0.1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        trainer = Trainer(config, tmp_path / "run", seed=SEED, parallel=DataParallel())
+        trainer.prepare(datasets)
+        with pytest.raises(TrainError, match=r"data-parallel training with energy matching.*energy_weight: 0\.1"):
+            trainer.resolve()
+    finally:
+        dist.destroy_process_group()
+    assert not (tmp_path / "run").exists()

@@ -56,6 +56,7 @@ import torch.distributed as dist
 
 from thermocg.potentials.base import energy_and_forces
 from thermocg.train.data import StateData, TrainError
+from thermocg.train.thermal import state_temperature
 
 if TYPE_CHECKING:  # pragma: no cover
     from thermocg.config import TrainConfig
@@ -190,7 +191,8 @@ class DataParallel:
             positions = torch.as_tensor(state.positions[mine], dtype=dtype, device=device)
             box = torch.as_tensor(state.box[mine], dtype=dtype, device=device)
             reference = torch.as_tensor(state.forces[mine], dtype=dtype, device=device)
-            _, forces = energy_and_forces(potential, positions, box, state.types, create_graph=True)
+            with state_temperature(potential, state):
+                _, forces = energy_and_forces(potential, positions, box, state.types, create_graph=True)
             d = (forces - reference) / resolved.force_scale_kcal_mol_A
             sums = torch.stack([d.pow(2).sum(), d.abs().sum(), torch.tensor(float(d.numel()), dtype=dtype,
                                                                             device=device)])
@@ -212,8 +214,9 @@ class DataParallel:
         for s in states:
             mine = self.shard(s.val)
             if len(mine):
-                predicted = predict_forces(potential, s.positions[mine], s.box[mine], s.types,
-                                           batch_size=config.eval_batch_size)
+                with state_temperature(potential, s):
+                    predicted = predict_forces(potential, s.positions[mine], s.box[mine], s.types,
+                                               batch_size=config.eval_batch_size)
                 error = predicted - s.forces[mine]
                 sum_sq += float(np.sum(error * error))
                 sum_abs += float(np.sum(np.abs(error)))

@@ -346,11 +346,14 @@ class Trainer:
         self.potential = potential.to(self.device)
         self.thermal = None
         if self.potential.temperature_dependent:
-            if self.parallel is not None:
-                raise TrainError(f"train: data-parallel training of a temperature-dependent model "
-                                 f"({self.potential.kind}; train.temperature_dependence: {resolved.temperature_dependence})"
-                                 " is not supported; train it in one process")
             self.thermal = ThermalTraining(resolved, self.potential, states).to(self.device)
+            if self.parallel is not None and self.thermal.uses_energies:
+                # force matching shards by frame (each frame at its state's temperature); the energy terms
+                # do not: their per-state offsets and covariances need every frame of a state at once
+                raise TrainError("train: data-parallel training with energy matching or the thermal response "
+                                 f"(train.energy_weight: {resolved.energy_weight}, train.thermal_response_weight: "
+                                 f"{resolved.thermal_response_weight}) is not supported; set both to 0, or train "
+                                 "in one process")
         description = self.potential.describe()
         self.fingerprint = _fingerprint(resolved, states, self.seed, description)
         if self.parallel is not None:
