@@ -395,6 +395,19 @@ def _build(description: dict[str, Any]) -> Potential:
     return module.to(dtype)
 
 
+def _as_model_inputs(potential: Potential, positions: torch.Tensor | np.ndarray, box: torch.Tensor | np.ndarray,
+                     types: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(positions (n_frames, n, 3), box, types) as tensors on the potential's device, in its dtype
+    (types as long); one frame (n, 3) becomes a batch of one."""
+    dtype, device = potential.dtype, potential.device
+    positions = torch.as_tensor(positions).to(device=device, dtype=dtype)
+    box = torch.as_tensor(box).to(device=device, dtype=dtype)
+    types = torch.as_tensor(types).to(device=device, dtype=torch.long)
+    if positions.dim() == 2:
+        positions = positions.unsqueeze(0)
+    return positions, box, types
+
+
 def energy_and_forces(potential: Potential, positions: torch.Tensor | np.ndarray, box: torch.Tensor | np.ndarray,
                       types: torch.Tensor | np.ndarray, *, pairs: PairIndex | None = None,
                       compute_forces: bool = True, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -404,12 +417,7 @@ def energy_and_forces(potential: Potential, positions: torch.Tensor | np.ndarray
     ``create_graph=True`` keeps the graph of the forces for a force-matching loss; otherwise the
     returned tensors are detached, so no autograd history grows across MD steps.
     """
-    dtype, device = potential.dtype, potential.device
-    positions = torch.as_tensor(positions).to(device=device, dtype=dtype)
-    box = torch.as_tensor(box).to(device=device, dtype=dtype)
-    types = torch.as_tensor(types).to(device=device, dtype=torch.long)
-    if positions.dim() == 2:
-        positions = positions.unsqueeze(0)
+    positions, box, types = _as_model_inputs(potential, positions, box, types)
     if compute_forces:
         positions = positions.detach().requires_grad_(True)
     with torch.set_grad_enabled(compute_forces or torch.is_grad_enabled()):
@@ -541,11 +549,7 @@ def energy_forces_virial(potential: Potential, positions: torch.Tensor | np.ndar
     type indices; ``pairs`` reuses a neighbour list (the strain is zero, so the list still holds).
     """
     dtype, device = potential.dtype, potential.device
-    positions = torch.as_tensor(positions).to(device=device, dtype=dtype)
-    box = torch.as_tensor(box).to(device=device, dtype=dtype)
-    types = torch.as_tensor(types).to(device=device, dtype=torch.long)
-    if positions.dim() == 2:
-        positions = positions.unsqueeze(0)
+    positions, box, types = _as_model_inputs(potential, positions, box, types)
     n_frames = positions.shape[0]
     if box.dim() == 2:
         box = box.unsqueeze(0).expand(n_frames, 3, 3)
