@@ -100,6 +100,9 @@ def test_network_size_checks_before_any_work(tmp_path):
         tiny_config(run_dir, families=["mscg"], network_sizes=SIZES)
     with pytest.raises(ConfigError, match=r"study\.network_sizes\.same: the same network as the train section's"):
         st.run_study(tiny_config(run_dir, network_sizes={"same": {"n_features": 128}}), run_dir, stages=STAND_INS)
+    with pytest.raises(ConfigError, match=r"study\.network_sizes\.b: the same network as study\.network_sizes\.a's "
+                                          r"\(n_features 16, n_sensitivities 20"):
+        st.validate_study(tiny_config(run_dir, network_sizes={"a": {"n_features": 16}, "b": {"n_features": 16}}))
     with pytest.raises(ConfigError, match=r"study\.network_sizes\.big\.cutoff_A: 10 A does not fit the box of state "
                                           r"T300_rho0.75"):
         st.run_study(tiny_config(run_dir, network_sizes={"big": {"cutoff_A": 10.0}}), run_dir, stages=STAND_INS)
@@ -237,3 +240,44 @@ def test_stand_in_study_with_two_sizes_draws_the_frontier(tmp_path):
     again = st.run_study(config, run_dir, stages=stages)
     assert again.ran == [] and not again.failed
     assert math.isfinite(summary["frontier"]["hipnn_ts"][1]["cg_ns_per_day"])
+
+
+def test_real_stages_train_and_run_a_size_with_its_network(tmp_path, rng):
+    """The real training and MD stages on a sized model: its network and cutoff, its name and
+    directories, and the speed its run records."""
+    import torch
+    import yaml
+    from helpers import lj_force_frames
+
+    from thermocg.config import Config, from_dict
+    from thermocg.dataset import write_frames
+    from thermocg.frames import StatePoint
+    from thermocg.potentials.base import load_potential
+    from thermocg.potentials.lj import LennardJones
+    from thermocg.rundir import RunDir
+    from thermocg.train import TrainWarning
+
+    label, run_dir = "T120_rho0.5", tmp_path / "run"
+    lj = LennardJones(("X",), epsilon_kcal_mol=0.2, sigma_A=3.4, cutoff_A=8.0)
+    frames = lj_force_frames(lj, 10, rng=rng, n_particles=64, state=StatePoint(120.0, density_g_cm3=0.5))
+    write_frames(frames, RunDir(run_dir).cg_dataset(label), kind="cg")
+    config = from_dict(Config, {
+        "run_dir": str(run_dir), "states": [{"temperature_K": 120.0, "density_g_cm3": 0.5}],
+        "train": {"n_features": 4, "n_sensitivities": 4, "n_atom_layers": 1, "max_epochs": 1, "progress": False},
+        "simulate": {"duration_ps": 0.04, "timestep_fs": 2.0, "save_interval_fs": 20.0, "thermo_interval_fs": 20.0,
+                     "device": "cpu", "min_distance_A": 0.0},
+        "study": {"families": ["hipnn_ts"], "pooled": {}, "progress": False,
+                  "network_sizes": {"tiny": {"n_features": 6, "n_sensitivities": 3, "cutoff_A": 4.0}}},
+    })
+    model = next(m for m in st.plan_models(config) if m.size == "tiny")
+    with pytest.warns(TrainWarning, match="stopped at max_epochs"):  # one epoch
+        trained = st.stages.train_model(config, run_dir, model)
+    assert trained.name == "hipnn_ts.tiny-T120_rho0.5" and trained.cutoff_A == 4.0
+    assert Path(trained.model_path).parent == RunDir(run_dir).model(model.name)
+    resolved = yaml.safe_load((Path(trained.model_path).parent / "resolved.yaml").read_text())["config"]["train"]
+    assert (resolved["n_features"], resolved["n_sensitivities"], resolved["n_atom_layers"]) == (6, 3, 1)
+    assert trained.n_parameters == sum(p.numel() for p in load_potential(trained.model_path).parameters())
+    md = st.stages.simulate_model(config, run_dir, model, trained, label)
+    assert md.out_dir == RunDir(run_dir).md(model.name, label) and md.n_steps == 20
+    assert md.n_threads == torch.get_num_threads() and md.steps_per_s == pytest.approx(md.n_steps / md.wall_s)
+    assert json.loads((md.out_dir / "summary.json").read_text())["n_threads"] == md.n_threads

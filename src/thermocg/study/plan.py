@@ -580,8 +580,9 @@ def validate_study(config: Config) -> dict[str, StateConfig]:
     ``imports[].molecule``), every imported trajectory's first frame reads (its box and molecule
     count are the state's), and every cutoff fits every state's box: the HIP-NN-TS and MS-CG
     cutoffs, the RDF range and the ADF shell at most half the box's shortest width, the all-atom
-    non-bonded cutoff by the runner's own rule (0.45 of the box). Generated boxes are estimated from
-    ``system.n_molecules``, the molecule's mass and the state's density. Returns label -> state point.
+    non-bonded cutoff by the runner's own rule (0.45 of the box), and no two network sizes
+    (``study.network_sizes`` and the train section's) the same network. Generated boxes are estimated
+    from ``system.n_molecules``, the molecule's mass and the state's density. Returns label -> state point.
     """
     for k, imp in enumerate(config.imports):
         if imp.state is None:
@@ -600,11 +601,13 @@ def validate_study(config: Config) -> dict[str, StateConfig]:
     if not plan_models(config):
         raise ConfigError("study: no models to build (single_states is empty and pooled is empty)")
     sizes = network_sizes(config)
-    for name, size in list(sizes.items())[1:]:
-        if size == sizes["base"]:
-            raise ConfigError(f"study.network_sizes.{name}: the same network as the train section's ("
-                              + ", ".join(f"{k} {v}" for k, v in size.items()) + "); it would train the same "
-                              "models again: change a key or drop it")
+    for k, (name, size) in enumerate(sizes.items()):
+        same = next((other for other in list(sizes)[:k] if sizes[other] == size), None)
+        if same is not None:
+            what = "the train section's" if same == "base" else f"study.network_sizes.{same}'s"
+            raise ConfigError(f"study.network_sizes.{name}: the same network as {what} ("
+                              + ", ".join(f"{key} {value}" for key, value in size.items()) + "); it would train "
+                              "the same models again: change a key or drop it")
     check_temperature_families(config)
     if study.langevin_friction == "match_diffusion" and config.simulate.integrator != "langevin":
         raise ConfigError(f"study.langevin_friction: match_diffusion needs simulate.integrator: langevin (the "
