@@ -48,7 +48,8 @@ def test_sizes_add_units_and_leave_every_base_unit_and_key_alone(tmp_path):
 def test_the_demo_plan_keeps_its_keys_when_sizes_are_added():
     config = load_config(ROOT / "configs" / "demo.yaml")
     before = {u.name: u.key for u in st.plan_units(config)}
-    sized = dataclasses.replace(config, study=dataclasses.replace(config.study, network_sizes={"tiny": {"n_features": 8}}))
+    sizes = {"tiny": {"n_features": 8}}
+    sized = dataclasses.replace(config, study=dataclasses.replace(config.study, network_sizes=sizes))
     after = {u.name: u.key for u in st.plan_units(sized)}
     assert {n: after[n] for n in before} == before
     assert len(after) == len(before) + 4 * (1 + 2 * 3)  # 3 single-state + 1 pooled hipnn_ts, 3 states
@@ -62,7 +63,8 @@ def test_a_size_trains_with_its_overrides_and_the_rest_of_the_train_section(tmp_
         "hipnn_ts", "small", "hipnn_ts.small", base.train_states)
     settings = family_settings(config, small)
     assert (settings.n_features, settings.n_sensitivities, settings.cutoff_A) == (16, 8, 6.0)
-    assert dataclasses.replace(settings, n_features=128, n_sensitivities=20, cutoff_A=None) == family_settings(config, base)
+    back = dataclasses.replace(settings, n_features=128, n_sensitivities=20, cutoff_A=None)
+    assert back == family_settings(config, base)
     deep = family_settings(config, models["hipnn_ts_thermal.deep-pooled"])
     assert (deep.n_interaction_layers, deep.n_features, deep.temperature_dependence) == (2, 128, "linear")
     assert not any(m.family.startswith("mscg") and m.size for m in models.values())
@@ -221,7 +223,8 @@ def test_stand_in_study_with_two_sizes_draws_the_frontier(tmp_path):
     assert not out.failed
     assert (run_dir / "models" / "hipnn_ts.small-pooled" / "model.safetensors").exists()
     assert (run_dir / "md" / "hipnn_ts.small-T300_rho0.75" / S2 / "traj.h5md").exists()
-    manifest = st.read_manifest(run_dir, next(u for u in st.plan_units(config) if u.name == "model/hipnn_ts.small-pooled"))
+    unit = next(u for u in st.plan_units(config) if u.name == "model/hipnn_ts.small-pooled")
+    manifest = st.read_manifest(run_dir, unit)
     assert manifest.model == st.ModelSpec("hipnn_ts", "pooled", (S1, S2), "small")
     summary = json.loads((run_dir / "analysis" / "study" / "summary.json").read_text())
     assert summary["families"] == ["hipnn_ts", "mscg", "hipnn_ts.small"]

@@ -356,8 +356,8 @@ def _frontier_threads(summary: dict[str, Any]) -> str:
     if runs:
         platforms = sorted({r["platform"] for r in runs})
         threads = sorted({r["n_threads"] for r in runs if r.get("n_threads")})
-        parts.append(f"AA: OpenMM {'/'.join(platforms)}" + (f", {', '.join(str(t) for t in threads)} "
-                                                            f"thread{'s' if threads != [1] else ''}" if threads else ""))
+        count = f", {', '.join(str(t) for t in threads)} thread{'s' if threads != [1] else ''}" if threads else ""
+        parts.append(f"AA: OpenMM {'/'.join(platforms)}{count}")
     return "; ".join(parts)
 
 
