@@ -6,6 +6,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from helpers import lj_fluid
@@ -64,6 +65,10 @@ def test_run_simulate_returns_typed_summaries(rng, tmp_path):
     assert summary.trajectory == summary.out_dir / "traj.h5md" and summary.trajectory.exists()
     assert summary.n_thermo_samples == 11 and 30 < summary.mean_temperature_K < 400
     assert summary.seed == 3 and summary.wall_s > 0
+    # the speed it records: steps over this invocation's wall time, and the threads it ran with
+    assert summary.steps_per_s == pytest.approx(summary.n_steps / summary.wall_s)
+    assert summary.ns_per_day == pytest.approx(summary.steps_per_s * summary.timestep_fs * 1e-6 * 86400.0)
+    assert summary.n_threads == torch.get_num_threads()
     on_disk = json.loads((summary.out_dir / "summary.json").read_text())
     assert MDRunSummary.from_dict(on_disk) == summary
     assert on_disk["out_dir"] == str(summary.out_dir) and on_disk["wall_s"] == summary.wall_s

@@ -550,6 +550,10 @@ def test_prepare_validates_and_strides_once(monkeypatch, tmp_path) -> None:
                          progress=False)
     result = train_potential([cold, hot], config, tmp_path, seed=0)
     assert calls == {"check": 2, "split": 2}
+    # the summary counts the parameters of the model as saved (what scripts/frontier.py counts)
+    from thermocg.potentials.base import load_potential
+
+    assert result.summary.n_parameters == sum(p.numel() for p in load_potential(result.model_path).parameters()) > 0
     assert config.frame_stride == 2 and result.config.frame_stride == 2
     assert result.metrics["split"][cold.state.label] == {"train": 8, "val": 1, "test": 1}
     trainer = Trainer(config, tmp_path / "again", seed=0)
@@ -578,6 +582,9 @@ def test_model_summary_round_trip(tmp_path) -> None:
         ModelSummary.from_dict({**data, "extra": 1})
     with pytest.raises(ValueError, match="missing keys"):
         ModelSummary.from_dict({k: v for k, v in data.items() if k != "cutoff_A"})
+    # a summary written before n_parameters existed still reads (the key has a default)
+    assert data["n_parameters"] is None
+    assert ModelSummary.from_dict({k: v for k, v in data.items() if k != "n_parameters"}) == summary
 
 
 def test_stopped_at_max_epochs_flag(lj_frames: Frames, tmp_path) -> None:

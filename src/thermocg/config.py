@@ -710,6 +710,45 @@ STUDY_FAMILIES: dict[str, tuple[str, str]] = {
     "mscg_thermal": ("pair", "linear"),
 }
 
+#: the ``train`` keys a network size of ``study.network_sizes`` may override: the network's size and reach
+NETWORK_SIZE_KEYS = ("n_features", "n_sensitivities", "n_interaction_layers", "n_atom_layers", "cutoff_A")
+
+
+def _check_network_sizes(sizes: dict[str, Any], families: list[str]) -> dict[str, dict[str, Any]]:
+    """``study.network_sizes`` checked and typed: each name filename-safe (letters, digits, ``_``; not
+    ``base``, the name of the ``train`` section's own network), each entry a non-empty mapping of
+    :data:`NETWORK_SIZE_KEYS` with the types and ranges of ``train``; a HIP-NN-TS family must be in
+    the study. A ConfigError names the key."""
+    if not sizes:
+        return {}
+    if not any(STUDY_FAMILIES.get(f, ("",))[0] == "train" for f in families):
+        hipnn = ", ".join(f for f, (section, _) in STUDY_FAMILIES.items() if section == "train")
+        raise ConfigError(f"study.network_sizes: sizes of the HIP-NN-TS network, but study.families has none of "
+                          f"{hipnn}")
+    hints = typing.get_type_hints(TrainConfig)
+    out: dict[str, dict[str, Any]] = {}
+    for name, overrides in sizes.items():
+        where = f"study.network_sizes.{name}"
+        if name == "base" or not name.replace("_", "a").isalnum() or not name.isascii():
+            raise ConfigError(f"{where}: a size name is letters, digits and '_' (it becomes part of the model "
+                              "names and directories, e.g. hipnn_ts.small-pooled), and not 'base' (the train "
+                              "section's own network)")
+        if not isinstance(overrides, dict) or not overrides:
+            raise ConfigError(f"{where}: give a mapping of the train keys this size changes (any of "
+                              f"{', '.join(NETWORK_SIZE_KEYS)}), got {overrides!r}")
+        typed = {}
+        for key, value in overrides.items():
+            if key not in NETWORK_SIZE_KEYS:
+                close = difflib.get_close_matches(str(key), NETWORK_SIZE_KEYS, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ConfigError(f"{where}.{key}: not a key a network size may change ({hint}a size overrides "
+                                  f"only {', '.join(NETWORK_SIZE_KEYS)} of the train section)")
+            typed[key] = _coerce(value, hints[key], f"{where}.{key}")
+            _positive(f"{where}.{key}", typed[key], allow_zero=key == "n_atom_layers")
+        out[name] = typed
+    return out
+
+
 @dataclass
 class StudyConfig:
     """The transferability study: which models to build, how to run them, what counts as a match.
@@ -766,6 +805,12 @@ class StudyConfig:
     langevin_friction: Literal["simulate", "match_diffusion"] = "simulate"
     #: length of that pilot run; None: half of simulate.duration_ps
     friction_pilot_ps: float | None = None
+    #: more sizes of the HIP-NN-TS network, for the speed-accuracy frontier: name -> the train keys it
+    #: changes (n_features, n_sensitivities, n_interaction_layers, n_atom_layers, cutoff_A; null cutoff:
+    #: the automatic one). Each size trains the HIP-NN-TS families' models on the same training sets as
+    #: the train section's network ("base"), named <family>.<size>-<training set>, e.g.
+    #: ``{small: {n_features: 16, n_sensitivities: 8, cutoff_A: 6.0}}``; empty: the train section's only
+    network_sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
     progress: bool = no_effect(True)
 
     def __post_init__(self) -> None:
@@ -786,6 +831,7 @@ class StudyConfig:
             for k, member in enumerate(members):
                 if not isinstance(member, str) and not member > 0:
                     raise ConfigError(f"study.pooled.{name}[{k}]: a temperature must be positive (K), got {member}")
+        self.network_sizes = _check_network_sizes(self.network_sizes, self.families)
 
 
 # --------------------------------------------------------------------------------------------------

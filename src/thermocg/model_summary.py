@@ -32,7 +32,8 @@ class ModelSummary:
     improving (the last epoch was the best, or a new best came within ``patience_epochs`` of the
     end), so more epochs would likely have helped; test_force_rmse_kcal_mol_A,
     test_force_mae_kcal_mol_A, test_r2: force errors on the held-out test frames of the training
-    states, pooled (None when there are no test frames); cutoff_A: the model's interaction range.
+    states, pooled (None when there are no test frames); cutoff_A: the model's interaction range;
+    n_parameters: its trainable parameters (None where not counted: MS-CG, summaries of older versions).
 
     A summary stands for its model file where a path is expected (``os.fspath(summary)`` is
     ``model_path``).
@@ -50,6 +51,7 @@ class ModelSummary:
     test_force_mae_kcal_mol_A: float | None
     test_r2: float | None
     cutoff_A: float
+    n_parameters: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.family, str) or not self.family:
@@ -76,9 +78,10 @@ class ModelSummary:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelSummary":
-        """The inverse of :meth:`to_dict`; unknown or missing keys are errors."""
+        """The inverse of :meth:`to_dict`; unknown keys and missing keys without a default are errors."""
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown, missing = sorted(set(data) - names), sorted(names - set(data))
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        unknown, missing = sorted(set(data) - names), sorted(required - set(data))
         if unknown or missing:
             raise ValueError(f"ModelSummary.from_dict: unknown keys {unknown}, missing keys {missing}")
         return cls(**{**data, "model_path": Path(data["model_path"]), "train_states": tuple(data["train_states"])})

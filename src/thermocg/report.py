@@ -21,6 +21,10 @@ the report folder:
 - learning curves (drawn from each model's ``metrics.csv``, plain tick labels) with a warning next
   to any training that stopped at its epoch cap while still improving;
 - a speed table (AA ns/day, for imported data from the engine's log when there is one, vs CG);
+- with several network sizes (``study.network_sizes``): the speed-accuracy frontier, a figure and a
+  table of each size's CG ns/day relative to the all-atom run at the same state against its RDF and
+  ADF errors at and away from the training states, each size weighed against the base network with
+  the noise floor;
 - with several bead types (a mixture, or a molecule of several beads): the errors per type pair
   (RDF), per centre bead type (ADF), per bead type (force RMSE, D ratio), their means at and away
   from the training state with per-key noise floors, heatmaps, and RDF/ADF overlays per pair and
@@ -46,7 +50,7 @@ import numpy as np
 
 from thermocg.analysis.plots import finish_figure, label_axes, new_figure, pyplot
 from thermocg.rundir import atomic_write_bytes, atomic_write_text
-from thermocg.study.metrics import FAMILY_LABELS, compared_families, force_noise, judge, noise_floor
+from thermocg.study.metrics import compared_families, family_label, force_noise, judge, noise_floor
 
 METRIC_TITLES = {
     "force_rmse": ("Force RMSE on held-out mapped AA frames", "kcal/mol/A"),
@@ -60,7 +64,7 @@ _WHERE = {"single_at_training_state": "at the training state", "single_away": "a
 
 
 def _family(name: str) -> str:
-    return FAMILY_LABELS.get(name, name)
+    return family_label(name)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -286,14 +290,15 @@ def read_learning_history(path: str | os.PathLike) -> list[dict[str, float]]:
     return [r for r in rows if "epoch" in r]
 
 
-def _plain_log_axis(ax: Any) -> None:
-    """A log y axis labelled with plain numbers (0.5, 1, 2, 5), not powers of ten."""
+def _plain_log_axis(ax: Any, axis: str = "y") -> None:
+    """A log axis (``axis`` "y" or "x") labelled with plain numbers (0.5, 1, 2, 5), not powers of ten."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    getattr(ax, f"set_{axis}scale")("log")
+    which = getattr(ax, f"{axis}axis")
+    which.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    which.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    which.set_minor_formatter(NullFormatter())
 
 
 def learning_curve_figure(history: list[dict[str, float]], training: dict[str, Any] | None, name: str,
@@ -330,6 +335,99 @@ def learning_curve_figure(history: list[dict[str, float]], training: dict[str, A
     return path
 
 
+#: what the frontier table and figure show
+_FRONTIER_NOTE = ("Each network size (study.network_sizes; base: the train section's) trains the same models. "
+                  "CG / AA ns/day: each CG run's ns/day over the all-atom ns/day of the same state, median (and "
+                  "range) over the size's runs that did not blow up. Errors: the mean over the size's models at "
+                  "their training states and away from them; against the base size a gap within the noise floor "
+                  "of those states is indistinguishable.")
+
+#: the sentence under the frontier: what the speeds measure
+FRONTIER_SPEED_NOTE = ("Speeds are this study's own runs, timed as they ran; on a shared machine they measure "
+                       "its load too (the CG/AA ratio pairs runs that may have met different loads).")
+
+
+def _frontier_threads(summary: dict[str, Any]) -> str:
+    """"CG: 1 thread; AA: OpenMM CPU, 1 thread" from the runs' records ("" when nothing is known)."""
+    cg = sorted({t for points in (summary.get("frontier") or {}).values() for p in points
+                 for t in (p.get("cg_threads") or [])})
+    runs = [r for r in (summary.get("aa_run") or {}).values() if r and r.get("platform")]
+    parts = [f"CG: {', '.join(str(t) for t in cg)} thread{'s' if cg != [1] else ''}"] if cg else []
+    if runs:
+        platforms = sorted({r["platform"] for r in runs})
+        threads = sorted({r["n_threads"] for r in runs if r.get("n_threads")})
+        count = f", {', '.join(str(t) for t in threads)} thread{'s' if threads != [1] else ''}" if threads else ""
+        parts.append(f"AA: OpenMM {'/'.join(platforms)}{count}")
+    return "; ".join(parts)
+
+
+def frontier_figure(summary: dict[str, Any], path: Path) -> Path | None:
+    """The speed-accuracy frontier of the network sizes: RDF error (left) and ADF error (right) against
+    the CG/AA ns/day ratio (median over each size's runs; a horizontal bar spans its range), one colour
+    per size, filled markers at the training states and open ones away from them (one marker shape per
+    HIP-NN-TS family); the noise floor of those means as grey lines (dashed: at the training states,
+    dotted: away); the vertical dotted line: as fast as the all-atom run. Without any all-atom speed
+    the x axis is the CG ns/day itself. None when the study has one size."""
+    frontier = summary.get("frontier") or {}
+    if not frontier:
+        return None
+    points = [p for family_points in frontier.values() for p in family_points]
+    relative = any(_finite(p.get("speed_ratio")) for p in points)
+    xkey = "speed_ratio" if relative else "cg_ns_per_day"
+    sizes = list(dict.fromkeys(p["size"] for p in points))
+    fig, axes = new_figure(1, 2, panel_size=(5.0, 3.8), layout="constrained")
+    shapes = dict(zip(frontier, ("o", "s", "^", "D")))
+    for ax, metric in zip(axes[0], ("rdf_error", "adf_error")):
+        shown = [0.0]
+        for family, family_points in frontier.items():
+            for p in family_points:
+                x = _nan(p.get(xkey))
+                if not math.isfinite(x):
+                    continue
+                color = f"C{sizes.index(p['size']) % 10}"
+                ys = [_nan(p.get(f"{metric}_{where}")) for where in ("at", "away")]
+                for y, filled in zip(ys, (True, False)):
+                    if math.isfinite(y):
+                        ax.plot([x], [y], ls="none", marker=shapes[family], ms=7, color=color,
+                                mfc=color if filled else "none")
+                known = [y for y in ys if math.isfinite(y)]
+                shown += known
+                span = p.get("speed_ratio_range") or []
+                if relative and known and len(span) == 2 and all(_finite(v) for v in span):
+                    ax.hlines(max(known), _nan(span[0]), _nan(span[1]), color=color, lw=0.8, alpha=0.7)
+                if known:
+                    ax.annotate(p["size"], (x, max(known)), textcoords="offset points", xytext=(4, 5), fontsize=8,
+                                color=color)
+            base = family_points[0]
+            for where, ls in (("at", "--"), ("away", ":")):
+                floor = _nan(base.get(f"{metric}_{where}_noise_floor"))
+                if math.isfinite(floor):
+                    ax.axhline(floor, color="grey", ls=ls, lw=0.9)
+                    shown.append(floor)
+        if relative:
+            ax.axvline(1.0, color="black", ls=":", lw=0.8)
+        _plain_log_axis(ax, "x")
+        ax.set_ylim(0, 1.2 * max(shown) or 1.0)
+        label_axes(ax, "CG / all-atom ns/day at the same state" if relative else
+                   "CG ns/day (no all-atom speed known)", METRIC_TITLES[metric][0])
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="none", marker="o", color="black", label="at the training states"),
+               Line2D([], [], ls="none", marker="o", color="black", mfc="none", label="away from them"),
+               Line2D([], [], color="grey", ls="--", label="noise floor (at)"),
+               Line2D([], [], color="grey", ls=":", label="noise floor (away)")]
+    if len(frontier) > 1:
+        handles += [Line2D([], [], ls="none", marker=shapes[f], color="grey", label=_family(f)) for f in frontier]
+    axes[0][1].legend(handles=handles, fontsize=7, loc="best")
+    threads = _frontier_threads(summary)
+    fig.suptitle("Speed-accuracy frontier of the network sizes", fontsize=10)
+    fig.text(0.01, 0.0, (f"{threads}. " if threads else "") + FRONTIER_SPEED_NOTE, fontsize=7, color="dimgray",
+             ha="left", va="bottom", wrap=True)
+    fig.get_layout_engine().set(rect=(0, 0.07, 1, 0.93))
+    finish_figure(fig, path, dpi=90, tight=False)
+    return path
+
+
 def _friction_cells(summary: dict[str, Any]) -> list[tuple[str, dict[str, tuple[float, float, float]]]]:
     """(model, {state: (friction used, friction fitted, D ratio)}) for every model with a fit."""
     rows = []
@@ -362,6 +460,89 @@ def speed_rows(summary: dict[str, Any]) -> list[tuple[str, str, float, float, st
         note = "" if speeds else "not evaluated"
         rows.append((m["name"], "mean over states", v, v / aa_mean if aa_mean else math.nan, note))
     return rows
+
+
+def _network_text(network: dict[str, Any] | None) -> str:
+    """"32 / 12 / 1 / 2": features / sensitivities / interaction layers / atom layers."""
+    if not network:
+        return "n/a"
+    return " / ".join(str(network.get(k, "?")) for k in ("n_features", "n_sensitivities", "n_interaction_layers",
+                                                          "n_atom_layers"))
+
+
+def _against_base(jd: dict[str, Any] | None) -> str:
+    """A size's error against the base size's: "indistinguishable", "lower by 0.02 (3.1x the noise floor)"."""
+    if not jd:
+        return ""
+    if jd["resolved"] is False:
+        return "indistinguishable"
+    side = "lower" if jd["lower"] == "a" else "higher"
+    if jd["resolved"] is None:
+        return f"{side} by {_fmt(jd['gap'])} (no noise floor known)"
+    return f"{side} by {_fmt(jd['gap'])}, {_fmt(jd['in_floors'], 2)}x the noise floor"
+
+
+def frontier_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """The frontier table (:func:`thermocg.study.metrics.network_frontier`): per HIP-NN-TS family and
+    network size, its network, cutoff, parameters, CG ns/day and its ratio to the all-atom ns/day
+    (median and range over its runs), and its mean RDF and ADF errors at and away from the training
+    states, each non-base size's weighed against the base size's with the noise floor; then a row of
+    the noise floors. [] with one size."""
+    frontier = summary.get("frontier") or {}
+    rows = []
+    for family, points in frontier.items():
+        for p in points:
+            span = [_nan(v) for v in (p.get("speed_ratio_range") or [])]
+            ratio = _fmt(p.get("speed_ratio"))
+            if len(span) == 2 and all(math.isfinite(v) for v in span) and span[0] != span[1]:
+                ratio += f" ({_fmt(span[0])}-{_fmt(span[1])})"
+            row = {"family": _family(family)} if len(frontier) > 1 else {}
+            row.update({"size": p["size"],
+                        "features / sens. / int. / atom layers": _network_text(p.get("network")),
+                        "cutoff (A)": _fmt(p.get("cutoff_A"), 3),
+                        "parameters": f"{p['n_parameters']:,}" if p.get("n_parameters") else "n/a",
+                        "CG ns/day": _fmt(p.get("cg_ns_per_day")),
+                        "CG / AA ns/day": ratio})
+            for metric, what in (("rdf_error", "RDF"), ("adf_error", "ADF")):
+                for where, label in (("at", "at training states"), ("away", "away")):
+                    text = _fmt(p.get(f"{metric}_{where}"))
+                    verdict = _against_base(((p.get("vs_base") or {}).get(f"{metric}_{where}")))
+                    row[f"{what} error {label}"] = text + (f" ({verdict})" if verdict else "")
+            rows.append(row)
+        base = points[0]
+        floor = {k: "" for k in rows[-1]}
+        floor["size"] = "noise floor"
+        for metric, what in (("rdf_error", "RDF"), ("adf_error", "ADF")):
+            for where, label in (("at", "at training states"), ("away", "away")):
+                floor[f"{what} error {label}"] = _fmt(base.get(f"{metric}_{where}_noise_floor"))
+        if len(frontier) > 1:
+            floor["family"] = _family(family)
+        rows.append(floor)
+    return rows
+
+
+def frontier_lines(summary: dict[str, Any]) -> list[str]:
+    """Per HIP-NN-TS family with several network sizes: their speeds relative to the all-atom run, and
+    each size's RDF and ADF errors against the base size's, weighed against the noise floor."""
+    lines = []
+    for family, points in (summary.get("frontier") or {}).items():
+        speeds = ", ".join(f"{p['size']} {_fmt(p.get('speed_ratio'))}x" for p in points)
+        parts = []
+        base = points[0]
+        for p in points[1:]:
+            verdicts = []
+            for metric, what in (("rdf_error", "RDF"), ("adf_error", "ADF")):
+                for where, label in (("at", "at the training states"), ("away", "away from them")):
+                    jd = (p.get("vs_base") or {}).get(f"{metric}_{where}")
+                    if jd:
+                        verdicts.append(f"{what} error {label} {_fmt(p.get(f'{metric}_{where}'))} vs "
+                                        f"{_fmt(base.get(f'{metric}_{where}'))}: {_against_base(jd)}")
+            if verdicts:
+                parts.append(f"{p['size']} against base: " + "; ".join(verdicts))
+        lines.append(f"Network sizes of {_family(family)} (speed-accuracy frontier): CG ns/day over the all-atom "
+                     f"ns/day at the same state, median over each size's runs: {speeds}. "
+                     + ". ".join(parts) + ("." if parts else ""))
+    return lines
 
 
 def _gap_sentence(lower: str, jd: dict[str, Any]) -> str:
@@ -601,6 +782,7 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
     lines += _held_out_lines(summary)
     lines += composition_lines(summary)
     lines += _diffusion_lines(summary)
+    lines += frontier_lines(summary)
     frames = _force_frames_line(summary)
     if frames:
         lines.append(frames)
@@ -987,6 +1169,8 @@ class _Figures:
     curves: dict[str, list[str]]
     #: several bead types: "heatmaps" (per-key metric), "rdf" ("<state> <pair>"), "adf" ("<state> <type>")
     per_type: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    #: several network sizes: the speed-accuracy frontier
+    frontier: str | None = None
 
 
 def _model_figures(summary: dict[str, Any], fig_dir: Path, run_dir: str | os.PathLike | None,
@@ -1031,6 +1215,7 @@ def _draw_figures(summary: dict[str, Any], out_dir: Path, run_dir: str | os.Path
         parity={f: rel(parity_figure(summary, f, fig_dir / f"parity_{f}.png")) for f in summary["families"]},
         curves=_model_figures(summary, fig_dir, run_dir, rel),
         per_type=_per_type_figures(summary, fig_dir, rel),
+        frontier=rel(frontier_figure(summary, fig_dir / "frontier.png")),
     )
 
 
@@ -1053,6 +1238,13 @@ def _markdown(summary: dict[str, Any], title: str, lines: list[str], figures: _F
         md += ["## Langevin friction matching the AA diffusion (1/ps)", ""] + _table_md(friction) + [""]
     md += ["## Speed", "", "| run | where | ns/day | vs AA | note |", "|---|---|---|---|---|"]
     md += [f"| {a} | {b} | {_fmt(c)} | {_fmt(d, 2)} | {e} |" for a, b, c, d, e in speed_rows(summary)]
+    frontier = frontier_rows(summary)
+    if frontier:
+        md += ["", "## Speed-accuracy frontier of the network sizes", "", _FRONTIER_NOTE, ""] + _table_md(frontier)
+        if figures.frontier:
+            md += ["", f"![speed-accuracy frontier]({figures.frontier})"]
+        threads = _frontier_threads(summary)
+        md += ["", (f"{threads}. " if threads else "") + FRONTIER_SPEED_NOTE]
     return "\n".join(md) + "\n"
 
 
@@ -1123,6 +1315,15 @@ def _html(summary: dict[str, Any], title: str, lines: list[str], figures: _Figur
           f"<td>{html.escape(e)}</td></tr>" for a, b, c, d, e in speed_rows(summary)]
     h.append("</table><p class='note'>CG ns/day include setup; AA ns/day as the all-atom runner measured it, or "
              "for imported data as the engine's log reports it.</p>")
+    frontier = frontier_rows(summary)
+    if frontier:
+        h.append("<h2>Speed-accuracy frontier of the network sizes</h2>"
+                 f"<p class='note'>{html.escape(_FRONTIER_NOTE)}</p>")
+        if figures.frontier:
+            h.append(f"<img src='{figures.frontier}' alt='speed-accuracy frontier'>")
+        threads = _frontier_threads(summary)
+        h.append(_table_html(frontier) + f"<p class='note'>{html.escape((threads + '. ') if threads else '')}"
+                 f"{html.escape(FRONTIER_SPEED_NOTE)}</p>")
     h.append("</body></html>")
     return "\n".join(h)
 
@@ -1143,6 +1344,7 @@ def write_report(summary: dict[str, Any], out_dir: str | os.PathLike, *, run_dir
 
 
 __all__ = ["write_report", "verdict_lines", "speed_rows", "tolerance_line", "heatmap_figure", "overlay_figure",
+           "frontier_figure", "frontier_rows", "frontier_lines",
            "per_type_heatmap_figure", "per_type_rows", "per_type_lines", "composition_rows", "composition_lines",
            "composition_text", "several_types", "diffusion_rows",
            "parity_figure", "learning_curve_figure", "read_learning_history", "first_peak_window", "noise_floor",

@@ -378,6 +378,7 @@ class MDRunSummary:
     mean_temperature_K : over the thermo samples of the whole run (None if none); n_thermo_samples
     start_step : where this invocation started (0, or the restart's step with --continue)
     blowup : None, or why the run stopped (its files hold it up to the last good state)
+    n_threads : the torch threads this invocation ran with (None in summaries of older versions)
     """
 
     model: str
@@ -400,6 +401,7 @@ class MDRunSummary:
     start_step: int = 0
     device: str | None = None
     paths: dict[str, Path] = field(default_factory=dict)
+    n_threads: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (paths as strings)."""
@@ -591,6 +593,7 @@ def finish_state(job: StateJob, result: SimulationResult, temperature: float, *,
         mean_temperature_K=mean_temperature_K, seed=seed, wall_s=result.wall_time_s, temperature_K=temperature,
         timestep_fs=result.timestep_fs, steps_per_s=result.steps_per_s, n_neighbor_builds=result.n_neighbor_builds,
         n_thermo_samples=n_thermo_samples, start_step=start_step, device=job.device, paths=dict(result.paths),
+        n_threads=torch.get_num_threads(),
     )
     atomic_write_text(job.out_dir / "summary.json", json.dumps(summary.to_dict(), indent=1))
     write_resolved(job.settings, job.out_dir / "resolved.yaml",

@@ -89,7 +89,7 @@ class Manifest:
         values = {f.name: data[f.name] for f in dataclasses.fields(cls)}
         model = data["model"]
         values["model"] = None if model is None else ModelSpec(model["family"], model["train_set"],
-                                                                tuple(model["train_states"]))
+                                                                tuple(model["train_states"]), model.get("size"))
         result = absolute_paths(data["result"], list(data.get("relative_paths", [])), run_dir)
         values["result"] = result_type(data["kind"]).from_dict(result)
         return cls(**values)

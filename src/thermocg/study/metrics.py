@@ -32,8 +32,9 @@ from thermocg.config import AnalysisConfig, Config, RDFConfig
 from thermocg.frames import Frames
 from thermocg.progress import Progress
 from thermocg.rundir import atomic_write_text
-from thermocg.study.plan import (STUDY_FORMAT_VERSION, ModelSpec, base_family, imported_labels, plan_models,
-                                 state_points, temperature_dependent)
+from thermocg.study.plan import (STUDY_FORMAT_VERSION, ModelSpec, base_family, family_section, imported_labels,
+                                 network_sizes, plan_models, state_points, study_variants, temperature_dependent,
+                                 variant_name)
 
 if TYPE_CHECKING:  # pragma: no cover
     from thermocg.analysis.adf import ADFResult
@@ -45,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["METRICS", "METRIC_LABELS", "FAMILY_LABELS", "Structure", "measure_structure", "structure_errors",
            "diffusion_ratio", "transferability_matrices", "summarize", "verdicts", "compare_families",
            "write_matrices", "noise_floor", "judge", "tolerance_rule", "state_tolerances", "force_noise", "key_figures",
-           "compared_families", "held_out_comparison",
+           "compared_families", "held_out_comparison", "family_label", "network_frontier",
            "ranges_over_runs"]
 
 METRICS = ("force_rmse", "rdf_error", "adf_error", "d_ratio")
@@ -57,6 +58,13 @@ METRIC_LABELS = {
 }
 FAMILY_LABELS = {"hipnn_ts": "HIP-NN-TS", "mscg": "MS-CG", "hipnn_ts_thermal": "HIP-NN-TS thermal (E_0 + tau E_1)",
                  "hipnn_ts_tinput": "HIP-NN-TS with T input", "mscg_thermal": "MS-CG thermal (f_0 + dT f_1)"}
+
+
+def family_label(variant: str) -> str:
+    """A family (of one network size: ``hipnn_ts.small``) in words: ``HIP-NN-TS [small]``."""
+    family, _, size = variant.partition(".")
+    label = FAMILY_LABELS.get(family, family)
+    return f"{label} [{size}]" if size else label
 
 
 # --------------------------------------------------------------------------------------------------
@@ -146,6 +154,7 @@ def transferability_matrices(families: list[str], models: list[ModelSpec], label
                              evaluations: dict[str, dict[str, Any]]) -> Matrices:
     """metric -> family -> training set -> test state -> value (NaN where no evaluation finished).
 
+    ``families``: the study's families and their network sizes (:func:`~thermocg.study.plan.study_variants`);
     ``evaluations``: model name -> state -> the evaluate stage's result (with ``force["rmse"]``,
     ``rdf_error``, ``adf_error`` and ``d_ratio``)."""
     matrices: Matrices = {}
@@ -154,7 +163,7 @@ def transferability_matrices(families: list[str], models: list[ModelSpec], label
         for family in families:
             matrices[metric][family] = {
                 m.train_set: {s: _metric_value(evaluations[m.name].get(s), metric) for s in labels}
-                for m in models if m.family == family}
+                for m in models if m.variant == family}
     return matrices
 
 
@@ -215,24 +224,31 @@ def summarize(config: Config, results: dict[str, Any], *, failed: dict[str, str]
     noise = {s: dict(ref.noise) for s, ref in references.items() if ref.noise is not None}
     rule = tolerance_rule(config)
     allatom = {s: results[f"aa/{s}"] for s in labels if f"aa/{s}" in results}
+    variants = study_variants(config)
     summary = {
         "format_version": STUDY_FORMAT_VERSION,
         "states": {s: states[s].to_state().to_dict() for s in labels},
         "imported": [s for s in labels if s in imported_labels(config)],
         "measured_density_g_cm3": {s: ref.density_g_cm3 for s, ref in references.items()},
-        "models": [{"name": m.name, "family": m.family, "train_set": m.train_set,
+        # "family": the family of one network size (hipnn_ts, hipnn_ts.small), as the matrices group models
+        "models": [{"name": m.name, "family": m.variant, "train_set": m.train_set,
                     "train_states": list(m.train_states), "pooled": m.pooled,
-                    "base_family": base_family(m.family), "temperature_dependent": temperature_dependent(m.family)}
+                    "base_family": variant_name(base_family(m.family), m.size),
+                    "temperature_dependent": temperature_dependent(m.family), "network_family": m.family,
+                    "size": m.size or "base"}
                    for m in models],
-        "families": list(config.study.families),
+        "families": variants,
+        "network_sizes": network_sizes(config),
         "tolerances": {**rule, "per_state": state_tolerances(rule, noise, labels)},
         "references": {s: ref.to_dict() for s, ref in references.items()},
         "aa_ns_per_day": {s: aa.ns_per_day for s, aa in allatom.items()},
         "aa_speed_note": {s: aa.speed_note for s, aa in allatom.items()},
+        "aa_run": {s: {"platform": aa.platform, "n_threads": aa.n_threads} for s, aa in allatom.items()},
+        "md_speed": _md_speeds(models, labels, results),
         "noise": noise,
         "evaluations": {name: {s: ev.to_dict() for s, ev in evs.items()} for name, evs in evaluations.items()},
         "training": {name: None if t is None else t.to_dict() for name, t in trained.items()},
-        "matrices": transferability_matrices(list(config.study.families), models, labels, evaluations),
+        "matrices": transferability_matrices(variants, models, labels, evaluations),
         "failed": dict(failed or {}),
         "stability": _stability(config, evaluations),
         "friction": {"mode": config.study.langevin_friction, "simulate_friction_per_ps": config.simulate.friction_per_ps,
@@ -240,8 +256,22 @@ def summarize(config: Config, results: dict[str, Any], *, failed: dict[str, str]
     }
     summary["verdicts"] = verdicts(summary)
     summary["comparison"] = compare_families(summary)
+    summary["frontier"] = network_frontier(summary)
     _add_per_type(summary)
     return summary
+
+
+#: what each CG run's speed is recorded with (thermocg.md.MDRunSummary), and whether it blew up
+MD_SPEED_KEYS = ("ns_per_day", "steps_per_s", "wall_s", "n_steps", "timestep_fs", "n_threads", "device", "blowup")
+
+
+def _md_speeds(models: list[ModelSpec], labels: list[str], results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """model name -> state -> the speed of its CG run as the MD stage measured it (:data:`MD_SPEED_KEYS`)."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in models:
+        runs = {s: results[f"md/{m.name}/{s}"] for s in labels if f"md/{m.name}/{s}" in results}
+        out[m.name] = {s: {key: getattr(run, key, None) for key in MD_SPEED_KEYS} for s, run in runs.items()}
+    return out
 
 
 def _add_per_type(summary: dict[str, Any]) -> None:
@@ -433,6 +463,75 @@ def compare_families(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _median(values: list[float]) -> float:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.median(values)) if values else math.nan
+
+
+def _size_point(summary: dict[str, Any], variant: str) -> dict[str, Any]:
+    """One network size of one family on the frontier (:func:`network_frontier`)."""
+    models = [m for m in summary["models"] if m["family"] == variant]
+    trained = [(summary.get("training") or {}).get(m["name"]) or {} for m in models]
+    aa = {s: _nan_of(v) for s, v in (summary.get("aa_ns_per_day") or {}).items()}
+    speeds, ratios, threads = [], [], set()
+    for m in models:
+        for s, run in ((summary.get("md_speed") or {}).get(m["name"]) or {}).items():
+            if run.get("blowup") or not _finite(run.get("ns_per_day")):
+                continue  # a run stopped early spreads its set-up over fewer steps
+            speeds.append(float(run["ns_per_day"]))
+            ratios.append(float(run["ns_per_day"]) / aa[s] if _finite(aa.get(s)) and aa[s] > 0 else math.nan)
+            threads.add(run.get("n_threads"))
+    known_ratios = [r for r in ratios if math.isfinite(r)]
+    point: dict[str, Any] = {
+        "family": variant, "size": models[0]["size"] if models else variant.partition(".")[2] or "base",
+        "network": (summary.get("network_sizes") or {}).get(models[0]["size"] if models else "base"),
+        "cutoff_A": next((float(t["cutoff_A"]) for t in trained if _finite(t.get("cutoff_A"))), math.nan),
+        "n_parameters": next((int(t["n_parameters"]) for t in trained if t.get("n_parameters")), None),
+        "n_runs": len(speeds), "cg_ns_per_day": _median(speeds), "cg_threads": sorted(t for t in threads if t),
+        "speed_ratio": _median(known_ratios),
+        "speed_ratio_range": [min(known_ratios), max(known_ratios)] if known_ratios else [math.nan, math.nan],
+    }
+    for where, home in (("at", True), ("away", False)):
+        entries = [(m["name"], s) for m in models for s in summary["states"]
+                   if (s in m["train_states"]) == home and s in summary["evaluations"].get(m["name"], {})]
+        for metric in ("rdf_error", "adf_error"):
+            point[f"{metric}_{where}"] = _mean([_nan_of(summary["evaluations"][n][s].get(metric)) for n, s in entries])
+            point[f"{metric}_{where}_noise_floor"] = noise_floor(summary, metric, entries)
+    return point
+
+
+def network_frontier(summary: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The speed-accuracy frontier of the network sizes (``study.network_sizes`` besides the train
+    section's ``base``): per HIP-NN-TS family, one point per size; {} with one size.
+
+    A point: the size's ``network`` (the train keys it trains with), the trained models' ``cutoff_A``
+    and ``n_parameters``, and from the study's own runs: ``cg_ns_per_day`` (median over its CG runs that
+    did not blow up), ``speed_ratio`` (median over those runs of CG ns/day over the all-atom ns/day of
+    the same state) and its ``speed_ratio_range``, ``cg_threads``; the mean RDF and ADF errors of its
+    models at their training states (``<metric>_at``) and away from them (``<metric>_away``) with the
+    noise floor of those (model, state) entries (``<metric>_<where>_noise_floor``); and against the base
+    size, ``vs_base``: ``<metric>_<where>`` -> :func:`judge` (a: this size, b: base)."""
+    sizes = summary.get("network_sizes") or {}
+    if len(sizes) < 2:
+        return {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for family in summary["families"]:
+        if "." in family or family_section(family) != "train":
+            continue
+        points = [_size_point(summary, family)] + [_size_point(summary, variant_name(family, name))
+                                                   for name in list(sizes)[1:]]
+        base = points[0]
+        base["vs_base"] = {}
+        for point in points[1:]:
+            point["vs_base"] = {}
+            for key in (f"{metric}_{where}" for metric in ("rdf_error", "adf_error") for where in ("at", "away")):
+                a, b = point[key], base[key]
+                point["vs_base"][key] = (judge(a, b, point[f"{key}_noise_floor"])
+                                         if math.isfinite(a) and math.isfinite(b) else None)
+        out[family] = points
+    return out
+
+
 def judge(a: float, b: float, floor: float) -> dict[str, Any]:
     """Two values against a noise floor: the gap, and whether it exceeds the floor (``resolved``; None
     when the floor is unknown), the gap in units of the floor (``in_floors``) and which is lower
@@ -476,7 +575,7 @@ def key_figures(summary: dict[str, Any]) -> dict[str, Any]:
             if math.isfinite(va) and math.isfinite(vb):
                 jd = judge(va, vb, floor)
                 out[f"verdict.{metric}"] = ("indistinguishable" if jd["resolved"] is False else
-                                            FAMILY_LABELS.get(a if jd["lower"] == "a" else b))
+                                            family_label(a if jd["lower"] == "a" else b))
     return out
 
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from thermocg.config import (STUDY_FAMILIES, Config, ConfigError, ImportConfig, StateConfig, result_dict,
-                             to_dict)
+from thermocg.config import (NETWORK_SIZE_KEYS, STUDY_FAMILIES, Config, ConfigError, ImportConfig, StateConfig,
+                             result_dict, to_dict)
 from thermocg.study.files import FileHashes
 
 #: bump when the meaning of a unit's outputs changes, so old manifests are not trusted
@@ -41,15 +41,23 @@ UNIT_KINDS = ("aa", "map", "ref", "model", "md", "eval")
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One CG model of the study: a family trained on a set of state points."""
+    """One CG model of the study: a family (of one network size) trained on a set of state points."""
 
     family: str  # a key of thermocg.config.STUDY_FAMILIES: "hipnn_ts", "mscg_thermal", ...
     train_set: str  # a state label (single-state model) or a pooled-set name
     train_states: tuple[str, ...]
+    #: a name of study.network_sizes (HIP-NN-TS families only); None: the train section's own network
+    size: str | None = None
+
+    @property
+    def variant(self) -> str:
+        """The family and its network size, as the matrices and the report group models:
+        ``hipnn_ts``, ``hipnn_ts.small`` (:func:`variant_name`)."""
+        return variant_name(self.family, self.size)
 
     @property
     def name(self) -> str:
-        return f"{self.family}-{self.train_set}"
+        return f"{self.variant}-{self.train_set}"
 
     @property
     def pooled(self) -> bool:
@@ -107,6 +115,26 @@ def is_molecule_file(name: str) -> bool:
     return name.endswith((".yaml", ".yml")) or "/" in name
 
 
+def variant_name(family: str, size: str | None) -> str:
+    """A family of one network size: the family itself for the train section's network, else
+    ``<family>.<size>`` (filename-safe: size names are letters, digits and ``_``)."""
+    return family if size is None else f"{family}.{size}"
+
+
+def study_variants(config: Config) -> list[str]:
+    """The families of the study and then each HIP-NN-TS family at each of ``study.network_sizes``
+    (:func:`variant_name`), in the order of :func:`plan_models`."""
+    return list(config.study.families) + [variant_name(f, size) for size in config.study.network_sizes
+                                          for f in config.study.families if family_section(f) == "train"]
+
+
+def network_sizes(config: Config) -> dict[str, dict[str, Any]]:
+    """``base`` (the train section's network) and each of ``study.network_sizes``, as the values of
+    :data:`~thermocg.config.NETWORK_SIZE_KEYS` they train with (cutoff_A None: the automatic one)."""
+    base = {key: getattr(config.train, key) for key in NETWORK_SIZE_KEYS}
+    return {"base": base, **{name: {**base, **changes} for name, changes in config.study.network_sizes.items()}}
+
+
 def family_section(family: str) -> str:
     """The config section a family trains from: ``train`` (HIP-NN-TS) or ``pair`` (MS-CG)."""
     return STUDY_FAMILIES[family][0]
@@ -150,11 +178,14 @@ def family_settings(config: Config, model: ModelSpec) -> Any:
     set back to their defaults. For a temperature-dependent model whose
     ``max_temperature_extrapolation_K`` is None, the distance from its training temperatures to the
     farthest state of the study (:func:`extrapolation_needed_K`), so that it can be run and judged at
-    every state (None when every state is inside its range: the model's own default, half its range)."""
+    every state (None when every state is inside its range: the model's own default, half its range).
+    A model of a network size (``model.size``) has that size's keys of ``study.network_sizes`` too."""
     section_name, dependence = STUDY_FAMILIES[model.family]
     section = getattr(config, section_name)
     defaults = {f.name: f.default for f in dataclasses.fields(section)}
     changes: dict[str, Any] = {"temperature_dependence": dependence}
+    if model.size is not None:
+        changes.update(config.study.network_sizes[model.size])
     for key, users in _TEMPERATURE_KEYS[section_name].items():
         if dependence not in users:
             changes[key] = defaults[key]
@@ -190,17 +221,21 @@ def pooled_members(config: Config, name: str) -> tuple[str, ...]:
 def plan_models(config: Config) -> list[ModelSpec]:
     """Every model of the study, per family: single-state models first (in state order), then the
     pooled sets. Temperature-dependent families get single-state models only with
-    ``study.thermal_single_states`` (trained at one temperature they reduce to the plain model)."""
+    ``study.thermal_single_states`` (trained at one temperature they reduce to the plain model).
+    Then, per size of ``study.network_sizes``, the same models of every HIP-NN-TS family at that size."""
     labels = list(state_points(config))
     study = config.study
     singles = labels if study.single_states is None else list(study.single_states)
     models = []
-    for family in study.families:
-        if study.thermal_single_states or not temperature_dependent(family):
-            for label in singles:
-                models.append(ModelSpec(family, label, (label,)))
-        for name in study.pooled:
-            models.append(ModelSpec(family, name, pooled_members(config, name)))
+    for size in [None, *study.network_sizes]:
+        for family in study.families:
+            if size is not None and family_section(family) != "train":
+                continue
+            if study.thermal_single_states or not temperature_dependent(family):
+                for label in singles:
+                    models.append(ModelSpec(family, label, (label,), size))
+            for name in study.pooled:
+                models.append(ModelSpec(family, name, pooled_members(config, name), size))
     return models
 
 
@@ -299,7 +334,7 @@ def plan_units(config: Config, *, hashes: FileHashes | None = None) -> list[Unit
         inputs = {"family": model.family, section: result_dict(family_settings(config, model), drop=("train_states",)),
                   "train_states": model.train_states, "seed": config.seed}
         deps = tuple(f"map/{s}" for s in model.train_states)
-        if section == "train" and config.train.cutoff_A is None:
+        if section == "train" and inputs[section]["cutoff_A"] is None:
             # the automatic cutoff must fit the smallest box of every state the model will be run at
             deps = tuple(f"map/{s}" for s in states)
         plan.add(f"model/{model.name}", "model", deps, inputs, model=model)
@@ -454,6 +489,8 @@ def _check_cutoffs_fit(config: Config, boxes: dict[str, StateBox]) -> None:
     ]
     if "pair" in sections:
         cutoffs.append(("pair.cutoff_A", config.pair.cutoff_A))
+    cutoffs += [(f"study.network_sizes.{name}.cutoff_A", size.get("cutoff_A"))
+                for name, size in config.study.network_sizes.items()]
     imported = imported_labels(config)
     for label, box in boxes.items():
         half = box.half_width_A
@@ -543,8 +580,9 @@ def validate_study(config: Config) -> dict[str, StateConfig]:
     ``imports[].molecule``), every imported trajectory's first frame reads (its box and molecule
     count are the state's), and every cutoff fits every state's box: the HIP-NN-TS and MS-CG
     cutoffs, the RDF range and the ADF shell at most half the box's shortest width, the all-atom
-    non-bonded cutoff by the runner's own rule (0.45 of the box). Generated boxes are estimated from
-    ``system.n_molecules``, the molecule's mass and the state's density. Returns label -> state point.
+    non-bonded cutoff by the runner's own rule (0.45 of the box), and no two network sizes
+    (``study.network_sizes`` and the train section's) the same network. Generated boxes are estimated
+    from ``system.n_molecules``, the molecule's mass and the state's density. Returns label -> state point.
     """
     for k, imp in enumerate(config.imports):
         if imp.state is None:
@@ -562,6 +600,14 @@ def validate_study(config: Config) -> dict[str, StateConfig]:
             raise ConfigError(f"study.pooled.{name}: the name clashes with a state label")
     if not plan_models(config):
         raise ConfigError("study: no models to build (single_states is empty and pooled is empty)")
+    sizes = network_sizes(config)
+    for k, (name, size) in enumerate(sizes.items()):
+        same = next((other for other in list(sizes)[:k] if sizes[other] == size), None)
+        if same is not None:
+            what = "the train section's" if same == "base" else f"study.network_sizes.{same}'s"
+            raise ConfigError(f"study.network_sizes.{name}: the same network as {what} ("
+                              + ", ".join(f"{key} {value}" for key, value in size.items()) + "); it would train "
+                              "the same models again: change a key or drop it")
     check_temperature_families(config)
     if study.langevin_friction == "match_diffusion" and config.simulate.integrator != "langevin":
         raise ConfigError(f"study.langevin_friction: match_diffusion needs simulate.integrator: langevin (the "

@@ -66,21 +66,25 @@ class AllAtomResult:
     """All-atom data of one state: its H5MD trajectory and the speed of the AA run (ns/day): for
     generated data the runner's measurement, for imported data what the engine's own log says
     (:func:`imported_ns_per_day`). ``speed_note`` says where the speed comes from, or why it is
-    missing."""
+    missing; for generated data ``platform`` and ``n_threads`` are the OpenMM platform and CPU
+    threads the runner used (None for imported data)."""
 
     state: str
     trajectory: Path
     ns_per_day: float | None = None
     speed_note: str | None = None
+    platform: str | None = None
+    n_threads: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"state": self.state, "trajectory": str(self.trajectory), "ns_per_day": self.ns_per_day,
-                "speed_note": self.speed_note}
+                "speed_note": self.speed_note, "platform": self.platform, "n_threads": self.n_threads}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AllAtomResult":
+        threads = data.get("n_threads")
         return cls(data["state"], Path(data["trajectory"]), _optional_float(data.get("ns_per_day")),
-                   data.get("speed_note"))
+                   data.get("speed_note"), data.get("platform"), None if threads is None else int(threads))
 
 
 @dataclass(frozen=True)
@@ -344,12 +348,18 @@ def generate_or_import(config: Config, run_dir: Path, label: str) -> AllAtomResu
         generate = dataclasses.replace(config.generate, n_threads=config.study.threads_per_worker)
         trajectory = _only(run_generate(dataclasses.replace(config, generate=generate), run_dir, state=[label],
                                         progress=_bar_progress(config)), "generate", label)
-        metadata = trajectory.parent / "metadata.json"
-        ns_per_day = json.loads(metadata.read_text()).get("ns_per_day") if metadata.exists() else None
+        metadata_file = trajectory.parent / "metadata.json"
+        metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else {}
+        ns_per_day = metadata.get("ns_per_day")
         note = "measured by the all-atom runner" if ns_per_day is not None else "the runner's metadata.json has none"
+        platform = metadata.get("platform")
+        threads = (metadata.get("settings") or {}).get("n_threads") if platform == "CPU" else None
     if not trajectory.exists():
         raise FileNotFoundError(f"{trajectory}: the all-atom stage did not write it")
-    return AllAtomResult(label, trajectory, _optional_float(ns_per_day), note)
+    if found is not None:
+        return AllAtomResult(label, trajectory, _optional_float(ns_per_day), note)
+    return AllAtomResult(label, trajectory, _optional_float(ns_per_day), note, platform,
+                         None if threads is None else int(threads))
 
 
 def map_state(config: Config, run_dir: Path, label: str) -> MapResult:
@@ -387,7 +397,7 @@ def train_model(config: Config, run_dir: Path, model: ModelSpec) -> ModelSummary
     if family_section(model.family) == "train":
         from thermocg.train import run_train
 
-        cutoff_A = config.train.cutoff_A if config.train.cutoff_A is not None else hipnn_cutoff_A(config, run_dir)
+        cutoff_A = settings.cutoff_A if settings.cutoff_A is not None else hipnn_cutoff_A(config, run_dir)
         train = dataclasses.replace(settings, n_threads=threads, name=model.name, cutoff_A=cutoff_A,
                                     train_states=list(model.train_states), progress=_bar_progress(config))
         return run_train(dataclasses.replace(config, train=train), run_dir, name=model.name,

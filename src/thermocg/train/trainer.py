@@ -628,7 +628,8 @@ class Trainer:
             wall_s=self._wall_before + (time.perf_counter() - self._started), n_epochs=self.epoch,
             best_epoch=self.schedule.best_epoch, stopped_at_max_epochs=at_max,
             test_force_rmse_kcal_mol_A=test["rmse"], test_force_mae_kcal_mol_A=test["mae"], test_r2=test["r2"],
-            cutoff_A=float(self.potential.cutoff_A))
+            cutoff_A=float(self.potential.cutoff_A),
+            n_parameters=int(sum(p.numel() for p in self.potential.parameters())))
 
     def run(self, frames_list: Frames | Sequence[Frames]) -> TrainResult:
         """prepare -> resolve -> fit -> finalize."""
