@@ -317,3 +317,44 @@ def test_overlay_legends_give_each_models_error(kind, tmp_path, monkeypatch):
     assert expected <= set(labels), labels
     assert not any("n/a" in label for label in labels)
     assert "pair" not in axes[0].get_title() and "around" not in axes[0].get_title()
+
+
+def test_state_distances_known_answer_and_their_finding(tmp_path):
+    """AA-vs-AA distances between states, in the study's own metrics: g(r) shifted by a constant c differs
+    by exactly |c| in RDF error; the same ADF gives 0. The finding names the widest pair and the pairs
+    closer than the noise floor; the Markdown report gets the matrix."""
+    from types import SimpleNamespace
+
+    from thermocg.study.metrics import state_distances
+
+    r_edges = np.linspace(0.0, 8.0, 81)
+    r = 0.5 * (r_edges[1:] + r_edges[:-1])
+    edges = np.linspace(0.0, 180.0, 46)
+    theta = 0.5 * (edges[1:] + edges[:-1])
+    adf = ADFResult(angle_deg=theta, edges_deg=edges, p={"all": np.sin(np.radians(theta)) / 114.6},
+                    n_angles={"all": 100}, cutoff_A=4.0, n_frames=1)
+    shifts = {"T260": 0.0, "T300": 0.005, "T340": 0.03}
+    refs = {s: SimpleNamespace(adf=adf, rdf=RDFResult(r_A=r, edges_A=r_edges, g={"M-M": 1 + c + np.exp(-(r - 4) ** 2)},
+                                                       counts={}, n_frames=1)) for s, c in shifts.items()}
+    distances = state_distances(refs)
+    for a, ca in shifts.items():
+        for b, cb in shifts.items():
+            assert distances["rdf_error"][a][b] == pytest.approx(abs(ca - cb), abs=1e-12)
+            assert distances["adf_error"][a][b] == pytest.approx(0.0, abs=1e-12)
+    summary = summary_with(ERRORS)
+    summary["states"] = {s: {"temperature_K": float(s[1:]), "density_g_cm3": 0.8} for s in shifts}
+    summary["noise"] = {s: {"rdf_error": 0.01, "adf_error": 0.04} for s in shifts}
+    summary["state_distances"] = distances
+    line = report.state_distance_line(summary)
+    assert "the widest pair, T260 against T340, differs by RDF 0.03 (3x the noise floor) and ADF 0 (0x)" in line
+    assert "1 of 3 pairs differ by less than the noise floor in both (T260/T300)" in line
+    rows = report.state_distance_rows(summary)
+    assert [row["AA structure of \\ judged at"] for row in rows] == list(shifts)
+    assert rows[0]["T340"] == "0.03 / 0 (3x / 0x)" and rows[1]["T300"] == "-"
+    assert line in report.verdict_lines(summary)
+    # in the Markdown report, with the states of the matrices
+    study = summary_with(ERRORS)
+    study["state_distances"] = state_distances(dict(zip(STATES, (refs["T260"], refs["T340"]))))
+    text = report._markdown(study, "t", [], report._Figures(heatmaps={}, rdf={}, adf={}, parity={}, curves={}))
+    assert "## How far apart the states are (AA against AA)" in text
+    assert "| T280_rho0.8 | - | 0.03 / 0 (1.5x / 0x) |" in text  # T340_rho0.75's noise floor: RDF 0.02

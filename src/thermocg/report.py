@@ -767,6 +767,9 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
                               for s, v in noise.items())
         lines.append(f"Noise floor (the AA data, first half vs second half): {per_state}. A gap within the noise "
                      "floor is reported as indistinguishable.")
+    distance = state_distance_line(summary)
+    if distance:
+        lines.append(distance)
     failed = summary.get("failed") or {}
     if failed:
         lines.append(f"Failed or not run ({len(failed)} units): " + "; ".join(f"{n}: {r}" for n, r in failed.items())
@@ -816,6 +819,76 @@ def _state_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
             "tolerance RDF / ADF": f"{_fmt(tol.get('rdf_error'))} / {_fmt(tol.get('adf_error'))}",
         })
     return rows
+
+
+def _state_pairs(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every pair of states (in config order) with the AA-vs-AA errors between them and each error's
+    ratio to the noise floor of the state judged against (the second)."""
+    distances = summary.get("state_distances") or {}
+    noise = summary.get("noise") or {}
+    labels = [s for s in summary["states"] if s in (distances.get("rdf_error") or {})]
+    pairs = []
+    for k, a in enumerate(labels):
+        for b in labels[k + 1:]:
+            entry = {"from": a, "to": b}
+            for metric in ("rdf_error", "adf_error"):
+                value = _nan(distances[metric][a].get(b))
+                floor = _nan((noise.get(b) or {}).get(metric))
+                entry[metric] = value
+                entry[f"{metric}_floors"] = value / floor if floor > 0 else math.nan
+            pairs.append(entry)
+    return pairs
+
+
+def state_distance_line(summary: dict[str, Any]) -> str | None:
+    """A finding: how far apart the states' AA structures are, against the noise floor (None with one state)."""
+    pairs = [p for p in _state_pairs(summary) if _finite(p["rdf_error_floors"]) and _finite(p["adf_error_floors"])]
+    if not pairs:
+        return None
+    widest = max(pairs, key=lambda p: max(p["rdf_error_floors"], p["adf_error_floors"]))
+    close = [p for p in pairs if p["rdf_error_floors"] <= 1 and p["adf_error_floors"] <= 1]
+    text = ("How far apart the states are (one state's AA structure judged against another's, with the same "
+            "RDF and ADF errors: what a model has to bridge to transfer between them): the widest pair, "
+            f"{widest['from']} against {widest['to']}, differs by RDF {_fmt(widest['rdf_error'])} "
+            f"({_fmt(widest['rdf_error_floors'], 2)}x the noise floor) and ADF {_fmt(widest['adf_error'])} "
+            f"({_fmt(widest['adf_error_floors'], 2)}x)")
+    if close:
+        text += (f"; {len(close)} of {len(pairs)} pairs differ by less than the noise floor in both "
+                 "(" + ", ".join(f"{p['from']}/{p['to']}" for p in close) + "): between those, transfer cannot be "
+                 "told apart from ignoring the state")
+    else:
+        text += f"; every one of the {len(pairs)} pairs differs by more than the noise floor in RDF or ADF"
+    return text + "."
+
+
+def state_distance_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """The AA-vs-AA matrix: row = the state whose AA structure is judged, column = the state it is judged
+    against; cells "RDF / ADF", with their multiple of the column state's noise floor."""
+    distances = summary.get("state_distances") or {}
+    rdf, adf = distances.get("rdf_error") or {}, distances.get("adf_error") or {}
+    if len(rdf) < 2:
+        return []
+    noise = summary.get("noise") or {}
+    rows = []
+    for a in rdf:
+        row = {"AA structure of \\ judged at": a}
+        for b in rdf[a]:
+            if a == b:
+                row[b] = "-"
+                continue
+            floor = noise.get(b) or {}
+            ratios = [_nan(v) / _nan(floor.get(m)) if _nan(floor.get(m)) > 0 else math.nan
+                      for m, v in (("rdf_error", rdf[a][b]), ("adf_error", adf[a][b]))]
+            row[b] = f"{_fmt(rdf[a][b])} / {_fmt(adf[a][b])} ({_fmt(ratios[0], 2)}x / {_fmt(ratios[1], 2)}x)"
+        rows.append(row)
+    return rows
+
+
+STATE_DISTANCE_NOTE = ("Each cell: the RDF / ADF error of the row state's AA structure judged against the column "
+                       "state's (as a CG run at the column state is judged), and its multiple of the column "
+                       "state's noise floor. A model that reproduced the row state's structure exactly would "
+                       "show this error at the column state; below the noise floor the two states cannot tell a "
+                       "model that transfers from one that ignores the state.")
 
 
 def _matrix_md(summary: dict[str, Any], metric: str, family: str) -> str:
@@ -1221,6 +1294,9 @@ def _draw_figures(summary: dict[str, Any], out_dir: Path, run_dir: str | os.Path
 
 def _markdown(summary: dict[str, Any], title: str, lines: list[str], figures: _Figures) -> str:
     md = [f"# {title}", "", "## States", ""] + _table_md(_state_rows(summary))
+    distances = state_distance_rows(summary)
+    if distances:
+        md += ["", "## How far apart the states are (AA against AA)", "", STATE_DISTANCE_NOTE, ""] + _table_md(distances)
     md += ["", "## Findings", ""] + [f"- {line}" for line in lines]
     if summary.get("failed"):
         md += ["", "## Failed units", ""] + _table_md(_failed_rows(summary))
@@ -1257,6 +1333,10 @@ def _html_head(summary: dict[str, Any], title: str, lines: list[str]) -> list[st
          "trajectory holds, beside the declared state point). Noise floor: each error between the first and the "
          "second half of that state's AA data.</p>",
          "<p class='note'>Models: " + ", ".join(html.escape(m["name"]) for m in summary["models"]) + ".</p>"]
+    distances = state_distance_rows(summary)
+    if distances:
+        h += ["<h2>How far apart the states are (AA against AA)</h2>", _table_html(distances),
+              f"<p class='note'>{html.escape(STATE_DISTANCE_NOTE)}</p>"]
     headline = [x for x in lines if x.startswith("Verdict")]
     if headline:
         h.append("<p class='headline'>" + "<br>".join(html.escape(x) for x in headline) + "</p>")

@@ -246,6 +246,7 @@ def summarize(config: Config, results: dict[str, Any], *, failed: dict[str, str]
         "aa_run": {s: {"platform": aa.platform, "n_threads": aa.n_threads} for s, aa in allatom.items()},
         "md_speed": _md_speeds(models, labels, results),
         "noise": noise,
+        "state_distances": state_distances(references),
         "evaluations": {name: {s: ev.to_dict() for s, ev in evs.items()} for name, evs in evaluations.items()},
         "training": {name: None if t is None else t.to_dict() for name, t in trained.items()},
         "matrices": transferability_matrices(variants, models, labels, evaluations),
@@ -259,6 +260,24 @@ def summarize(config: Config, results: dict[str, Any], *, failed: dict[str, str]
     summary["frontier"] = network_frontier(summary)
     _add_per_type(summary)
     return summary
+
+
+def state_distances(references: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """How far apart the states' all-atom structures are, in the study's own error metrics:
+    ``{"rdf_error" | "adf_error": {row: {column: error of the row state's AA structure against the column
+    state's}}}`` (the column is the reference, as a CG run at the column state is judged). The error a
+    model would show at the column state if it reproduced the row state's structure exactly: what
+    transfer between the two has to bridge. Between states closer than the noise floor no study can
+    tell a model that transfers from one that ignores the state."""
+    from thermocg.analysis.adf import adf_error
+    from thermocg.analysis.rdf import rdf_error
+
+    labels = list(references)
+    out: dict[str, dict[str, dict[str, float]]] = {"rdf_error": {}, "adf_error": {}}
+    for a in labels:
+        out["rdf_error"][a] = {b: rdf_error(references[a].rdf, references[b].rdf) for b in labels}
+        out["adf_error"][a] = {b: adf_error(references[a].adf, references[b].adf) for b in labels}
+    return out
 
 
 #: what each CG run's speed is recorded with (thermocg.md.MDRunSummary), and whether it blew up
