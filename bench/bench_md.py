@@ -1,12 +1,14 @@
 """CG MD speed: thermocg.md with HIP-NN-TS against hippynn 0.1.3's own Langevin MD on the same model,
 and CG MD against all-atom OpenMM MD of the same number of molecules, all in the same run.
 
-System: ``--n-beads`` (1,000) one-bead methanol beads (32.04 amu) at 0.0128 beads/A^3 (box 42.7 A),
+System: ``--n-beads`` (1,000) one-bead methanol beads (32.04 amu) at 0.786 g/cm^3 (0.01477 beads/A^3,
+box 40.8 A; the all-atom run's density),
 beads on a jittered lattice, 300 K, Langevin, float32 models on the CPU with ``--threads`` threads.
 The network's size is an option (``--n-features``, ``--n-sensitivities``, ``--cutoff-A``,
 ``--soft-min-A``, ``--soft-max-A``, ``--n-interaction-layers``, ``--n-atom-layers``); the default is
 the reference HIP-NN-TS (128 features, 20 sensitivities, 2..13 A, r_c 15 A, 1 interaction layer, 3 atom
-layers: 118,954 parameters), with hippynn's initial weights copied into thermocg's HipnnTS.
+layers: 118,954 parameters), with hippynn's initial weights copied into thermocg's HipnnTS. ``--model FILE`` times a trained thermocg
+model instead (its prior included; no hippynn run).
 
 1. CG MD steps/s, ours against hippynn (``--no-hippynn`` skips it):
    - ours: ``thermocg.md.simulate`` (BAOAB, vesin skin list with 1 A skin, blow-up checks every 10 steps)
@@ -41,6 +43,7 @@ Ends with one line of JSON (``speedup_vs_hippynn_md``, ``speedup_vs_openmm_allat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -50,7 +53,10 @@ import time
 import numpy as np
 
 METHANOL_MASS = 32.04
-DENSITY_BEADS_A3 = 0.0128
+#: the all-atom run's density (liquid methanol near 300 K), so CG and all-atom runs hold the same molecules in
+#: the same volume (until 2026-12-03 the CG frame had 0.0128 beads/A^3, 0.681 g/cm^3: 13% fewer pairs)
+DENSITY_G_CM3 = 0.786
+DENSITY_BEADS_A3 = DENSITY_G_CM3 * 0.602214076 / METHANOL_MASS
 
 
 def setup(threads: int) -> None:
@@ -266,6 +272,7 @@ def main() -> None:
     parser.add_argument("--molecule", default="methanol_trappe")
     parser.add_argument("--no-allatom", action="store_true")
     parser.add_argument("--no-hippynn", action="store_true", help="skip the hippynn MD comparison")
+    parser.add_argument("--model", default=None, help="a trained thermocg model file to time (implies --no-hippynn)")
     size = parser.add_argument_group("network size (default: the reference HIP-NN-TS)")
     size.add_argument("--n-features", type=int, default=REFERENCE["n_features"])
     size.add_argument("--n-sensitivities", type=int, default=REFERENCE["n_sensitivities"])
@@ -281,8 +288,15 @@ def main() -> None:
     frame = make_frame(args.n_beads, seed=1)
     print(f"{args.n_beads} beads, box {frame.box[0, 0, 0]:.1f} A, {args.threads} threads, torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.1f}")
-    params = network_params(args)
-    peer, ours_model = build_network(params, frame, with_hippynn=not args.no_hippynn)
+    if args.model:
+        from thermocg.potentials.base import load_potential
+
+        peer, ours_model = None, load_potential(args.model)
+        frame = dataclasses.replace(frame, type_names=tuple(ours_model.type_names))
+        params = {"model": args.model, **ours_model.describe().get("hyperparameters", {})}
+    else:
+        params = network_params(args)
+        peer, ours_model = build_network(params, frame, with_hippynn=not args.no_hippynn)
     n_params = sum(p.numel() for p in ours_model.parameters())
     print(f"HIP-NN-TS {params}: {n_params:,} parameters")
     fast = None

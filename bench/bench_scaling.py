@@ -1,6 +1,6 @@
 """Cost per bead of CG MD from 1,000 to 64,000 beads, beside the all-atom cost per molecule.
 
-CG: one-bead methanol at 0.0128 beads/A^3 on a jittered lattice (as bench_md.py), the HIP-NN-TS of
+CG: one-bead methanol at 0.786 g/cm^3 on a jittered lattice (as bench_md.py), the HIP-NN-TS of
 ``--n-features`` ... (default: the reference network, 128 features, 20 sensitivities, r_c 15 A), float32,
 Langevin BAOAB at ``--cg-timestep-fs`` through ``thermocg.md.CGSimulation`` (1 A skin list, blow-up
 checks every 10 steps), ``--threads`` threads. All-atom: the same number of TraPPE-UA methanol
