@@ -376,3 +376,25 @@ def test_wrap_guards_the_cell_boundary():
     stack = np.random.default_rng(0).uniform(-30, 30, (4, 6, 3))
     np.testing.assert_array_equal(wrap_positions(stack, triclinic), mapping_wrap(stack, triclinic))
     np.testing.assert_array_equal(wrap_positions(stack[1], triclinic), mapping_wrap(stack[1:2], triclinic)[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_closest_distance_equals_the_minimum_image_brute_force(dtype):
+    """The blow-up check's closest pair distance (the compiled kernel on CPU) equals the minimum-image
+    distance over every pair, in a triclinic cell."""
+    from thermocg.md.blowup import closest_distance
+    from thermocg.neighbors import pair_index
+
+    rng = np.random.default_rng(4)
+    box = np.array([[12.0, 0.0, 0.0], [1.5, 11.0, 0.0], [-1.0, 2.0, 12.5]])
+    positions = rng.uniform(0.0, 1.0, (40, 3)) @ box
+    x, b = torch.as_tensor(positions, dtype=dtype), torch.as_tensor(box, dtype=dtype)
+    pairs = pair_index(x.unsqueeze(0), b.unsqueeze(0), 5.0)
+    inverse = np.linalg.inv(box)
+    best = np.inf
+    for i in range(40):
+        for j in range(i + 1, 40):
+            frac = (positions[j] - positions[i]) @ inverse
+            for shift in np.array(np.meshgrid(*[[-1, 0, 1]] * 3)).T.reshape(-1, 3):
+                best = min(best, float(np.linalg.norm((frac - np.round(frac) + shift) @ box)))
+    assert float(closest_distance(x, b, pairs)) == pytest.approx(best, rel=1e-5 if dtype == torch.float32 else 1e-12)

@@ -33,6 +33,21 @@ if TYPE_CHECKING:
 __all__ = ["BlowUpDetector", "SimulationBlowUp"]
 
 
+def closest_distance(positions: torch.Tensor, box: torch.Tensor, pairs: PairIndex) -> torch.Tensor:
+    """The shortest pair distance (A, a 0-d tensor) among ``pairs`` of one frame: positions (n, 3),
+    box (3, 3). The compiled pair-vector kernel where there is one (on CPU about twice as fast as the
+    two gathers it replaces), the gathers otherwise."""
+    from thermocg.neighbors import _pair_vector_kernels
+
+    shift = pairs.shifts.to(positions.dtype) @ box.to(positions.dtype).reshape(3, 3)  # (P, 3)
+    ops = _pair_vector_kernels(positions)
+    if ops is not None:
+        vec = ops.pair_vectors(positions.contiguous(), pairs.pair_i, pairs.pair_j, shift)
+    else:
+        vec = torch.index_select(positions, 0, pairs.pair_j) - torch.index_select(positions, 0, pairs.pair_i) + shift
+    return torch.linalg.vector_norm(vec, dim=1).min()
+
+
 class SimulationBlowUp(ValueError):
     """The run became unphysical.
 
@@ -82,8 +97,7 @@ class BlowUpDetector:
         fmax = torch.linalg.vector_norm(f, dim=1).max()
         finite = torch.isfinite(x).all() & torch.isfinite(v).all() & torch.isfinite(f).all() & torch.isfinite(e)
         if pairs is not None and pairs.pair_i.numel():
-            vec = x[pairs.pair_j] - x[pairs.pair_i] + pairs.shifts.to(x.dtype) @ state.box
-            dmin = torch.linalg.vector_norm(vec, dim=1).min()
+            dmin = closest_distance(x, state.box, pairs)
         else:
             dmin = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
         finite_v, ke_v, fmax_v, dmin_v = torch.stack([finite.to(x.dtype), ke, fmax, dmin]).tolist()
