@@ -163,7 +163,7 @@ def fast_pair_part(model, n_beads: int, cutoff_A: float):
     copies = [make_frame_jittered(n_beads, seed, 0.3) for seed in range(4)]
     frames = Frames(positions=np.concatenate([c.positions for c in copies]),
                     box=np.concatenate([c.box for c in copies]), types=copies[0].types,
-                    type_names=copies[0].type_names, masses=copies[0].masses)
+                    type_names=tuple(model.type_names), masses=copies[0].masses)
     return TabulatedPair.from_pair_potential(fit_pair_part(model, frames, cutoff_A=cutoff_A, r_min_A=0.5))
 
 
@@ -273,6 +273,10 @@ def main() -> None:
     parser.add_argument("--no-allatom", action="store_true")
     parser.add_argument("--no-hippynn", action="store_true", help="skip the hippynn MD comparison")
     parser.add_argument("--model", default=None, help="a trained thermocg model file to time (implies --no-hippynn)")
+    parser.add_argument("--fast-dataset", default=None,
+                        help="CG dataset (.h5md) whose frames the r-RESPA pair is fitted on (as "
+                             "scripts/timestep_evidence.py does; needed with --model: a pair fitted on the "
+                             "lattice copies leaves a trained model's remainder too stiff to integrate)")
     size = parser.add_argument_group("network size (default: the reference HIP-NN-TS)")
     size.add_argument("--n-features", type=int, default=REFERENCE["n_features"])
     size.add_argument("--n-sensitivities", type=int, default=REFERENCE["n_sensitivities"])
@@ -301,7 +305,14 @@ def main() -> None:
     print(f"HIP-NN-TS {params}: {n_params:,} parameters")
     fast = None
     if args.respa_inner_steps > 0:
-        fast = fast_pair_part(ours_model, args.n_beads, args.respa_pair_cutoff_A)
+        if args.fast_dataset:
+            from thermocg.dataset import read_frames
+            from thermocg.md.splitting import fast_part
+
+            fast = fast_part(ours_model, "pair", frames=read_frames(args.fast_dataset),
+                             cutoff_A=args.respa_pair_cutoff_A)
+        else:
+            fast = fast_pair_part(ours_model, args.n_beads, args.respa_pair_cutoff_A)
     # warm-up (first calls allocate, hippynn builds its pair memory)
     time_ours(ours_model, frame, 3, args.cg_timestep_fs, seed=0)
     if fast is not None:
