@@ -673,18 +673,3 @@ def test_a_given_temperature_dependent_potential_is_evaluated_at_each_state_temp
     model.set_temperature(110.0)
     at_110 = predict_forces(model, state.positions[state.test], state.box[state.test], state.types)
     assert np.abs(at_130 - at_110).max() > 0
-
-
-def test_data_parallel_training_of_a_temperature_dependent_model_is_refused(tmp_path) -> None:
-    from thermocg.train import Trainer
-
-    class OneRank:  # the parts of DataParallel that resolve() touches before the check
-        is_writer = True
-
-        def training_device(self, configured: str) -> torch.device:
-            return torch.device(configured)
-
-    trainer = Trainer(quick_config(temperature_dependence="linear"), tmp_path, seed=0, parallel=OneRank())
-    trainer.prepare(two_temperature_frames())
-    with pytest.raises(TrainError, match="data-parallel training of a temperature-dependent model"):
-        trainer.resolve()
