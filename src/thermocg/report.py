@@ -821,21 +821,24 @@ def _state_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+def _state_distance(summary: dict[str, Any], metric: str, a: str, b: str) -> tuple[float, float]:
+    """(error of state a's AA structure judged against state b's, that error in noise floors of b)."""
+    value = _nan(summary["state_distances"][metric][a].get(b))
+    floor = _nan(((summary.get("noise") or {}).get(b) or {}).get(metric))
+    return value, judge(value, 0.0, floor)["in_floors"]
+
+
 def _state_pairs(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Every pair of states (in config order) with the AA-vs-AA errors between them and each error's
     ratio to the noise floor of the state judged against (the second)."""
     distances = summary.get("state_distances") or {}
-    noise = summary.get("noise") or {}
     labels = [s for s in summary["states"] if s in (distances.get("rdf_error") or {})]
     pairs = []
     for k, a in enumerate(labels):
         for b in labels[k + 1:]:
             entry = {"from": a, "to": b}
             for metric in ("rdf_error", "adf_error"):
-                value = _nan(distances[metric][a].get(b))
-                floor = _nan((noise.get(b) or {}).get(metric))
-                entry[metric] = value
-                entry[f"{metric}_floors"] = value / floor if floor > 0 else math.nan
+                entry[metric], entry[f"{metric}_floors"] = _state_distance(summary, metric, a, b)
             pairs.append(entry)
     return pairs
 
@@ -864,11 +867,9 @@ def state_distance_line(summary: dict[str, Any]) -> str | None:
 def state_distance_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
     """The AA-vs-AA matrix: row = the state whose AA structure is judged, column = the state it is judged
     against; cells "RDF / ADF", with their multiple of the column state's noise floor."""
-    distances = summary.get("state_distances") or {}
-    rdf, adf = distances.get("rdf_error") or {}, distances.get("adf_error") or {}
+    rdf = (summary.get("state_distances") or {}).get("rdf_error") or {}
     if len(rdf) < 2:
         return []
-    noise = summary.get("noise") or {}
     rows = []
     for a in rdf:
         row = {"AA structure of \\ judged at": a}
@@ -876,10 +877,8 @@ def state_distance_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
             if a == b:
                 row[b] = "-"
                 continue
-            floor = noise.get(b) or {}
-            ratios = [_nan(v) / _nan(floor.get(m)) if _nan(floor.get(m)) > 0 else math.nan
-                      for m, v in (("rdf_error", rdf[a][b]), ("adf_error", adf[a][b]))]
-            row[b] = f"{_fmt(rdf[a][b])} / {_fmt(adf[a][b])} ({_fmt(ratios[0], 2)}x / {_fmt(ratios[1], 2)}x)"
+            (r, r_floors), (d, d_floors) = (_state_distance(summary, m, a, b) for m in ("rdf_error", "adf_error"))
+            row[b] = f"{_fmt(r)} / {_fmt(d)} ({_fmt(r_floors, 2)}x / {_fmt(d_floors, 2)}x)"
         rows.append(row)
     return rows
 
